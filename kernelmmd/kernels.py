@@ -1,0 +1,645 @@
+r"""Kernels: the one place where kernel formulas live (SPEC §1).
+
+A kernel is described by a *profile* so that every backend needs only a few scalar functions:
+
+* radial kernels  :math:`k(a, b) = g(t)`, :math:`t = \|a - b\|^2`, expose ``profile(t, order)`` returning
+  :math:`g, g', g'', g'''` (``order`` = 0..3) and ``param_grads(t)`` (derivatives of :math:`g` in each scalar
+  parameter, for fused backward passes);
+* dot-product kernels :math:`k(a, b) = h(u)`, :math:`u = a^\top b`, expose ``profile(u, order)`` for
+  :math:`h, h', h''` (and :math:`h'''`);
+* :class:`DeepKernel` wraps a top kernel ``K`` on :math:`\mathbb{R}^s` and a feature map :math:`\varphi`:
+  :math:`k(x, y) = K(\varphi(x), \varphi(y))`.
+
+Profiles are written with tensor *methods* and arithmetic only (``.exp()``, ``.sqrt()``, ``.log()``, ``**``),
+so the same code evaluates torch tensors and KeOps ``LazyTensor`` symbolic formulas. The Triton backend keeps a
+twin of each profile keyed by :attr:`RadialKernel.kind_id` / :attr:`DotKernel.kind_id`; a test compares the twin
+with these definitions at every order.
+
+Parameters may be Python floats or scalar tensors (``requires_grad=True`` makes them trainable; every backend
+returns gradients for them). ``sigma="median"`` (or ``"mean"``) is resolved on the data at each call by
+:meth:`Kernel.resolve`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ._validate import check_int, check_positive
+
+__all__ = [
+    "Kernel",
+    "RadialKernel",
+    "DotKernel",
+    "RBF",
+    "MixRBF",
+    "RQ",
+    "MixRQ",
+    "RBFBounded",
+    "Laplacian",
+    "Energy",
+    "Linear",
+    "Poly",
+    "DeepKernel",
+    "KERNELS",
+    "get_kernel",
+    "sqdist",
+    "bandwidth",
+]
+
+_BLOCKS = ("xx", "yy", "xy")
+_HEURISTICS = ("median", "mean")
+
+
+def _scalar(v):
+    """A parameter as stored: a float, or a 0-d tensor kept as is (so gradients flow)."""
+    if isinstance(v, torch.Tensor):
+        return v.reshape(())
+    return float(v)
+
+
+def _value(v) -> float:
+    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _check_param(name: str, v, *, heuristic_ok: bool = False):
+    if heuristic_ok and isinstance(v, str):
+        if v not in _HEURISTICS:
+            raise ValueError(f"{name} must be a number > 0 or one of {list(_HEURISTICS)}, got {v!r}")
+        return v
+    check_positive(name, v)
+    return _scalar(v)
+
+
+def sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Squared Euclidean distances :math:`\|x_i - y_j\|^2`, shape (n, m), never negative.
+
+    Uses :math:`\|x\|^2 + \|y\|^2 - 2x^\top y` after centring both sets on the mean of ``x`` (free, and it shrinks
+    the norms that cancel), clamped at 0. Differentiable; the gradient is finite at coincident points.
+    """
+    c = x.detach().mean(0, keepdim=True)
+    xc, yc = x - c, y - c  # (n, d), (m, d)
+    t = (xc * xc).sum(1)[:, None] + (yc * yc).sum(1)[None, :] - 2.0 * (xc @ yc.T)  # (n, m)
+    return t.clamp_min(0.0)
+
+
+def _safe_sqrt(t):
+    """sqrt with a zero (sub)gradient at t = 0 instead of inf/NaN (torch tensors only)."""
+    pos = t > 0
+    return torch.where(pos, torch.where(pos, t, torch.ones_like(t)).sqrt(), torch.zeros_like(t))
+
+
+def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "median", max_points: int = 1000) -> float:
+    """Bandwidth heuristic: the median (or mean) pairwise Euclidean distance of the pooled sample.
+
+    At most ``max_points`` points (evenly strided, so the result is deterministic) enter the computation.
+    Returns a float (the heuristic is not differentiated). Falls back to 1.0 if all points coincide.
+    """
+    z = x if y is None else torch.cat([x, y])
+    z = z.detach()
+    if z.shape[0] > max_points:
+        idx = torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).round().long()
+        z = z[idx]
+    t = sqdist(z.double(), z.double())
+    iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
+    d = t[iu[0], iu[1]].sqrt()
+    if d.numel() == 0:
+        return 1.0
+    v = float(d.median()) if rule == "median" else float(d.mean())
+    return v if v > 0 else 1.0
+
+
+class Kernel:
+    """Base class. Subclasses implement :meth:`matrix`; radial and dot kernels implement ``profile``."""
+
+    name: str = ""
+    #: needed by SMMD / GCMMD (H block). Laplacian, energy and bounded RBF are not.
+    twice_differentiable: bool = True
+    #: k(a + c, b + c) = k(a, b) for all c (lets fused code centre the data)
+    translation_invariant: bool = False
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor, block: str = "xy") -> torch.Tensor:
+        """Dense kernel matrix K(x, y) of shape (n, m) (reference implementation)."""
+        raise NotImplementedError
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor, block: str = "xy") -> torch.Tensor:
+        """Elementwise k(a_i, b_i) for a, b of shape (n, d): shape (n,) (used by the linear-time estimator)."""
+        raise NotImplementedError
+
+    def resolve(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Kernel:
+        """Return a kernel with every data-dependent parameter (``"median"`` bandwidths, ``gamma=None``) fixed."""
+        return self
+
+    def params(self) -> dict[str, object]:
+        """The kernel's parameters by name (floats or tensors)."""
+        return {}
+
+    def scalar_params(self) -> list:
+        """Flat list of the scalar parameters, in the order ``param_grads`` uses (floats or 0-d tensors)."""
+        return []
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
+        return f"{type(self).__name__}({inner})"
+
+
+def _fmt(v):
+    if isinstance(v, torch.Tensor):
+        return f"{v.detach().tolist()}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(str(_fmt(a)) for a in v) + "]"
+    return repr(v)
+
+
+class RadialKernel(Kernel):
+    r"""k(a, b) = g(‖a − b‖²). Subclasses define :meth:`profile` and :meth:`param_grads`."""
+
+    translation_invariant = True
+    #: stable small integer naming the profile for fused backends (Triton constexpr)
+    kind_id: int = -1
+
+    def profile(self, t, order: int = 0):
+        """g^{(order)}(t) for order in 0..3, elementwise on a tensor (or KeOps LazyTensor) ``t`` ≥ 0."""
+        raise NotImplementedError
+
+    def param_grads(self, t) -> list:
+        """∂g/∂θ_r (t) for each scalar parameter θ_r of :meth:`scalar_params`, elementwise."""
+        return []
+
+    def block_bounds(self, block: str) -> tuple[float, float]:
+        """Clamp applied to t in the given block ('xx', 'yy', 'xy'); (0, inf) except for bounded kernels."""
+        return (0.0, math.inf)
+
+    def matrix(self, x, y, block: str = "xy"):
+        return self._at(sqdist(x, y), block)
+
+    def pairwise(self, a, b, block="xy"):
+        diff = a - b
+        return self._at((diff * diff).sum(1), block)
+
+    def _at(self, t, block):
+        lo, hi = self.block_bounds(block)
+        if lo > 0 or hi < math.inf:
+            t = t.clamp(lo, hi)
+        return self.profile(t, 0)
+
+    def _check_order(self, order: int) -> None:
+        if order not in (0, 1, 2, 3):
+            raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
+
+
+class RBF(RadialKernel):
+    r"""Gaussian kernel :math:`g(t) = \exp(-t / (2\sigma^2))`.
+
+    Derivatives: :math:`g' = -g/(2\sigma^2)`, :math:`g'' = g/(4\sigma^4)`, :math:`g''' = -g/(8\sigma^6)`.
+
+    Args:
+        sigma: bandwidth > 0 (float or scalar tensor), or ``"median"`` / ``"mean"`` (pairwise distance heuristic
+            on the pooled sample, resolved at each call).
+
+    Example:
+        >>> k = RBF(sigma=2.0)
+        >>> float(k.profile(torch.tensor(0.0)))
+        1.0
+    """
+
+    name = "rbf"
+    kind_id = 0
+
+    def __init__(self, sigma=1.0):
+        self.sigma = _check_param("sigma", sigma, heuristic_ok=True)
+
+    def params(self):
+        return {"sigma": self.sigma}
+
+    def scalar_params(self):
+        return [self.sigma]
+
+    def resolve(self, x, y=None):
+        if isinstance(self.sigma, str):
+            return type(self)(sigma=bandwidth(x, y, self.sigma))
+        return self
+
+    def profile(self, t, order=0):
+        self._check_order(order)
+        s2 = self.sigma * self.sigma
+        g = (t * (-0.5 / s2)).exp()
+        return g * ((-0.5 / s2) ** order)
+
+    def param_grads(self, t):
+        s = self.sigma
+        return [self.profile(t, 0) * t / (s * s * s)]
+
+
+class MixRBF(RadialKernel):
+    r"""Mixture of Gaussians :math:`g(t) = \sum_r \exp(-t/(2\sigma_r^2))`.
+
+    Args:
+        sigmas: bandwidths > 0. Li et al. (MMD-GAN) use (1, 2, 4, 8, 16); Wang et al. (1, √2, 2, 2√2, 4).
+    """
+
+    name = "mix_rbf"
+    kind_id = 1
+
+    def __init__(self, sigmas: Sequence = (1.0, 2.0, 4.0, 8.0, 16.0)):
+        sigmas = _as_list("sigmas", sigmas)
+        self.sigmas = [_check_param(f"sigmas[{i}]", s) for i, s in enumerate(sigmas)]
+
+    def params(self):
+        return {"sigmas": self.sigmas}
+
+    def scalar_params(self):
+        return list(self.sigmas)
+
+    def profile(self, t, order=0):
+        self._check_order(order)
+        out = 0.0
+        for s in self.sigmas:
+            c = -0.5 / (s * s)
+            out = out + (t * c).exp() * (c**order)
+        return out
+
+    def param_grads(self, t):
+        return [(t * (-0.5 / (s * s))).exp() * t / (s * s * s) for s in self.sigmas]
+
+
+class RQ(RadialKernel):
+    r"""Rational quadratic :math:`g(t) = (1 + t/(2\alpha))^{-\alpha}`, α > 0.
+
+    With :math:`u = 1 + t/(2\alpha)`: :math:`g' = -\tfrac12 u^{-\alpha-1}`,
+    :math:`g'' = \tfrac{\alpha+1}{4\alpha} u^{-\alpha-2}`, :math:`g''' = -\tfrac{(\alpha+1)(\alpha+2)}{8\alpha^2} u^{-\alpha-3}`.
+    """
+
+    name = "rq"
+    kind_id = 2
+
+    def __init__(self, alpha=1.0):
+        self.alpha = _check_param("alpha", alpha)
+
+    def params(self):
+        return {"alpha": self.alpha}
+
+    def scalar_params(self):
+        return [self.alpha]
+
+    def profile(self, t, order=0):
+        self._check_order(order)
+        return _rq_profile(t, self.alpha, order)
+
+    def param_grads(self, t):
+        return [_rq_dalpha(t, self.alpha)]
+
+
+def _rq_coef(a, order):
+    # g^{(k)}(t) = coef_k * u^{-a-k}: coef_0 = 1, coef_{k+1} = coef_k * (-(a + k)) / (2a)
+    c = 1.0
+    for k in range(order):
+        c = c * (-(a + k)) / (2.0 * a)
+    return c
+
+
+def _rq_profile(t, a, order):
+    u = 1.0 + t * (0.5 / a)
+    return (u.log() * (-(a + order))).exp() * _rq_coef(a, order)
+
+
+def _rq_dalpha(t, a):
+    u = 1.0 + t * (0.5 / a)
+    g = (u.log() * (-a)).exp()
+    return g * (t * (0.5 / a) / u - u.log())
+
+
+class MixRQ(RadialKernel):
+    r"""Mixture of rational quadratics :math:`\sum_r (1 + t/(2\alpha_r))^{-\alpha_r}`.
+
+    Args:
+        alphas: shapes > 0; Bińkowski et al. (MMD-GAN-GP) use (0.2, 0.5, 1, 2, 5).
+    """
+
+    name = "mix_rq"
+    kind_id = 3
+
+    def __init__(self, alphas: Sequence = (0.2, 0.5, 1.0, 2.0, 5.0)):
+        alphas = _as_list("alphas", alphas)
+        self.alphas = [_check_param(f"alphas[{i}]", a) for i, a in enumerate(alphas)]
+
+    def params(self):
+        return {"alphas": self.alphas}
+
+    def scalar_params(self):
+        return list(self.alphas)
+
+    def profile(self, t, order=0):
+        self._check_order(order)
+        out = 0.0
+        for a in self.alphas:
+            out = out + _rq_profile(t, a, order)
+        return out
+
+    def param_grads(self, t):
+        return [_rq_dalpha(t, a) for a in self.alphas]
+
+
+class RBFBounded(RBF):
+    r"""Bounded Gaussian (RBF-B, Wang et al.): :math:`\exp(-\mathrm{clamp}(t)/(2\sigma^2))` with per-block bounds.
+
+    Each block ('xx', 'yy', 'xy') uses ``"lower"`` (t ← max(t, lower)), ``"upper"`` (t ← min(t, upper)) or
+    ``None`` (plain). The defaults are the attractive −MMD² loss of SPEC §7: within-group pairs use the lower
+    bound, cross pairs the upper one. For the repulsive discriminator loss with x = real, y = fake use
+    ``xx="upper", yy="lower", xy=None``. Used in critic losses only; not a positive-definite kernel.
+    """
+
+    name = "rbf_bounded"
+    kind_id = 0  # same profile as rbf; the bounds are applied to t before the profile
+    twice_differentiable = False
+
+    def __init__(self, sigma=1.0, lower=0.25, upper=4.0, xx="lower", yy="lower", xy="upper"):
+        super().__init__(sigma)
+        check_positive("lower", lower)
+        check_positive("upper", upper)
+        if float(lower) > float(upper):
+            raise ValueError(f"lower must be <= upper, got lower={lower}, upper={upper}")
+        self.lower, self.upper = float(lower), float(upper)
+        for name, mode in (("xx", xx), ("yy", yy), ("xy", xy)):
+            if mode not in ("lower", "upper", None):
+                raise ValueError(f"{name} must be 'lower', 'upper' or None, got {mode!r}")
+        self.modes = {"xx": xx, "yy": yy, "xy": xy}
+
+    def params(self):
+        return {"sigma": self.sigma, "lower": self.lower, "upper": self.upper, **self.modes}
+
+    def resolve(self, x, y=None):
+        if isinstance(self.sigma, str):
+            return RBFBounded(bandwidth(x, y, self.sigma), self.lower, self.upper, **self.modes)
+        return self
+
+    def block_bounds(self, block):
+        mode = self.modes[block]
+        if mode == "lower":
+            return (self.lower, math.inf)
+        if mode == "upper":
+            return (0.0, self.upper)
+        return (0.0, math.inf)
+
+
+class Laplacian(RadialKernel):
+    r"""Laplacian kernel :math:`g(t) = \exp(-\sqrt t/\sigma)`. Not differentiable at t = 0: MMD only.
+
+    The profile derivatives are those of :math:`\exp(-\sqrt t/\sigma)` for t > 0 and are set to 0 at t = 0 (the
+    subgradient used for coincident points).
+    """
+
+    name = "laplacian"
+    kind_id = 4
+    twice_differentiable = False
+
+    def __init__(self, sigma=1.0):
+        self.sigma = _check_param("sigma", sigma, heuristic_ok=True)
+
+    def params(self):
+        return {"sigma": self.sigma}
+
+    def scalar_params(self):
+        return [self.sigma]
+
+    def resolve(self, x, y=None):
+        if isinstance(self.sigma, str):
+            return Laplacian(sigma=bandwidth(x, y, self.sigma))
+        return self
+
+    def profile(self, t, order=0):
+        self._check_order(order)
+        r = _safe_sqrt(t)
+        g = (r * (-1.0 / self.sigma)).exp()
+        if order == 0:
+            return g
+        if order > 1:
+            raise ValueError("the laplacian kernel is not twice differentiable; only order 0 and 1 exist")
+        # g'(t) = -g / (2 σ sqrt t) for t > 0; 0 at t = 0
+        pos = t > 0
+        rr = torch.where(pos, r, torch.ones_like(r))
+        return torch.where(pos, -g / (2.0 * self.sigma * rr), torch.zeros_like(g))
+
+    def param_grads(self, t):
+        r = _safe_sqrt(t)
+        g = (r * (-1.0 / self.sigma)).exp()
+        return [g * r / (self.sigma * self.sigma)]
+
+
+class Energy(RadialKernel):
+    r"""Energy-distance kernel :math:`k(a, b) = \|a\| + \|b\| - \|a - b\|` (distance-induced, origin 0).
+
+    MMD² with this kernel is the energy distance. The radial part is :math:`g(t) = -\sqrt t`; the norm terms
+    (``norm_terms = True``) are added by every backend. Not differentiable at coincident points: MMD only.
+    """
+
+    name = "energy"
+    kind_id = 5
+    twice_differentiable = False
+    translation_invariant = False
+    norm_terms = True
+
+    def profile(self, t, order=0):
+        self._check_order(order)
+        r = _safe_sqrt(t)
+        if order == 0:
+            return -r
+        if order > 1:
+            raise ValueError("the energy kernel is not twice differentiable; only order 0 and 1 exist")
+        pos = t > 0
+        rr = torch.where(pos, r, torch.ones_like(r))
+        return torch.where(pos, -0.5 / rr, torch.zeros_like(r))
+
+    def matrix(self, x, y, block="xy"):
+        nx = _safe_sqrt((x * x).sum(1))  # (n,)
+        ny = _safe_sqrt((y * y).sum(1))  # (m,)
+        return nx[:, None] + ny[None, :] + self.profile(sqdist(x, y), 0)
+
+    def pairwise(self, a, b, block="xy"):
+        diff = a - b
+        norm = lambda v: _safe_sqrt((v * v).sum(1))  # noqa: E731
+        return norm(a) + norm(b) - norm(diff)
+
+
+class DotKernel(Kernel):
+    r"""k(a, b) = h(aᵀb). Subclasses define :meth:`profile` and :meth:`param_grads`."""
+
+    kind_id: int = -1
+
+    def profile(self, u, order: int = 0):
+        raise NotImplementedError
+
+    def param_grads(self, u) -> list:
+        return []
+
+    def matrix(self, x, y, block="xy"):
+        return self.profile(x @ y.T, 0)
+
+    def pairwise(self, a, b, block="xy"):
+        return self.profile((a * b).sum(1), 0)
+
+
+class Linear(DotKernel):
+    r"""Linear kernel :math:`h(u) = u`."""
+
+    name = "linear"
+    kind_id = 10
+
+    def profile(self, u, order=0):
+        if order == 0:
+            return u
+        if order == 1:
+            return u * 0.0 + 1.0
+        return u * 0.0
+
+
+class Poly(DotKernel):
+    r"""Polynomial kernel :math:`h(u) = (\gamma u + c)^p`.
+
+    Args:
+        degree: integer p ≥ 0 (KID uses 3).
+        gamma: scale > 0, or ``None`` for 1/d (resolved on the data).
+        coef0: offset c (KID uses 1).
+    """
+
+    name = "poly"
+    kind_id = 11
+
+    def __init__(self, degree=3, gamma=None, coef0=1.0):
+        self.degree = check_int("degree", degree, minimum=0)
+        self.gamma = None if gamma is None else _check_param("gamma", gamma)
+        if isinstance(coef0, bool) or not isinstance(coef0, (int, float, torch.Tensor)):
+            raise TypeError(f"coef0 must be a real number, got {type(coef0).__name__} {coef0!r}")
+        self.coef0 = _scalar(coef0)
+
+    def params(self):
+        return {"degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}
+
+    def scalar_params(self):
+        return [self.gamma, self.coef0]
+
+    def resolve(self, x, y=None):
+        if self.gamma is None:
+            return Poly(self.degree, 1.0 / x.shape[-1], self.coef0)
+        return self
+
+    def _gamma(self):
+        if self.gamma is None:
+            raise ValueError("Poly(gamma=None) must be resolved on data first (kernel.resolve(x))")
+        return self.gamma
+
+    def profile(self, u, order=0):
+        p, g, c = self.degree, self._gamma(), self.coef0
+        if order > p:
+            return u * 0.0
+        coef = 1.0
+        for k in range(order):
+            coef *= p - k
+        base = u * g + c
+        e = p - order
+        val = base**e if e > 0 else base * 0.0 + 1.0
+        return val * (coef * g**order)
+
+    def param_grads(self, u):
+        p, g, c = self.degree, self._gamma(), self.coef0
+        if p == 0:
+            return [u * 0.0, u * 0.0]
+        d = (u * g + c) ** (p - 1) * p if p > 1 else u * 0.0 + 1.0
+        return [d * u, d]
+
+
+class DeepKernel(Kernel):
+    r"""Deep kernel :math:`k(x, y) = K(\varphi(x), \varphi(y))` (SPEC §1).
+
+    Args:
+        phi: a callable (usually an ``nn.Module``) mapping (n, ...) inputs to (n, s) or (n,) features.
+        top: the kernel K on features: a :class:`Kernel` or a name such as ``"rbf"``.
+        **params: parameters of ``top`` when it is given by name.
+    """
+
+    name = "deep"
+
+    def __init__(self, phi: Callable, top: Kernel | str = "rbf", **params):
+        if not callable(phi):
+            raise TypeError(f"phi must be callable (e.g. an nn.Module), got {type(phi).__name__}")
+        if isinstance(top, DeepKernel):
+            raise TypeError("top must be a kernel on features, not another DeepKernel")
+        self.phi = phi
+        self.top = get_kernel(top, **params)
+        self.twice_differentiable = self.top.twice_differentiable
+
+    def params(self):
+        return {"phi": type(self.phi).__name__, "top": self.top}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x) as an (n, s) tensor."""
+        f = self.phi(x)
+        if f.ndim == 1:
+            f = f[:, None]
+        return f.reshape(f.shape[0], -1)
+
+    def matrix(self, x, y, block="xy"):
+        fx, fy = self.features(x), self.features(y)
+        return self.top.resolve(fx, fy).matrix(fx, fy, block)
+
+    def pairwise(self, a, b, block="xy"):
+        fa, fb = self.features(a), self.features(b)
+        return self.top.resolve(fa, fb).pairwise(fa, fb, block)
+
+
+def _as_list(name, v):
+    if isinstance(v, torch.Tensor):
+        v = list(v.reshape(-1).unbind()) if v.requires_grad else v.reshape(-1).tolist()
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(v).__name__} {v!r}")
+    if len(v) == 0:
+        raise ValueError(f"{name} must contain at least one value, got an empty sequence")
+    return list(v)
+
+
+#: name -> class; the names accepted by ``kernel="..."`` everywhere
+KERNELS: dict[str, type[Kernel]] = {
+    "rbf": RBF,
+    "mix_rbf": MixRBF,
+    "rq": RQ,
+    "mix_rq": MixRQ,
+    "rbf_bounded": RBFBounded,
+    "laplacian": Laplacian,
+    "energy": Energy,
+    "linear": Linear,
+    "poly": Poly,
+}
+
+
+def get_kernel(kernel: Kernel | str, **params) -> Kernel:
+    """Build a kernel from a name and parameters, or pass a :class:`Kernel` object through.
+
+    Raises:
+        ValueError: unknown kernel name. TypeError: parameters that the kernel does not take, parameters
+        given together with a kernel object, or a kernel of the wrong type.
+    """
+    if isinstance(kernel, Kernel):
+        if params:
+            raise TypeError(
+                f"kernel parameters {sorted(params)} were given with a kernel object {kernel!r}; "
+                "put them in the object instead"
+            )
+        return kernel
+    if isinstance(kernel, str):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {sorted(KERNELS)} or a Kernel object, got {kernel!r}")
+        cls = KERNELS[kernel]
+        try:
+            return cls(**params)
+        except TypeError as e:
+            if "unexpected keyword" in str(e) or "positional argument" in str(e):
+                import inspect
+
+                accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+                raise TypeError(
+                    f"kernel {kernel!r} takes parameters {accepted}, got {sorted(params)}"
+                ) from None
+            raise
+    raise TypeError(f"kernel must be a kernel name (str) or a Kernel object, got {type(kernel).__name__}")

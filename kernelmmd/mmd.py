@@ -1,0 +1,281 @@
+r"""MMD² estimators, their variance, and the witness function (SPEC §3–4).
+
+Every estimator returns **MMD²** (the squared discrepancy), never MMD. Names say which statistic:
+
+* :func:`mmd2_unbiased` — the U-statistic MMD²_u (diagonal terms excluded; unbiased; may be negative);
+* :func:`mmd2_biased` — the V-statistic MMD²_b = ‖η̂‖²_H (diagonals included; ≥ 0; biased upwards);
+* :func:`mmd2_block` — the B-test average of per-block MMD²_u (unbiased);
+* :func:`mmd2_linear` — the linear-time statistic of Gretton et al. 2012 (unbiased, O(n)).
+
+Inputs: tensors or numpy arrays of shape (n, d) (a 1-D array of shape (n,) is n points in R¹; a
+:class:`~kernelmmd.DeepKernel` accepts any (n, ...) input its feature map takes). numpy in → float / numpy out.
+float16/bfloat16 inputs are computed in float32; sums are always formed in float64 and the result is returned in
+the (float32 or float64) compute dtype.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from . import ops
+from ._validate import as_samples, check_int, check_same_size, to_output
+from .errors import NumericalWarning
+from .kernels import DeepKernel, Kernel, get_kernel
+from .ops.types import BlockStats
+
+__all__ = [
+    "kernel_matrix",
+    "mmd2_unbiased",
+    "mmd2_biased",
+    "mmd2_block",
+    "mmd2_linear",
+    "mmd2_and_variance",
+    "witness",
+    "witness_grad",
+    "block_stats",
+    "Prepared",
+    "prepare",
+]
+
+
+@dataclass
+class Prepared:
+    """Validated tensors (features, for a deep kernel), the resolved top-level kernel and the output mode."""
+
+    tensors: tuple[torch.Tensor, ...]
+    kernel: Kernel
+    numpy: bool
+    dtype: torch.dtype
+
+
+def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2) -> Prepared:
+    """Validate inputs, apply a deep kernel's feature map, upcast half precision and resolve the kernel.
+
+    ``named`` is a sequence of ``(argument name, array)``; the first ``resolve_on`` sets are pooled to resolve
+    data-dependent kernel parameters (``sigma="median"``, ``gamma=None``).
+    """
+    k = get_kernel(kernel, **params)
+    deep = isinstance(k, DeepKernel)
+    s = as_samples(*named, min_points=min_points, any_shape=deep)
+    ts = s.tensors
+    if deep:
+        ts = tuple(k.features(t) for t in ts)
+        k = k.top
+    if ts[0].dtype in (torch.float16, torch.bfloat16):
+        ts = tuple(t.float() for t in ts)
+    pool = ts[:resolve_on]
+    k = k.resolve(pool[0], torch.cat(pool[1:]) if len(pool) > 1 else None)
+    return Prepared(ts, k, s.numpy, ts[0].dtype)
+
+
+def block_stats(x, y, kernel: Kernel, *, variance: bool = False, backend: str = "auto") -> BlockStats:
+    """The fused block statistics of SPEC §3 through the selected backend (inputs already prepared)."""
+    b = ops.select_backend(backend, x, y, op="block_stats")
+    return ops.routine("block_stats", b)(x, y, kernel, variance=variance)
+
+
+def _u(st: BlockStats) -> torch.Tensor:
+    n, m = st.n, st.m
+    return st.sxx / (n * (n - 1)) + st.syy / (m * (m - 1)) - 2.0 * st.sxy / (n * m)
+
+
+def _v(st: BlockStats) -> torch.Tensor:
+    n, m = st.n, st.m
+    return (st.sxx + st.dxx) / (n * n) + (st.syy + st.dyy) / (m * m) - 2.0 * st.sxy / (n * m)
+
+
+def kernel_matrix(x, y=None, kernel="rbf", **params):
+    """Dense kernel matrix K(x, y) (or K(x, x)), shape (n, m), in the input dtype.
+
+    Args:
+        x: (n, d) or (n,) samples. y: (m, d) samples, or None for y = x.
+        kernel: a kernel name (see :data:`kernelmmd.KERNELS`) or a :class:`~kernelmmd.Kernel`.
+        **params: the kernel's parameters when given by name (e.g. ``sigma=2.0``).
+
+    Example:
+        >>> import torch, kernelmmd
+        >>> kernelmmd.kernel_matrix(torch.zeros(3, 2), kernel="rbf", sigma=1.0).shape
+        torch.Size([3, 3])
+    """
+    named = [("x", x)] if y is None else [("x", x), ("y", y)]
+    p = prepare(named, kernel, params)
+    a = p.tensors[0]
+    b = a if y is None else p.tensors[1]
+    return to_output(p.kernel.matrix(a, b), p.numpy)
+
+
+def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", **params):
+    r"""Unbiased estimate MMD²_u (a U-statistic; may be negative).
+
+    .. math::
+        \mathrm{MMD}^2_u = \frac{1}{n(n-1)}\sum_{i\ne i'} k(x_i,x_{i'}) + \frac{1}{m(m-1)}\sum_{j\ne j'} k(y_j,y_{j'})
+        - \frac{2}{nm}\sum_{i,j} k(x_i,y_j)
+
+    Args:
+        x: samples of P, shape (n, d) or (n,), n ≥ 2. y: samples of Q, shape (m, d), m ≥ 2 (m ≠ n is fine).
+        kernel: kernel name or :class:`~kernelmmd.Kernel` (default Gaussian ``"rbf"``).
+        backend: ``"auto"`` or an explicit backend (see :mod:`kernelmmd.ops`).
+        **params: kernel parameters, e.g. ``sigma=1.0`` or ``sigma="median"``.
+
+    Returns:
+        0-d tensor (float for numpy inputs): MMD²_u, differentiable in x, y and tensor kernel parameters.
+
+    Raises:
+        TypeError, ValueError: on bad inputs (shape, n < 2, NaN/Inf, dtype/device mismatch, unknown kernel,
+        invalid kernel parameters, unknown backend).
+
+    Example:
+        >>> import torch, kernelmmd
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(100, 2, generator=g), torch.randn(80, 2, generator=g) + 1
+        >>> bool(kernelmmd.mmd2_unbiased(x, y, kernel="rbf", sigma=1.0) > 0)
+        True
+    """
+    p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
+    st = block_stats(*p.tensors, p.kernel, backend=backend)
+    return to_output(_u(st).to(p.dtype), p.numpy)
+
+
+def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", **params):
+    r"""Biased estimate MMD²_b = ‖η̂‖²_H (a V-statistic: diagonal terms included; always ≥ 0).
+
+    .. math::
+        \mathrm{MMD}^2_b = \frac{1}{n^2}\sum_{i,i'} k(x_i,x_{i'}) + \frac{1}{m^2}\sum_{j,j'} k(y_j,y_{j'})
+        - \frac{2}{nm}\sum_{i,j} k(x_i,y_j)
+
+    Arguments as in :func:`mmd2_unbiased` (n, m ≥ 1).
+    """
+    p = prepare([("x", x), ("y", y)], kernel, params, min_points=1)
+    st = block_stats(*p.tensors, p.kernel, backend=backend)
+    return to_output(_v(st).to(p.dtype), p.numpy)
+
+
+def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", return_blocks: bool = False, **params):
+    r"""Block estimator (B-test, Zaremba et al. 2013): the mean of MMD²_u over disjoint blocks.
+
+    X and Y (n = m) are split into ⌊n / block_size⌋ consecutive blocks of ``block_size`` points each; a
+    remainder of n mod block_size points is left out with a :class:`~kernelmmd.errors.NumericalWarning`. This
+    is also the estimator obtained when several GPUs each compute MMD²_u on their own batch and average.
+
+    Args:
+        block_size: points per block from each sample, 2 ≤ block_size ≤ n.
+        return_blocks: also return the per-block values (shape (b,)), whose spread gives the B-test's variance.
+    """
+    p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
+    xt, yt = p.tensors
+    check_same_size(xt, yt, "mmd2_block")
+    bs = check_int("block_size", block_size, minimum=2)
+    n = xt.shape[0]
+    if bs > n:
+        raise ValueError(f"block_size must be <= n = {n}, got {bs}")
+    nb = n // bs
+    if n % bs:
+        warnings.warn(
+            f"mmd2_block: n = {n} is not a multiple of block_size = {bs}; the last {n % bs} points are ignored",
+            NumericalWarning,
+            stacklevel=2,
+        )
+    vals = torch.stack(
+        [_u(block_stats(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs], p.kernel, backend=backend)) for b in range(nb)]
+    )
+    est = vals.mean().to(p.dtype)
+    if return_blocks:
+        return to_output(est, p.numpy), to_output(vals.to(p.dtype), p.numpy)
+    return to_output(est, p.numpy)
+
+
+def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, **params):
+    r"""Linear-time unbiased estimate (Gretton et al. 2012, Lemma 14), O(n) time and memory.
+
+    .. math::
+        \mathrm{MMD}^2_l = \frac{2}{n}\sum_{i=1}^{n/2} h(x_{2i-1}, y_{2i-1}, x_{2i}, y_{2i}),\quad
+        h = k(x,x') + k(y,y') - k(x,y') - k(x',y)
+
+    Needs n = m ≥ 2; with n odd the last point of each sample is left out. ``return_variance=True`` also returns
+    the estimated variance of the statistic, var(h) / (n/2) (for the normal-approximation test).
+    """
+    p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
+    xt, yt = p.tensors
+    check_same_size(xt, yt, "mmd2_linear")
+    half = xt.shape[0] // 2
+    x1, x2 = xt[0 : 2 * half : 2], xt[1 : 2 * half : 2]  # (n/2, d) each
+    y1, y2 = yt[0 : 2 * half : 2], yt[1 : 2 * half : 2]
+    k = p.kernel
+    h = (k.pairwise(x1, x2, "xx") + k.pairwise(y1, y2, "yy") - k.pairwise(x1, y2, "xy") - k.pairwise(x2, y1, "xy")).double()
+    est = h.mean()
+    if not return_variance:
+        return to_output(est.to(p.dtype), p.numpy)
+    var = h.var(unbiased=True) / half if half > 1 else torch.zeros((), dtype=h.dtype, device=h.device)
+    return to_output(est.to(p.dtype), p.numpy), to_output(var.to(p.dtype), p.numpy)
+
+
+def _variance_h1(st: BlockStats) -> torch.Tensor:
+    """The H1 variance estimator of Sutherland et al. 2017 (SPEC §3), n = m."""
+    m = st.m
+    rxx, ryy, rxy, cxy = st.rxx, st.ryy, st.rxy, st.cxy
+    sxx, syy, sxy = st.sxx, st.syy, st.sxy
+    return (
+        2.0 / (m**2 * (m - 1) ** 2) * (2 * rxx @ rxx - st.qxx + 2 * ryy @ ryy - st.qyy)
+        - (4.0 * m - 6) / (m**3 * (m - 1) ** 3) * (sxx**2 + syy**2)
+        + 4.0 * (m - 2) / (m**3 * (m - 1) ** 2) * (rxy @ rxy + cxy @ cxy)
+        - 4.0 * (m - 3) / (m**3 * (m - 1) ** 2) * st.qxy
+        - (8.0 * m - 12) / (m**5 * (m - 1)) * sxy**2
+        + 8.0 / (m**3 * (m - 1)) * ((sxx + syy) * sxy / m - rxx @ rxy - ryy @ cxy)
+    )
+
+
+def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", **params):
+    r"""MMD²_u and the estimate of its variance under H1 of Sutherland et al. 2017 (SPEC §3), for n = m.
+
+    The variance is the ``_mmd2_and_variance`` estimator of the opt-mmd reference, built from one pass of block
+    statistics (row sums and sums of squared entries). It is not exactly unbiased at small m: measured on two 2-D
+    Gaussians its mean is ≈0.67× the Monte Carlo variance at m = 12, 0.90× at m = 50 and 0.93× at m = 200. The
+    MMD²_u returned excludes the diagonal (unlike the TensorFlow copy in the GAN repositories).
+
+    Returns:
+        ``(mmd2, variance)``, two 0-d tensors (floats for numpy inputs), both differentiable. The test-power
+        criterion of opt-mmd is ``mmd2 / sqrt(max(variance, eps))``.
+    """
+    p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
+    xt, yt = p.tensors
+    check_same_size(xt, yt, "mmd2_and_variance")
+    st = block_stats(xt, yt, p.kernel, variance=True, backend=backend)
+    return to_output(_u(st).to(p.dtype), p.numpy), to_output(_variance_h1(st).to(p.dtype), p.numpy)
+
+
+def _witness_weights(xt, yt):
+    n, m = xt.shape[0], yt.shape[0]
+    w = torch.cat([xt.new_full((n,), 1.0 / n, dtype=torch.float64), yt.new_full((m,), -1.0 / m, dtype=torch.float64)])
+    return torch.cat([xt, yt]), w
+
+
+def witness(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
+    r"""Empirical witness function :math:`\hat\eta(t) = \frac1n\sum_i k(x_i, t) - \frac1m\sum_j k(y_j, t)`.
+
+    The optimal MMD critic is η̂ / ‖η̂‖_H, and ‖η̂‖²_H = MMD²_b. Kernel parameters are resolved on (x, y).
+
+    Args:
+        t: query points, shape (T, d) or (T,).
+
+    Returns:
+        shape (T,), in the input dtype.
+    """
+    p = prepare([("x", x), ("y", y), ("t", t)], kernel, params)
+    xt, yt, tt = p.tensors
+    s, w = _witness_weights(xt, yt)
+    b = ops.select_backend(backend, tt, s, op="kernel_mv")
+    return to_output(ops.routine("kernel_mv", b)(tt, s, w, p.kernel).to(p.dtype), p.numpy)
+
+
+def witness_grad(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
+    r"""Gradient of the witness :math:`\nabla\hat\eta(t)`, shape (T, d) (SPEC §4). Needs a differentiable kernel
+    (at coincident points the laplacian and energy kernels use the zero subgradient)."""
+    p = prepare([("x", x), ("y", y), ("t", t)], kernel, params)
+    xt, yt, tt = p.tensors
+    s, w = _witness_weights(xt, yt)
+    b = ops.select_backend(backend, tt, s, op="kernel_grad_mv")
+    return to_output(ops.routine("kernel_grad_mv", b)(tt, s, w, p.kernel).to(p.dtype), p.numpy)
+
