@@ -25,6 +25,7 @@ from .kernels import (
 )
 from .mmd import (
     kernel_matrix,
+    kernel_means,
     mmd2_and_variance,
     mmd2_biased,
     mmd2_block,
@@ -65,6 +66,7 @@ __all__ = [
     "gt_matvec",
     "h_matvec",
     "kernel_matrix",
+    "kernel_means",
     "mmd2_and_variance",
     "mmd2_biased",
     "mmd2_block",

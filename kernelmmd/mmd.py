@@ -35,6 +35,7 @@ __all__ = [
     "mmd2_and_variance",
     "witness",
     "witness_grad",
+    "kernel_means",
     "block_stats",
     "Prepared",
     "prepare",
@@ -210,6 +211,27 @@ def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, **params):
         return to_output(est.to(p.dtype), p.numpy)
     var = h.var(unbiased=True) / half if half > 1 else torch.zeros((), dtype=h.dtype, device=h.device)
     return to_output(est.to(p.dtype), p.numpy), to_output(var.to(p.dtype), p.numpy)
+
+
+def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "auto", **params):
+    r"""The three kernel means (E k(x, x'), E k(y, y'), E k(x, y)) that every MMD-type loss combines.
+
+    With ``unbiased=True`` the within-sample means exclude the diagonal (U-statistics, n, m ≥ 2); otherwise they
+    include it (V-statistics). For :class:`~kernelmmd.RBFBounded` each block uses its own bound, which is how the
+    repulsive and bounded GAN losses of SPEC §7 are built (e.g. ``λ·kxx − (λ−1)·kxy − kyy``).
+
+    Returns:
+        ``(kxx, kyy, kxy)``: three 0-d tensors (floats for numpy inputs), differentiable.
+    """
+    p = prepare([("x", x), ("y", y)], kernel, params, min_points=2 if unbiased else 1)
+    st = block_stats(*p.tensors, p.kernel, backend=backend)
+    n, m = st.n, st.m
+    if unbiased:
+        kxx, kyy = st.sxx / (n * (n - 1)), st.syy / (m * (m - 1))
+    else:
+        kxx, kyy = (st.sxx + st.dxx) / (n * n), (st.syy + st.dyy) / (m * m)
+    kxy = st.sxy / (n * m)
+    return tuple(to_output(v.to(p.dtype), p.numpy) for v in (kxx, kyy, kxy))
 
 
 def _variance_h1(st: BlockStats) -> torch.Tensor:
