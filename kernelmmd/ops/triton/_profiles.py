@@ -1,0 +1,141 @@
+"""Triton twins of the kernel profiles of :mod:`kernelmmd.kernels` (the one place kernel formulas live).
+
+A kernel reaches a Triton kernel as ``KIND`` (its ``kind_id``, a constexpr), ``R`` (number of mixture components,
+constexpr) and a pointer to its scalar parameters in :meth:`Kernel.scalar_params` order (loaded per program).
+``tests/test_triton_profiles.py`` checks every profile, order and parameter derivative against ``kernels.py``.
+
+Radial kinds (argument t = ‖a − b‖² ≥ 0):  0 rbf, 1 mix_rbf (σ_r), 2 rq, 3 mix_rq (α_r), 4 laplacian, 5 energy
+(radial part −√t only; the caller adds ‖a‖ + ‖b‖). Dot kinds (argument u = aᵀb): 10 linear, 11 poly (γ, c; the degree
+is the constexpr ``DEGREE``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ...kernels import DotKernel, Kernel, RadialKernel
+
+RADIAL_KINDS = (0, 1, 2, 3, 4, 5)
+DOT_KINDS = (10, 11)
+
+
+def kernel_launch_args(kernel: Kernel, device) -> tuple[int, int, int, torch.Tensor]:
+    """(KIND, R, DEGREE, params) for a launch: params is a float64 tensor of the scalar parameters (detached)."""
+    if not isinstance(kernel, (RadialKernel, DotKernel)) or kernel.kind_id < 0:
+        raise TypeError(f"the triton backend supports radial and dot-product kernels, got {kernel!r}")
+    vals = [float(p.detach()) if isinstance(p, torch.Tensor) else float(p) for p in kernel.scalar_params()]
+    if not vals:
+        vals = [0.0]
+    degree = int(getattr(kernel, "degree", 0))
+    return kernel.kind_id, len(vals), degree, torch.tensor(vals, dtype=torch.float64, device=device)
+
+
+@triton.jit
+def _rq_term(t, a, ORDER: tl.constexpr):
+    # g^{(k)}(t) = coef_k u^{-a-k},  u = 1 + t / (2a),  coef_{k+1} = coef_k * (-(a + k)) / (2a)
+    u = 1.0 + t * (0.5 / a)
+    coef = 1.0
+    for k in tl.static_range(ORDER):
+        coef = coef * (-(a + k)) / (2.0 * a)
+    return tl.exp(tl.log(u) * (-(a + ORDER))) * coef
+
+
+@triton.jit
+def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.constexpr):
+    """g^{(ORDER)}(t), elementwise; ``t`` ≥ 0 (clamped by the caller)."""
+    if KIND == 0 or KIND == 1:  # sum_r exp(-t / (2 s_r^2)) * c_r^ORDER
+        out = tl.zeros_like(t)
+        for r in tl.static_range(R):
+            s = tl.load(p_ptr + r)
+            c = -0.5 / (s * s)
+            w = 1.0
+            for _k in tl.static_range(ORDER):
+                w = w * c
+            out += tl.exp(t * c) * w
+    elif KIND == 2 or KIND == 3:
+        out = tl.zeros_like(t)
+        for r in tl.static_range(R):
+            a = tl.load(p_ptr + r)
+            out += _rq_term(t, a, ORDER)
+    elif KIND == 4:  # laplacian exp(-sqrt t / s); g' = -g / (2 s sqrt t), 0 at t = 0
+        s = tl.load(p_ptr)
+        rt = tl.sqrt(t)
+        g = tl.exp(-rt / s)
+        if ORDER == 0:
+            out = g
+        else:
+            out = tl.where(t > 0, -g / (2.0 * s * tl.where(t > 0, rt, 1.0)), 0.0)
+    else:  # KIND == 5: energy, radial part -sqrt t; g' = -1 / (2 sqrt t), 0 at t = 0
+        rt = tl.sqrt(t)
+        if ORDER == 0:
+            out = -rt
+        else:
+            out = tl.where(t > 0, -0.5 / tl.where(t > 0, rt, 1.0), 0.0)
+    return out
+
+
+@triton.jit
+def radial_param_grad(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr):
+    """∂g/∂θ_IDX (t) for the IDX-th scalar parameter, elementwise."""
+    th = tl.load(p_ptr + IDX)
+    if KIND == 0 or KIND == 1:  # d/ds exp(-t/(2 s^2)) = exp(.) t / s^3
+        out = tl.exp(t * (-0.5 / (th * th))) * t / (th * th * th)
+    elif KIND == 2 or KIND == 3:  # d/da u^{-a} = g (t / (2 a u) - log u)
+        u = 1.0 + t * (0.5 / th)
+        lu = tl.log(u)
+        out = tl.exp(lu * (-th)) * (t * (0.5 / th) / u - lu)
+    elif KIND == 4:  # d/ds exp(-sqrt t / s) = g sqrt t / s^2
+        rt = tl.sqrt(t)
+        out = tl.exp(-rt / th) * rt / (th * th)
+    else:
+        out = tl.zeros_like(t)
+    return out
+
+
+@triton.jit
+def _ipow(b, E: tl.constexpr):
+    out = tl.full(b.shape, 1.0, b.dtype)
+    for _k in tl.static_range(E):
+        out = out * b
+    return out
+
+
+@triton.jit
+def dot_profile(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, ORDER: tl.constexpr):
+    """h^{(ORDER)}(u), elementwise."""
+    if KIND == 10:  # linear
+        if ORDER == 0:
+            out = u
+        elif ORDER == 1:
+            out = tl.full(u.shape, 1.0, u.dtype)
+        else:
+            out = tl.zeros_like(u)
+    else:  # poly (g u + c)^p
+        gam = tl.load(p_ptr)
+        c0 = tl.load(p_ptr + 1)
+        if ORDER > DEGREE:
+            out = tl.zeros_like(u)
+        else:
+            coef = 1.0
+            for k in tl.static_range(ORDER):
+                coef = coef * (DEGREE - k) * gam
+            out = _ipow(u * gam + c0, DEGREE - ORDER) * coef
+    return out
+
+
+@triton.jit
+def dot_param_grad(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr):
+    """∂h/∂γ (IDX = 0) or ∂h/∂c (IDX = 1) for poly; 0 for linear."""
+    if KIND == 10 or DEGREE == 0:
+        out = tl.zeros_like(u)
+    else:
+        gam = tl.load(p_ptr)
+        c0 = tl.load(p_ptr + 1)
+        d = _ipow(u * gam + c0, DEGREE - 1) * DEGREE
+        if IDX == 0:
+            out = d * u
+        else:
+            out = d
+    return out
