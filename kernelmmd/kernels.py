@@ -77,11 +77,14 @@ def sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Squared Euclidean distances :math:`\|x_i - y_j\|^2`, shape (n, m), never negative.
 
     Uses :math:`\|x\|^2 + \|y\|^2 - 2x^\top y` after centring both sets on the mean of ``x`` (free, and it shrinks
-    the norms that cancel), clamped at 0. Differentiable; the gradient is finite at coincident points.
+    the norms that cancel), clamped at 0; when ``y is x`` the diagonal is exactly 0. Differentiable; the gradient is
+    finite at coincident points.
     """
     c = x.detach().mean(0, keepdim=True)
     xc, yc = x - c, y - c  # (n, d), (m, d)
     t = (xc * xc).sum(1)[:, None] + (yc * yc).sum(1)[None, :] - 2.0 * (xc @ yc.T)  # (n, m)
+    if x is y:  # the diagonal is exactly 0 (matters for sqrt-based kernels)
+        t = t - torch.diag_embed(torch.diagonal(t))
     return t.clamp_min(0.0)
 
 
@@ -107,7 +110,7 @@ def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "media
     d = t[iu[0], iu[1]].sqrt()
     if d.numel() == 0:
         return 1.0
-    v = float(d.median()) if rule == "median" else float(d.mean())
+    v = float(torch.quantile(d, 0.5)) if rule == "median" else float(d.mean())
     return v if v > 0 else 1.0
 
 
