@@ -88,8 +88,19 @@ def sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return t.clamp_min(0.0)
 
 
+def _is_lazy(t) -> bool:
+    """True for a KeOps ``LazyTensor`` (symbolic formula) rather than a torch tensor or a number."""
+    return not isinstance(t, (torch.Tensor, int, float))
+
+
 def _safe_sqrt(t):
-    """sqrt with a zero (sub)gradient at t = 0 instead of inf/NaN (torch tensors only)."""
+    """sqrt with a zero (sub)gradient at t = 0 instead of inf/NaN.
+
+    On a KeOps LazyTensor this is KeOps' ``Sqrt``, whose derivative ``Rsqrt(t)/2`` is defined as 0 at t = 0:
+    the same zero subgradient.
+    """
+    if _is_lazy(t):
+        return t.sqrt()
     pos = t > 0
     return torch.where(pos, torch.where(pos, t, torch.ones_like(t)).sqrt(), torch.zeros_like(t))
 
@@ -171,6 +182,11 @@ class RadialKernel(Kernel):
         """∂g/∂θ_r (t) for each scalar parameter θ_r of :meth:`scalar_params`, elementwise."""
         return []
 
+    def profiles(self, t, orders=(0, 1)) -> tuple:
+        """``(g^{(o)}(t) for o in orders)``: several orders at once, sharing the transcendental work where the
+        profile allows it (one exp per component for rbf / mix_rbf, one log and exp for rq / mix_rq)."""
+        return tuple(self.profile(t, o) for o in orders)
+
     def block_bounds(self, block: str) -> tuple[float, float]:
         """Clamp applied to t in the given block ('xx', 'yy', 'xy'); (0, inf) except for bounded kernels."""
         return (0.0, math.inf)
@@ -235,6 +251,13 @@ class RBF(RadialKernel):
         s = self.sigma
         return [self.profile(t, 0) * t / (s * s * s)]
 
+    def profiles(self, t, orders=(0, 1)):
+        for o in orders:
+            self._check_order(o)
+        c = -0.5 / (self.sigma * self.sigma)
+        g = (t * c).exp()
+        return tuple(g * (c**o) if o else g for o in orders)
+
 
 class MixRBF(RadialKernel):
     r"""Mixture of Gaussians :math:`g(t) = \sum_r \exp(-t/(2\sigma_r^2))`.
@@ -267,6 +290,16 @@ class MixRBF(RadialKernel):
     def param_grads(self, t):
         return [(t * (-0.5 / (s * s))).exp() * t / (s * s * s) for s in self.sigmas]
 
+    def profiles(self, t, orders=(0, 1)):
+        for o in orders:
+            self._check_order(o)
+        out = [0.0] * len(orders)
+        for s in self.sigmas:
+            c = -0.5 / (s * s)
+            e = (t * c).exp()
+            out = [acc + (e * (c**o) if o else e) for acc, o in zip(out, orders)]
+        return tuple(out)
+
 
 class RQ(RadialKernel):
     r"""Rational quadratic :math:`g(t) = (1 + t/(2\alpha))^{-\alpha}`, α > 0.
@@ -294,6 +327,11 @@ class RQ(RadialKernel):
     def param_grads(self, t):
         return [_rq_dalpha(t, self.alpha)]
 
+    def profiles(self, t, orders=(0, 1)):
+        for o in orders:
+            self._check_order(o)
+        return _rq_profiles(t, self.alpha, orders)
+
 
 def _rq_coef(a, order):
     # g^{(k)}(t) = coef_k * u^{-a-k}: coef_0 = 1, coef_{k+1} = coef_k * (-(a + k)) / (2a)
@@ -306,6 +344,20 @@ def _rq_coef(a, order):
 def _rq_profile(t, a, order):
     u = 1.0 + t * (0.5 / a)
     return (u.log() * (-(a + order))).exp() * _rq_coef(a, order)
+
+
+def _rq_profiles(t, a, orders):
+    # g^{(k)} = coef_k · u^{-a} · u^{-k}: one log and one exp for all orders
+    u = 1.0 + t * (0.5 / a)
+    p = (u.log() * (-a)).exp()
+    inv = 1.0 / u
+    out = []
+    for o in orders:
+        v = p
+        for _ in range(o):
+            v = v * inv
+        out.append(v * _rq_coef(a, o) if o else v)
+    return tuple(out)
 
 
 def _rq_dalpha(t, a):
@@ -343,6 +395,14 @@ class MixRQ(RadialKernel):
 
     def param_grads(self, t):
         return [_rq_dalpha(t, a) for a in self.alphas]
+
+    def profiles(self, t, orders=(0, 1)):
+        for o in orders:
+            self._check_order(o)
+        out = [0.0] * len(orders)
+        for a in self.alphas:
+            out = [acc + v for acc, v in zip(out, _rq_profiles(t, a, orders))]
+        return tuple(out)
 
 
 class RBFBounded(RBF):
@@ -421,6 +481,8 @@ class Laplacian(RadialKernel):
         if order > 1:
             raise ValueError("the laplacian kernel is not twice differentiable; only order 0 and 1 exist")
         # g'(t) = -g / (2 σ sqrt t) for t > 0; 0 at t = 0
+        if _is_lazy(t):  # KeOps: Rsqrt(0) = 0
+            return g * t.rsqrt() * (-0.5 / self.sigma)
         pos = t > 0
         rr = torch.where(pos, r, torch.ones_like(r))
         return torch.where(pos, -g / (2.0 * self.sigma * rr), torch.zeros_like(g))
@@ -451,6 +513,8 @@ class Energy(RadialKernel):
             return -r
         if order > 1:
             raise ValueError("the energy kernel is not twice differentiable; only order 0 and 1 exist")
+        if _is_lazy(t):  # KeOps: Rsqrt(0) = 0
+            return t.rsqrt() * -0.5
         pos = t > 0
         rr = torch.where(pos, r, torch.ones_like(r))
         return torch.where(pos, -0.5 / rr, torch.zeros_like(r))
@@ -476,6 +540,10 @@ class DotKernel(Kernel):
 
     def param_grads(self, u) -> list:
         return []
+
+    def profiles(self, u, orders=(0, 1)) -> tuple:
+        """``(h^{(o)}(u) for o in orders)``."""
+        return tuple(self.profile(u, o) for o in orders)
 
     def matrix(self, x, y, block="xy"):
         return self.profile(x @ y.T, 0)
