@@ -70,7 +70,7 @@ def _check_one(name: str, t: torch.Tensor, *, min_points: int, any_shape: bool =
         raise ValueError(
             f"{name} must have at least {min_points} points for this estimator, got {t.shape[0]}"
         )
-    if not bool(torch.isfinite(t.detach()).all()):
+    if not t.is_meta and not bool(torch.isfinite(t.detach()).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
     return t
 

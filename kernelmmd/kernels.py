@@ -85,7 +85,9 @@ def sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     t = (xc * xc).sum(1)[:, None] + (yc * yc).sum(1)[None, :] - 2.0 * (xc @ yc.T)  # (n, m)
     if x is y:  # the diagonal is exactly 0 (matters for sqrt-based kernels)
         t = t - torch.diag_embed(torch.diagonal(t))
-    return t.clamp_min(0.0)
+    # clamp the value at 0 but let the gradient through unchanged: negative t is rounding error, and masking the
+    # gradient there would zero the mixed second derivative -2 g'(0) I at coincident points
+    return t + (t.clamp_min(0.0) - t).detach()
 
 
 def _is_lazy(t) -> bool:
