@@ -307,7 +307,8 @@ class RQ(RadialKernel):
     r"""Rational quadratic :math:`g(t) = (1 + t/(2\alpha))^{-\alpha}`, α > 0.
 
     With :math:`u = 1 + t/(2\alpha)`: :math:`g' = -\tfrac12 u^{-\alpha-1}`,
-    :math:`g'' = \tfrac{\alpha+1}{4\alpha} u^{-\alpha-2}`, :math:`g''' = -\tfrac{(\alpha+1)(\alpha+2)}{8\alpha^2} u^{-\alpha-3}`.
+    :math:`g'' = \tfrac{\alpha+1}{4\alpha} u^{-\alpha-2}`,
+    :math:`g''' = -\tfrac{(\alpha+1)(\alpha+2)}{8\alpha^2} u^{-\alpha-3}`.
     """
 
     name = "rq"

@@ -179,9 +179,8 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
             NumericalWarning,
             stacklevel=2,
         )
-    vals = torch.stack(
-        [_u(block_stats(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs], p.kernel, backend=backend)) for b in range(nb)]
-    )
+    blocks = [(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs]) for b in range(nb)]  # (bs, d) each
+    vals = torch.stack([_u(block_stats(xb, yb, p.kernel, backend=backend)) for xb, yb in blocks])
     est = vals.mean().to(p.dtype)
     if return_blocks:
         return to_output(est, p.numpy), to_output(vals.to(p.dtype), p.numpy)
@@ -205,7 +204,8 @@ def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, **params):
     x1, x2 = xt[0 : 2 * half : 2], xt[1 : 2 * half : 2]  # (n/2, d) each
     y1, y2 = yt[0 : 2 * half : 2], yt[1 : 2 * half : 2]
     k = p.kernel
-    h = (k.pairwise(x1, x2, "xx") + k.pairwise(y1, y2, "yy") - k.pairwise(x1, y2, "xy") - k.pairwise(x2, y1, "xy")).double()
+    h = k.pairwise(x1, x2, "xx") + k.pairwise(y1, y2, "yy") - k.pairwise(x1, y2, "xy") - k.pairwise(x2, y1, "xy")
+    h = h.double()  # (n/2,)
     est = h.mean()
     if not return_variance:
         return to_output(est.to(p.dtype), p.numpy)

@@ -79,7 +79,7 @@ def test_block_size_errors():
     [
         ("rbf", {"sigma": 0.0}, ValueError, "sigma must be a finite number > 0, got 0.0"),
         ("rbf", {"sigma": -1.0}, ValueError, "sigma must be a finite number > 0, got -1.0"),
-        ("rbf", {"sigma": "mode"}, ValueError, r"sigma must be a number > 0 or one of \['median', 'mean'\], got 'mode'"),
+        ("rbf", {"sigma": "mode"}, ValueError, r"sigma must be a number > 0 or one of \['median', 'mean'\], got 'mo"),
         ("rbf", {"sigma": [1.0]}, TypeError, "sigma must be a real number, got list"),
         ("rbf", {"sigma": torch.ones(2)}, ValueError, r"sigma must be a scalar, got a tensor of shape \(2,\)"),
         ("rbf", {"sigma": float("inf")}, ValueError, "sigma must be a finite number > 0, got inf"),

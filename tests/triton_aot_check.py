@@ -28,7 +28,8 @@ def main() -> int:
         mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
         for spec in getattr(mod, "AOT_SPECS", []):
             key = f"{info.name}.{spec['name']}"
-            res = {"ok": False, "error": "", "mma": False, "wgmma": False, "tensor_cores": spec.get("tensor_cores", False)}
+            res = {"ok": False, "error": "", "mma": False, "wgmma": False}
+            res["tensor_cores"] = spec.get("tensor_cores", False)
             try:
                 src = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec.get("constexprs", {}))
                 ptx = triton.compile(src, target=target).asm["ptx"]
