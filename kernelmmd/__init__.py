@@ -5,6 +5,7 @@ Public API only (re-exports); nothing is computed here. See README.md and docs/A
 
 from .blocks import a_column, a_diagonal, a_matvec, derivative_blocks, g_matvec, gt_matvec, h_matvec
 from .errors import BackendFallbackWarning, ConvergenceWarning, KernelMMDWarning, NumericalWarning
+from .gcmmd import DENSE_MAX_SIZE, GCMMDInfo, gcmmd2
 from .kernels import (
     KERNELS,
     RBF,
@@ -34,10 +35,23 @@ from .mmd import (
     witness,
     witness_grad,
 )
+from .scaled import jacobian_sqnorm, sigma2_inv, smmd2, smmd_loss, swgan_loss
+from .solvers import conjugate_gradient, pivoted_cholesky, woodbury_solve
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DENSE_MAX_SIZE",
+    "GCMMDInfo",
+    "conjugate_gradient",
+    "gcmmd2",
+    "jacobian_sqnorm",
+    "pivoted_cholesky",
+    "sigma2_inv",
+    "smmd2",
+    "smmd_loss",
+    "swgan_loss",
+    "woodbury_solve",
     "KERNELS",
     "RBF",
     "RQ",
