@@ -139,3 +139,77 @@ def dot_param_grad(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.c
         else:
             out = d
     return out
+
+
+@triton.jit
+def radial_param_grad_order(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr, ORDER: tl.constexpr):
+    """∂g^{(ORDER)}/∂θ_IDX (t), elementwise: the parameter derivative of the ORDER-th profile derivative.
+
+    ORDER = 0 equals :func:`radial_param_grad`. Needed by backward passes of ops built on g' and g'' (witness
+    gradient, derivative blocks). Twin of autograd through ``kernel.profile(t, ORDER)`` in its tensor parameters.
+    """
+    th = tl.load(p_ptr + IDX)
+    if KIND == 0 or KIND == 1:  # component c^k e^{ct}, c = -1/(2 s^2), dc/ds = 1/s^3
+        c = -0.5 / (th * th)
+        ck = 1.0  # c^k
+        dk = 0.0  # d(c^k)/dc = k c^{k-1}
+        for _k in tl.static_range(ORDER):
+            dk = dk * c + ck
+            ck = ck * c
+        out = tl.exp(t * c) * (dk + ck * t) / (th * th * th)
+    elif KIND == 2 or KIND == 3:  # g^{(k)} [sum_{i<k} (1/(a+i) - 1/a) - log u + (a+k) t / (2 a^2 u)]
+        u = 1.0 + t * (0.5 / th)
+        lu = tl.log(u)
+        coef = 1.0
+        sfac = 0.0
+        for i in tl.static_range(ORDER):
+            coef = coef * (-(th + i)) / (2.0 * th)
+            sfac = sfac + 1.0 / (th + i) - 1.0 / th
+        g = tl.exp(lu * (-(th + ORDER))) * coef
+        out = g * (sfac - lu + (th + ORDER) * t * (0.5 / (th * th)) / u)
+    elif KIND == 4:  # laplacian: order 0 g sqrt(t) / s^2; order 1 -e^{-r/s} (1/(2 s^3) - 1/(2 s^2 r)), 0 at t = 0
+        rt = tl.sqrt(t)
+        e = tl.exp(-rt / th)
+        if ORDER == 0:
+            out = e * rt / (th * th)
+        else:
+            rr = tl.where(t > 0, rt, 1.0)
+            out = tl.where(t > 0, -e * (0.5 / (th * th * th) - 0.5 / (th * th * rr)), 0.0)
+    else:
+        out = tl.zeros_like(t)
+    return out
+
+
+@triton.jit
+def dot_param_grad_order(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
+                         ORDER: tl.constexpr):
+    """∂h^{(ORDER)}/∂γ (IDX = 0) or ∂h^{(ORDER)}/∂c (IDX = 1) for poly (0 for linear), elementwise.
+
+    With b = γu + c and P_k = p!/(p-k)!: h^{(k)} = P_k γ^k b^{p-k}, so
+    ∂/∂γ = P_k (k γ^{k-1} b^{p-k} + (p-k) γ^k b^{p-k-1} u) and ∂/∂c = P_k (p-k) γ^k b^{p-k-1}.
+    """
+    if KIND == 10 or ORDER > DEGREE or DEGREE == 0:
+        out = tl.zeros_like(u)
+    else:
+        gam = tl.load(p_ptr)
+        c0 = tl.load(p_ptr + 1)
+        b = u * gam + c0
+        pk = 1.0
+        gk = 1.0  # γ^k
+        dgk = 0.0  # k γ^{k-1}
+        for k in tl.static_range(ORDER):
+            pk = pk * (DEGREE - k)
+            dgk = dgk * gam + gk
+            gk = gk * gam
+        if ORDER == DEGREE:  # h^{(p)} = P_p γ^p: no c dependence
+            if IDX == 0:
+                out = tl.zeros_like(u) + pk * dgk
+            else:
+                out = tl.zeros_like(u)
+        else:
+            low = _ipow(b, DEGREE - ORDER - 1)  # b^{p-k-1}
+            if IDX == 0:
+                out = pk * (dgk * low * b + (DEGREE - ORDER) * gk * low * u)
+            else:
+                out = pk * (DEGREE - ORDER) * gk * low
+    return out
