@@ -36,11 +36,38 @@ from .mmd import (
     witness_grad,
 )
 from .scaled import jacobian_sqnorm, sigma2_inv, smmd2, smmd_loss, swgan_loss
+from .scores import KIDResult, fid, frechet_distance, kid
 from .solvers import conjugate_gradient, pivoted_cholesky, woodbury_solve
+from .two_sample import (
+    KernelSelection,
+    MMDTestResult,
+    RelativeTestResult,
+    block_mmd_test,
+    linear_mmd_test,
+    mmd2_variance_unbiased,
+    mmd_test,
+    relative_mmd_test,
+    select_kernel,
+    selected_mmd_test,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KIDResult",
+    "KernelSelection",
+    "MMDTestResult",
+    "RelativeTestResult",
+    "block_mmd_test",
+    "fid",
+    "frechet_distance",
+    "kid",
+    "linear_mmd_test",
+    "mmd2_variance_unbiased",
+    "mmd_test",
+    "relative_mmd_test",
+    "select_kernel",
+    "selected_mmd_test",
     "DENSE_MAX_SIZE",
     "GCMMDInfo",
     "conjugate_gradient",
