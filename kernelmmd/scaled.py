@@ -114,8 +114,8 @@ def jacobian_sqnorm(phi, x, *, create_graph: bool = True):
     Example:
         >>> import torch
         >>> w = torch.tensor([3.0, 4.0])
-        >>> jacobian_sqnorm(lambda x: x @ w, torch.randn(5, 2))
-        tensor([25., 25., 25., 25., 25.], grad_fn=<SumBackward1>)
+        >>> jacobian_sqnorm(lambda x: x @ w, torch.randn(5, 2)).tolist()
+        [25.0, 25.0, 25.0, 25.0, 25.0]
     """
     if not callable(phi):
         raise TypeError(f"phi must be callable (e.g. an nn.Module), got {type(phi).__name__}")

@@ -74,7 +74,8 @@ def pivoted_cholesky(
     Shawe-Taylor & Cristianini, *Kernel Methods for Pattern Analysis*, Alg. 5.12: with residual diagonal
     :math:`r = \operatorname{diag}(A)`, repeat for :math:`j = 0, 1, \dots`: pick :math:`i = \arg\max r`,
     :math:`\nu_j = \sqrt{r_i}`, :math:`R_j = (A_{:, i} - R_{<j}^\top R_{<j, i}) / \nu_j`, :math:`r \mathrel{-}= R_j^2`;
-    stop at ``max_rank`` rows or when :math:`\sum r \le \mathrm{tol}\cdot\operatorname{tr}A`. Then
+    stop at ``max_rank`` rows, when :math:`\sum r \le \mathrm{tol}\cdot\operatorname{tr}A`, or when the largest
+    residual pivot falls to rounding level (:math:`\max r \le 64\,\epsilon_{64} \max\operatorname{diag}A`). Then
     :math:`A \approx R^\top R` with :math:`A - R^\top R \succeq 0`; at rank N (or rank(A)) the factorisation is exact.
 
     Cost: ``rank`` column reads and O(rank² N) arithmetic, O(rank · N) memory; A itself is never formed.
@@ -96,7 +97,7 @@ def pivoted_cholesky(
     Example:
         >>> import torch
         >>> B = torch.randn(3, 6, dtype=torch.float64); A = B.T @ B
-        >>> f = pivoted_cholesky(torch.diagonal(A), lambda i: A[:, i], max_rank=6)
+        >>> f = pivoted_cholesky(torch.diagonal(A), lambda i: A[:, i], max_rank=6)  # rank(A) = 3
         >>> f.rank, bool(torch.allclose(f.R.T @ f.R, A))
         (3, True)
     """
@@ -116,6 +117,7 @@ def pivoted_cholesky(
     max_rank = min(max_rank, N)
     r = diag.detach().to(torch.float64).clone()  # residual diagonal (N,)
     trace = float(r.clamp_min(0).sum())
+    floor = 64.0 * torch.finfo(torch.float64).eps * float(r.max())  # pivots below this are rounding noise
     R = torch.zeros(max_rank, N, dtype=torch.float64, device=r.device)  # (rank, N)
     pivots: list[int] = []
     done = torch.zeros(N, dtype=torch.bool, device=r.device)
@@ -125,7 +127,7 @@ def pivoted_cholesky(
             break
         i = int(torch.argmax(res))
         piv = float(res[i])
-        if not piv > 0:
+        if not piv > floor:
             break
         col = column(i)
         if not isinstance(col, torch.Tensor) or col.shape != (N,):
