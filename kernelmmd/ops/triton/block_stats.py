@@ -1,0 +1,761 @@
+r"""Fused block statistics of MMD² (SPEC §3, §13): Triton kernels → launchers → autograd Functions → aliases.
+
+For one block K_AB (A = B for the within-sample blocks K_XX, K_YY; A = X, B = Y for K_XY) one tiled pass computes,
+without ever holding the n × m matrix,
+
+.. math::
+    S = \sum_{i,j}{}' k(a_i, b_j), \qquad r_i = \sum_j{}' k(a_i, b_j), \qquad Q = \sum_{i,j}{}' k(a_i, b_j)^2
+
+where :math:`\sum'` skips i = j for a within-sample block (the traces :math:`\sum_i k(a_i, a_i)` are O(n d) and
+are formed in torch, differentiably, from ``kernel.pairwise``). Column sums of K_XY are the row sums of K_YX: one
+more pass, only when the variance statistics are asked for.
+
+**Forward.** Program (i, s) owns a row tile of BLOCK_M rows and sweeps a contiguous range of column tiles (all of
+them when ``split = 1``; the split only exists to fill the GPU when n is small). Per tile: the pair argument
+(t = ‖a‖² + ‖b‖² − 2aᵀb clamped at 0 on centred data with ``tl.dot``, or exact differences Σ_k (a_k − b_k)² when
+d ≤ 8; u = aᵀb for dot-product kernels), the profile from :mod:`._profiles`, fp32 row sums inside the tile and
+float64 accumulation across tiles. Each program writes its partials (S, Q and row sums); the host reduces them
+with ``torch.sum`` — deterministic, no float atomics. Without variance statistics a within-sample block only
+visits tiles on and above the diagonal (off-diagonal tiles count twice): half the work.
+
+**Backward.** The gradient of any linear combination L = c·S + αᵀr + βᵀc_col + q·Q has upstream weights
+:math:`w_{ij} = c + \alpha_i + \beta_j + 2 q\, k_{ij}` and, for a radial kernel with clamped t (derivative 0
+where clamped, RBF-B),
+
+.. math::
+    p_{ij} = w_{ij}\, g'(t_{ij}), \qquad \nabla_{a_i} L = 2\Big(a_i \sum_j p_{ij} - \sum_j p_{ij} b_j\Big)
+    \;[+\; \textstyle\sum_j w_{ij}\, a_i / \|a_i\| \text{ for the energy kernel}],
+
+for a dot kernel :math:`\nabla_{a_i} L = \sum_j w_{ij} h'(u_{ij}) b_j`, and for each scalar kernel parameter
+:math:`\partial L/\partial\theta = \sum_{ij} w_{ij}\, \partial k_{ij}/\partial\theta`. The row pass computes
+P·B with ``tl.dot`` (the flash-attention structure, SPEC §13); the gradient in b is the same pass over K_BA.
+For a within-sample block a point sits in both arguments: the pass runs with the symmetrised weights
+w_ij + w_ji (c → 2c, β = α, q → 2q) and the parameter sums are halved. When d exceeds BLOCK_D the output columns
+are split over a third grid axis; each such program recomputes t (cost (1 + d / BLOCK_D) / 2 times the
+forward's).
+
+**Precision.** ``precision="ieee"`` (default): fp32 products, exact to fp32 rounding. ``"tf32"``: tensor cores for
+the aᵀb and P·B products (about 10 bits of mantissa in the inputs; t loses accuracy for nearby points).
+``"tf32x3"``: split-precision TF32 (three tensor-core products), close to fp32 accuracy. The error of the
+tensor-core modes can only be measured on a GPU (the interpreter computes in fp32/fp64 numpy); see
+``benchmarks/RESULTS.md`` once it has been measured. float16/bfloat16 inputs are computed in fp32; float64 inputs
+in float64 (``precision`` must then be ``"ieee"``).
+
+**Autograd.** Gradients flow to a, b and every tensor-valued kernel parameter. The backward kernels are not
+themselves differentiable: the Functions are ``@once_differentiable`` and a second differentiation raises
+``RuntimeError`` (use the torch or KeOps backends for double backward).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd.function import once_differentiable
+
+from ...kernels import DotKernel, Energy, Kernel, RadialKernel
+from ..types import BlockStats
+from ._profiles import dot_param_grad, dot_profile, kernel_launch_args, radial_param_grad, radial_profile
+
+__all__ = [
+    "block_stats",
+    "same_block_stats",
+    "cross_block_stats",
+    "LaunchConfig",
+    "launch_config",
+    "PRECISIONS",
+    "AOT_SPECS",
+]
+
+#: values accepted by ``precision``
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tile helpers (reusable by other fused ops: witness, kernel-matrix products)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
+                  RADIAL: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (RADIAL) or u = a_iᵀb_j, in the pointers' dtype.
+
+    ``a``/``b`` are row-major (n, d)/(m, d); ``na``/``nb`` their squared row norms (used by the radial
+    ``tl.dot`` path: t = na + nb − 2aᵀb, clamped at 0). DIRECT sums exact per-coordinate products/differences
+    instead (small d). Rows/columns outside the ranges read zeros: the caller masks them.
+    """
+    rmask = rows < n
+    cmask = cols < m
+    arow = a_ptr + rows.to(tl.int64) * d  # (BM,) row pointers
+    brow = b_ptr + cols.to(tl.int64) * d  # (BN,)
+    acc = tl.zeros((BM, BN), dtype=a_ptr.dtype.element_ty)
+    if DIRECT:
+        for k in range(0, d):
+            av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+            bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+            if RADIAL:
+                diff = av[:, None] - bv[None, :]
+                acc += diff * diff
+            else:
+                acc += av[:, None] * bv[None, :]
+        out = acc
+    else:
+        for k0 in range(0, d, BK):
+            kk = k0 + tl.arange(0, BK)
+            kmask = kk < d
+            a = tl.load(arow[:, None] + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
+            b = tl.load(brow[:, None] + kk[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)  # (BN, BK)
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)  # (BM, BN)
+        if RADIAL:
+            na = tl.load(na_ptr + rows, mask=rmask, other=0.0)
+            nb = tl.load(nb_ptr + cols, mask=cmask, other=0.0)
+            out = tl.maximum(na[:, None] + nb[None, :] - 2.0 * acc, 0.0)
+        else:
+            out = acc
+    return out
+
+
+@triton.jit
+def clamp_arg(t, lo, hi, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """t clamped to [lo, hi] (RBF-B block bounds); each side only when its flag is set."""
+    out = t
+    if CLAMP_LO:
+        out = tl.maximum(out, lo)
+    if CLAMP_HI:
+        out = tl.minimum(out, hi)
+    return out
+
+
+@triton.jit
+def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr,
+                ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """g^(ORDER)(clamp t) for radial kinds (zero where clamped when ORDER ≥ 1), h^(ORDER)(u) for dot kinds.
+
+    The energy kernel's norm terms ‖a‖ + ‖b‖ are not included (see :func:`energy_norm_tile`).
+    """
+    if KIND < 10:
+        out = radial_profile(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, R, ORDER)
+        if ORDER > 0:
+            if CLAMP_LO:
+                out = tl.where(arg >= lo, out, 0.0)
+            if CLAMP_HI:
+                out = tl.where(arg <= hi, out, 0.0)
+    else:
+        out = dot_profile(arg, p_ptr, KIND, DEGREE, ORDER)
+    return out
+
+
+@triton.jit
+def energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m):
+    """‖a_i‖ + ‖b_j‖ for a (BM, BN) tile from squared norms (the energy kernel's non-radial part)."""
+    na = tl.load(na_ptr + rows, mask=rows < n, other=0.0)
+    nb = tl.load(nb_ptr + cols, mask=cols < m, other=0.0)
+    return tl.sqrt(na)[:, None] + tl.sqrt(nb)[None, :]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _block_stats_fwd(
+    a_ptr, b_ptr, na_ptr, nb_ptr, p_ptr, aux_ptr,  # inputs; aux = [lo, hi]
+    s_ptr, q_ptr, r_ptr,  # outputs: S and Q partials (tiles_i * split,), row-sum partials (split, n); float64
+    n, m, d, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr,
+    SAME: tl.constexpr, TRI: tl.constexpr, ROWS: tl.constexpr,
+    CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    pid_i = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    n_split = tl.num_programs(1)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < n
+    lo = tl.load(aux_ptr)
+    hi = tl.load(aux_ptr + 1)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    if TRI:  # within-sample block without row sums: tiles on and above the diagonal (BM == BN)
+        j_lo = tl.maximum(j_lo, pid_i)
+    acc_r = tl.zeros((BM,), dtype=tl.float64)  # row sums (S = their total)
+    acc_q = tl.zeros((BM,), dtype=tl.float64)
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
+                            KIND < 10, DIRECT, PRECISION, BM, BN, BK)
+        kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)  # (BM, BN)
+        if KIND == 5:
+            kv += energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m)
+        valid = rmask[:, None] & (cols < m)[None, :]
+        if SAME:
+            valid = valid & (rows[:, None] != cols[None, :])
+        kv = tl.where(valid, kv, 0.0)
+        tile_r = tl.sum(kv, 1)  # fp32 inside the tile, float64 across tiles
+        if TRI:
+            tile_r = tile_r * tl.where(jt == pid_i, 1.0, 2.0)
+        acc_r += tile_r.to(tl.float64)
+        if ROWS:
+            acc_q += tl.sum(kv * kv, 1).to(tl.float64)
+    out = pid_i * n_split + pid_s
+    tl.store(s_ptr + out, tl.sum(acc_r, 0))
+    if ROWS:
+        tl.store(q_ptr + out, tl.sum(acc_q, 0))
+        tl.store(r_ptr + pid_s * n + rows, acc_r, mask=rmask)
+
+
+@triton.jit
+def _block_stats_bwd(
+    a_ptr, b_ptr, na_ptr, nb_ptr, p_ptr, aux_ptr, al_ptr, be_ptr,  # aux = [lo, hi, c, q]; al/be: row/col weights
+    g_ptr, pg_ptr,  # outputs: gradient partials (split, n, d) in the compute dtype; parameter partials (., RP) f64
+    n, m, d, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, SAME: tl.constexpr,
+    HAS_AL: tl.constexpr, HAS_BE: tl.constexpr, HAS_Q: tl.constexpr, GRAD: tl.constexpr, PARAMS: tl.constexpr,
+    CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, RP: tl.constexpr,
+):
+    pid_i = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_d = tl.program_id(2)
+    n_split = tl.num_programs(1)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < n
+    dcols = pid_d * BD + tl.arange(0, BD)
+    dmask = dcols < d
+    lo = tl.load(aux_ptr)
+    hi = tl.load(aux_ptr + 1)
+    c = tl.load(aux_ptr + 2)
+    q = tl.load(aux_ptr + 3)
+    dt = a_ptr.dtype.element_ty
+    if HAS_AL:
+        al = tl.load(al_ptr + rows, mask=rmask, other=0.0)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    psum = tl.zeros((BM,), dtype=dt)  # Σ_j p_ij
+    wsum = tl.zeros((BM,), dtype=dt)  # Σ_j w_ij (energy norm terms)
+    acc = tl.zeros((BM, BD), dtype=dt)  # Σ_j p_ij b_j
+    ridx = tl.arange(0, RP)
+    pvec = tl.zeros((RP,), dtype=tl.float64)
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < m
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
+                            KIND < 10, DIRECT, PRECISION, BM, BN, BK)
+        valid = rmask[:, None] & cmask[None, :]
+        if SAME:
+            valid = valid & (rows[:, None] != cols[None, :])
+        w = tl.zeros((BM, BN), dtype=dt) + c
+        if HAS_AL:
+            w += al[:, None]
+        if HAS_BE:
+            be = tl.load(be_ptr + cols, mask=cmask, other=0.0)
+            w += be[None, :]
+        if HAS_Q:
+            kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
+            if KIND == 5:
+                kv += energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m)
+            w += 2.0 * q * kv
+        w = tl.where(valid, w, 0.0)
+        if GRAD:
+            p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
+            bt = tl.load(b_ptr + cols.to(tl.int64)[:, None] * d + dcols[None, :],
+                         mask=cmask[:, None] & dmask[None, :], other=0.0)  # (BN, BD)
+            acc = tl.dot(p, bt, acc, input_precision=PRECISION)
+            if KIND < 10:
+                psum += tl.sum(p, 1)
+            if KIND == 5:
+                wsum += tl.sum(w, 1)
+        if PARAMS:
+            if pid_d == 0:
+                for r in tl.static_range(R):
+                    if KIND < 10:
+                        dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
+                    else:
+                        dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
+                    ts = tl.sum(tl.sum(w * dk, 1).to(tl.float64), 0)
+                    pvec += tl.where(ridx == r, ts, 0.0)
+    if GRAD:
+        offs = rows.to(tl.int64)[:, None] * d + dcols[None, :]
+        omask = rmask[:, None] & dmask[None, :]
+        if KIND < 10:
+            at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
+            out = 2.0 * (at * psum[:, None] - acc)
+            if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ (0 at a_i = 0)
+                nrm = tl.sqrt(tl.load(na_ptr + rows, mask=rmask, other=0.0))
+                inv = tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
+                out += (wsum * inv)[:, None] * at
+        else:
+            out = acc
+        tl.store(g_ptr + pid_s.to(tl.int64) * n * d + offs, out, mask=omask)
+    if PARAMS:
+        if pid_d == 0:
+            tl.store(pg_ptr + (pid_i * n_split + pid_s) * RP + ridx, pvec)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host launchers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile sizes and launch parameters. ``split=None`` picks the column split that fills the device.
+
+    ``block_m == block_n`` enables the triangular schedule of within-sample blocks. ``direct_max_d``: up to this
+    d the pair argument is summed coordinate by coordinate (exact, cheaper than a padded ``tl.dot``).
+    """
+
+    block_m: int = 64
+    block_n: int = 64
+    block_k: int = 32
+    block_d: int = 128
+    num_warps: int = 4
+    num_stages: int = 2
+    split: int | None = None
+    direct_max_d: int = 8
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def launch_config(n: int, m: int, d: int, dtype: torch.dtype, precision: str, device: torch.device) -> LaunchConfig:
+    """Default launch configuration for a block of n × m pairs in R^d (untuned on hardware: first guesses).
+
+    Under the interpreter (CPU tensors) tiles are 32 wide and the split is 1 (programs run one after another).
+    """
+    if device.type != "cuda":
+        return LaunchConfig(block_m=32, block_n=32, block_k=32, block_d=32, split=1)
+    if dtype == torch.float64:
+        return LaunchConfig(block_m=64, block_n=64, block_k=16, block_d=64, num_warps=4, num_stages=2)
+    if precision == "ieee":
+        return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=128, num_warps=4, num_stages=2)
+    return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=128, num_warps=4, num_stages=3)
+
+
+def _split(cfg: LaunchConfig, tiles_i: int, tiles_j: int, device: torch.device) -> tuple[int, int]:
+    """(split, tiles_per_split): column tiles per program so that there are ≳ 4 programs per SM."""
+    if cfg.split is not None:
+        want = max(1, cfg.split)
+    elif device.type == "cuda":
+        target = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        want = max(1, -(-target // tiles_i))
+    else:
+        want = 1
+    want = min(want, tiles_j)
+    per = -(-tiles_j // want)
+    return -(-tiles_j // per), per
+
+
+def _pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a launch needs besides the tensors (hashable constexpr choices and launch-time constants)."""
+
+    kind: int
+    r: int
+    degree: int
+    params: torch.Tensor  # (R,) compute dtype, detached values
+    aux: tuple[float, float]  # (lo, hi) clamp bounds of t
+    clamp_lo: bool
+    clamp_hi: bool
+    precision: str
+    cfg: LaunchConfig
+    param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Function
+
+    @property
+    def radial(self) -> bool:
+        return self.kind < 10
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _compute_dtype(name: str, t: torch.Tensor, precision: str) -> torch.dtype:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cuda" and not (t.device.type == "cpu" and _interpreting()):
+        raise ValueError(
+            f"{name} must be a CUDA tensor for the triton backend (CPU tensors only run under the Triton "
+            f"interpreter, TRITON_INTERPRET=1), got a tensor on {t.device}"
+        )
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (n, d) with n, d >= 1, got {tuple(t.shape)}")
+    if t.dtype in (torch.float16, torch.bfloat16, torch.float32):
+        return torch.float32
+    if t.dtype == torch.float64:
+        if precision != "ieee":
+            raise ValueError(
+                f"precision={precision!r} applies to float32 inputs; float64 inputs are computed in float64 "
+                "with precision='ieee'"
+            )
+        return torch.float64
+    raise TypeError(
+        f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype {t.dtype}"
+    )
+
+
+def _spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision: str, n: int, m: int, d: int) -> _Spec:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if not isinstance(kernel, (RadialKernel, DotKernel)):
+        raise TypeError(f"the triton backend supports radial and dot-product kernels, got {kernel!r}")
+    kind, r, degree, params = kernel_launch_args(kernel, device)
+    lo, hi = kernel.block_bounds(block) if isinstance(kernel, RadialKernel) else (0.0, math.inf)
+    sp = kernel.scalar_params()
+    index = tuple(i for i, p in enumerate(sp) if isinstance(p, torch.Tensor))
+    cfg = launch_config(n, m, d, dtype, precision, torch.device(device))
+    bounds = (float(lo), float(hi))
+    return _Spec(kind, r, degree, params.to(dtype), bounds, lo > 0, hi < math.inf, precision, cfg, index)
+
+
+def _aux(spec: _Spec, device, dtype, c=None, q=None) -> torch.Tensor:
+    """[lo, hi, c, q] on the device in the compute dtype (c, q may be device tensors: no host sync)."""
+    lo, hi = spec.aux
+    base = torch.tensor([lo if spec.clamp_lo else 0.0, hi if spec.clamp_hi else 0.0], dtype=dtype, device=device)
+    if c is None:
+        return base
+    cq = torch.stack([c.reshape(()).to(dtype), q.reshape(()).to(dtype)])
+    return torch.cat([base, cq])
+
+
+def _sqnorms(a: torch.Tensor) -> torch.Tensor:
+    return (a * a).sum(1)  # (n,)
+
+
+def _forward_launch(a, b, na, nb, spec: _Spec, same: bool, rows: bool):
+    """Launch the forward pass over K_AB; returns (S, row sums or None, Q or None), float64."""
+    n, d = a.shape
+    m = b.shape[0]
+    cfg = spec.cfg
+    tiles_i, tiles_j = triton.cdiv(n, cfg.block_m), triton.cdiv(m, cfg.block_n)
+    split, per = _split(cfg, tiles_i, tiles_j, a.device)
+    tri = same and not rows and cfg.block_m == cfg.block_n
+    f64 = dict(dtype=torch.float64, device=a.device)
+    s_part = torch.empty(tiles_i * split, **f64)
+    q_part = torch.empty(tiles_i * split, **f64) if rows else s_part
+    r_part = torch.empty(split, n, **f64) if rows else s_part
+    direct = d <= cfg.direct_max_d
+    bk = max(16, min(_pow2(d), cfg.block_k))
+    _block_stats_fwd[(tiles_i, split)](
+        a, b, na, nb, spec.params, _aux(spec, a.device, a.dtype), s_part, q_part, r_part,
+        n, m, d, per,
+        spec.kind, spec.r, spec.degree, same, tri, rows, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
+        cfg.block_m, cfg.block_n, bk,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if not rows:
+        return s_part.sum(), None, None
+    return s_part.sum(), r_part.sum(0), q_part.sum()
+
+
+def _backward_launch(a, b, na, nb, spec: _Spec, same: bool, c, q, alpha, beta, want_grad: bool, want_params: bool):
+    """Launch the backward pass over K_AB with weights w_ij = c + α_i + β_j + 2q k_ij (i ≠ j when ``same``).
+
+    Returns (∇_a Σ w_ij k_ij in the compute dtype or None, (R,) float64 Σ w_ij ∂k_ij/∂θ_r or None).
+    """
+    n, d = a.shape
+    m = b.shape[0]
+    cfg = spec.cfg
+    tiles_i, tiles_j = triton.cdiv(n, cfg.block_m), triton.cdiv(m, cfg.block_n)
+    split, per = _split(cfg, tiles_i, tiles_j, a.device)
+    direct = d <= cfg.direct_max_d
+    bk = max(16, min(_pow2(d), cfg.block_k))
+    bd = max(16, min(_pow2(d), cfg.block_d))
+    n_dc = triton.cdiv(d, bd) if want_grad else 1
+    rp = _pow2(spec.r)
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
+    aux = _aux(spec, a.device, a.dtype, zero if c is None else c, zero if q is None else q)
+    g_part = torch.empty(split, n, d, dtype=a.dtype, device=a.device) if want_grad else aux
+    pg_part = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=a.device) if want_params else aux
+    al = alpha.to(a.dtype).contiguous() if alpha is not None else aux
+    be = beta.to(a.dtype).contiguous() if beta is not None else aux
+    _block_stats_bwd[(tiles_i, split, n_dc)](
+        a, b, na, nb, spec.params, aux, al, be, g_part, pg_part,
+        n, m, d, per,
+        spec.kind, spec.r, spec.degree, same, alpha is not None, beta is not None, q is not None,
+        want_grad, want_params, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
+        cfg.block_m, cfg.block_n, bk, bd, rp,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    grad = None
+    if want_grad:
+        grad = g_part[0] if split == 1 else g_part.sum(0, dtype=torch.float64).to(a.dtype)
+    pgrad = pg_part.sum(0)[: spec.r] if want_params else None
+    return grad, pgrad
+
+
+def _param_grads(pgrad, index, meta, needs) -> list:
+    """Per tensor parameter: its gradient (device, dtype and shape of the parameter) or None."""
+    out = []
+    for idx, (device, dtype, shape), need in zip(index, meta, needs):
+        out.append(None if pgrad is None or not need else pgrad[idx].to(device=device, dtype=dtype).reshape(shape))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autograd Functions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _SameBlock(torch.autograd.Function):
+    """(S, [r, Q]) of the within-sample block K_AA without its diagonal; a is prepared (centred, contiguous)."""
+
+    @staticmethod
+    def forward(ctx, a, spec, rows, *params):
+        ctx.set_materialize_grads(False)
+        na = _sqnorms(a)
+        s, r, q = _forward_launch(a, a, na, na, spec, True, rows)
+        ctx.save_for_backward(a, na)
+        ctx.spec, ctx.rows = spec, rows
+        ctx.param_meta = [(p.device, p.dtype, p.shape) for p in params]
+        return (s, r, q) if rows else s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        a, na = ctx.saved_tensors
+        spec = ctx.spec
+        gs = grads[0]
+        gr, gq = (grads[1], grads[2]) if ctx.rows else (None, None)
+        n_params = len(spec.param_index)
+        want_grad = ctx.needs_input_grad[0]
+        needs = ctx.needs_input_grad[3:]
+        want_params = any(needs)
+        if (gs is None and gr is None and gq is None) or not (want_grad or want_params):
+            return (None, None, None, *([None] * n_params))
+        # symmetrised weights w_ij + w_ji = 2c + α_i + α_j + 4q k_ij: a_i appears as both arguments
+        c = None if gs is None else 2.0 * gs
+        q = None if gq is None else 2.0 * gq
+        grad, pgrad = _backward_launch(a, a, na, na, spec, True, c, q, gr, gr, want_grad, want_params)
+        if pgrad is not None:
+            pgrad = 0.5 * pgrad  # Σ (w + wᵀ) ∂k = 2 Σ w ∂k
+        return (grad, None, None, *_param_grads(pgrad, spec.param_index, ctx.param_meta, needs))
+
+
+class _CrossBlock(torch.autograd.Function):
+    """(S, [r, c, Q]) of the cross block K_AB; a and b are prepared (same centring, contiguous)."""
+
+    @staticmethod
+    def forward(ctx, a, b, spec, rows, *params):
+        ctx.set_materialize_grads(False)
+        na, nb = _sqnorms(a), _sqnorms(b)
+        s, r, q = _forward_launch(a, b, na, nb, spec, False, rows)
+        ctx.save_for_backward(a, b, na, nb)
+        ctx.spec, ctx.rows = spec, rows
+        ctx.param_meta = [(p.device, p.dtype, p.shape) for p in params]
+        if not rows:
+            return s
+        _, cs, _ = _forward_launch(b, a, nb, na, spec, False, True)  # column sums = row sums of K_BA
+        return s, r, cs, q
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        a, b, na, nb = ctx.saved_tensors
+        spec = ctx.spec
+        gs = grads[0]
+        gr, gc, gq = (grads[1], grads[2], grads[3]) if ctx.rows else (None, None, None)
+        n_params = len(spec.param_index)
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        needs = ctx.needs_input_grad[4:]
+        want_params = any(needs)
+        if gs is None and gr is None and gc is None and gq is None:
+            return (None, None, None, None, *([None] * n_params))
+        grad_a = grad_b = pgrad = None
+        if need_a or want_params:  # rows = a: w_ij = c + α_i + β_j + 2q k_ij
+            grad_a, pgrad = _backward_launch(a, b, na, nb, spec, False, gs, gq, gr, gc, need_a, want_params)
+        if need_b:  # rows = b over K_BA: the roles of α and β swap
+            grad_b, _ = _backward_launch(b, a, nb, na, spec, False, gs, gq, gc, gr, True, False)
+        return (grad_a, grad_b, None, None, *_param_grads(pgrad, spec.param_index, ctx.param_meta, needs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Functional aliases
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _prepared(t: torch.Tensor, dtype: torch.dtype, centre: torch.Tensor | None) -> torch.Tensor:
+    t = t.to(dtype)
+    if centre is not None:
+        t = t - centre  # centre is detached: gradients pass straight through
+    return t.contiguous()
+
+
+def _centred(kernel: Kernel) -> bool:
+    """Centre the data before t = ‖a‖² + ‖b‖² − 2aᵀb (translation-invariant radial kernels only)."""
+    return isinstance(kernel, RadialKernel) and kernel.translation_invariant and not isinstance(kernel, Energy)
+
+
+def same_block_stats(a: torch.Tensor, kernel: Kernel, block: str = "xx", *, rows: bool = False,
+                     precision: str = "ieee"):
+    r"""Statistics of the within-sample block K_AA without its diagonal: (S, r, Q), float64.
+
+    .. math::
+        S = \sum_{i \ne j} k(a_i, a_j), \quad r_i = \sum_{j \ne i} k(a_i, a_j), \quad Q = \sum_{i \ne j} k(a_i, a_j)^2
+
+    Args:
+        a: (n, d) CUDA tensor (CPU under the Triton interpreter). kernel: resolved radial or dot kernel.
+        block: ``"xx"`` or ``"yy"`` (selects the RBF-B bounds). rows: also compute r (n,) and Q (else None).
+        precision: ``"ieee"``, ``"tf32"`` or ``"tf32x3"`` (float32 inputs only).
+
+    Returns:
+        ``(S, r, Q)`` with r and Q None unless ``rows``; differentiable once in a and tensor kernel parameters.
+
+    Raises:
+        ValueError: a not on CUDA (outside the interpreter), bad shape, bad precision. TypeError: non-float dtype,
+        unsupported kernel.
+    """
+    dtype = _compute_dtype("a", a, precision)
+    n, d = a.shape
+    spec = _spec(kernel, block, dtype, a.device, precision, n, n, d)
+    centre = a.detach().to(dtype).mean(0, keepdim=True) if _centred(kernel) else None
+    params = [kernel.scalar_params()[i] for i in spec.param_index]
+    out = _SameBlock.apply(_prepared(a, dtype, centre), spec, rows, *params)
+    return tuple(out) if rows else (out, None, None)
+
+
+def cross_block_stats(a: torch.Tensor, b: torch.Tensor, kernel: Kernel, block: str = "xy", *, rows: bool = False,
+                      precision: str = "ieee"):
+    r"""Statistics of the cross block K_AB: (S, r, c, Q), float64.
+
+    .. math::
+        S = \sum_{i,j} k(a_i, b_j), \quad r_i = \sum_j k(a_i, b_j), \quad c_j = \sum_i k(a_i, b_j),
+        \quad Q = \sum_{i,j} k(a_i, b_j)^2
+
+    Args:
+        a: (n, d), b: (m, d) tensors on one CUDA device (CPU under the Triton interpreter), one dtype.
+        rows: also compute r (n,), c (m,) and Q (one more pass for c); otherwise they are None.
+
+    Returns:
+        ``(S, r, c, Q)``; differentiable once in a, b and tensor kernel parameters.
+
+    Raises:
+        ValueError / TypeError: as :func:`same_block_stats`, and for a and b of different d, device or dtype.
+    """
+    dtype = _compute_dtype("a", a, precision)
+    _compute_dtype("b", b, precision)
+    if b.shape[1] != a.shape[1]:
+        raise ValueError(f"b has {b.shape[1]} features but a has {a.shape[1]}; both must live in the same R^d")
+    if b.device != a.device:
+        raise ValueError(f"b is on device {b.device} but a is on {a.device}; put both on one device")
+    if b.dtype != a.dtype:
+        raise TypeError(f"b has dtype {b.dtype} but a has {a.dtype}; convert both to one dtype")
+    (n, d), m = a.shape, b.shape[0]
+    spec = _spec(kernel, block, dtype, a.device, precision, n, m, d)
+    centre = None
+    if _centred(kernel):
+        centre = (a.detach().to(dtype).sum(0, keepdim=True) + b.detach().to(dtype).sum(0, keepdim=True)) / (n + m)
+    params = [kernel.scalar_params()[i] for i in spec.param_index]
+    out = _CrossBlock.apply(_prepared(a, dtype, centre), _prepared(b, dtype, centre), spec, rows, *params)
+    return tuple(out) if rows else (out, None, None, None)
+
+
+def _trace(a: torch.Tensor, kernel: Kernel, block: str, dtype: torch.dtype) -> torch.Tensor:
+    """Σ_i k(a_i, a_i) in float64 through torch (O(n d), differentiable to any order)."""
+    a = a.to(dtype)
+    return kernel.pairwise(a, a, block).double().sum()
+
+
+def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool = False,
+                precision: str = "ieee") -> BlockStats:
+    r"""Block statistics of K_XX, K_YY, K_XY (SPEC §3) by fused Triton passes; every field float64.
+
+    ``sxx``/``syy`` exclude the diagonal, ``dxx``/``dyy`` are the traces, ``sxy`` the full cross sum; with
+    ``variance``: row sums ``rxx``/``ryy`` (zero diagonal), ``rxy``/``cxy`` and squared sums ``qxx``/``qyy``/``qxy``.
+    O((n + m)² d) time, O((n + m) d) memory; the within-sample blocks cost half when ``variance`` is False.
+
+    Args:
+        x: (n, d), y: (m, d) on one CUDA device (CPU tensors under the Triton interpreter), one dtype.
+        kernel: resolved radial or dot-product kernel (not a DeepKernel: apply its feature map first).
+        variance: also compute the row/column sums and squared sums.
+        precision: ``"ieee"`` (default, exact fp32), ``"tf32"`` or ``"tf32x3"`` (tensor cores; float32 only).
+
+    Returns:
+        :class:`~kernelmmd.ops.types.BlockStats`, differentiable once in x, y and tensor kernel parameters.
+
+    Raises:
+        ValueError: tensors not on CUDA outside the interpreter, bad shapes, different d or devices, unknown
+        ``precision``, or ``precision != "ieee"`` with float64 inputs. TypeError: non-float dtypes, different dtypes,
+        unsupported kernel.
+
+    Example:
+        >>> st = block_stats(x.cuda(), y.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
+        >>> mmd2_u = st.sxx / (n * (n - 1)) + st.syy / (m * (m - 1)) - 2 * st.sxy / (n * m)  # doctest: +SKIP
+    """
+    sxy, rxy, cxy, qxy = cross_block_stats(x, y, kernel, "xy", rows=variance, precision=precision)
+    sxx, rxx, qxx = same_block_stats(x, kernel, "xx", rows=variance, precision=precision)
+    syy, ryy, qyy = same_block_stats(y, kernel, "yy", rows=variance, precision=precision)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return BlockStats(
+        n=x.shape[0], m=y.shape[0], sxx=sxx, syy=syy, sxy=sxy,
+        dxx=_trace(x, kernel, "xx", dtype), dyy=_trace(y, kernel, "yy", dtype),
+        rxx=rxx, ryy=ryy, rxy=rxy, cxy=cxy, qxx=qxx, qyy=qyy, qxy=qxy,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ahead-of-time compilation specs (tests/test_triton_aot.py compiles each for sm_90)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _aot_fwd(name, kind, *, r=1, degree=0, same=False, tri=False, rows=True, lo=False, hi=False, direct=False,
+             precision="ieee", dt="fp32", bk=32, tensor_cores=False):
+    ptr = f"*{dt}"
+    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "p_ptr", "aux_ptr")}
+    sig.update({k: "*fp64" for k in ("s_ptr", "q_ptr", "r_ptr")})
+    sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
+    const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, TRI=tri, ROWS=rows, CLAMP_LO=lo, CLAMP_HI=hi,
+                 DIRECT=direct, PRECISION=precision, BM=64, BN=64, BK=bk)
+    sig.update({k: "constexpr" for k in const})
+    return {"name": name, "fn": _block_stats_fwd, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+
+
+def _aot_bwd(name, kind, *, r=1, degree=0, same=False, al=True, be=True, q=True, grad=True, params=True, lo=False,
+             hi=False, direct=False, precision="ieee", dt="fp32", bk=32, bd=64, tensor_cores=False):
+    ptr = f"*{dt}"
+    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "p_ptr", "aux_ptr", "al_ptr", "be_ptr", "g_ptr")}
+    sig["pg_ptr"] = "*fp64"
+    sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
+    const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, HAS_AL=al, HAS_BE=be, HAS_Q=q, GRAD=grad, PARAMS=params,
+                 CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct, PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd,
+                 RP=_pow2(r))
+    sig.update({k: "constexpr" for k in const})
+    return {"name": name, "fn": _block_stats_bwd, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+
+
+AOT_SPECS = [
+    _aot_fwd("fwd_rbf_same_tri", 0, same=True, tri=True, rows=False),
+    _aot_fwd("fwd_rbf_cross_rows", 0),
+    _aot_fwd("fwd_rbf_bounded_lo", 0, same=True, lo=True),
+    _aot_fwd("fwd_rbf_bounded_hi", 0, hi=True),
+    _aot_fwd("fwd_mix_rq_tf32", 3, r=5, precision="tf32", tensor_cores=True),
+    _aot_fwd("fwd_rq_tf32x3", 2, same=True, precision="tf32x3", tensor_cores=True),
+    _aot_fwd("fwd_laplacian_direct", 4, direct=True),
+    _aot_fwd("fwd_energy", 5),
+    _aot_fwd("fwd_poly_tf32", 11, r=2, degree=3, precision="tf32", tensor_cores=True),
+    _aot_fwd("fwd_linear_direct", 10, direct=True),
+    _aot_fwd("fwd_rbf_fp64", 0, dt="fp64", bk=16),
+    _aot_bwd("bwd_rbf_same", 0, same=True),
+    _aot_bwd("bwd_mix_rbf_tf32", 1, r=5, precision="tf32", tensor_cores=True),
+    _aot_bwd("bwd_rq_tf32x3_direct", 2, direct=True, precision="tf32x3", tensor_cores=True),
+    _aot_bwd("bwd_rbf_bounded", 0, lo=True, hi=True, al=False, be=False),
+    _aot_bwd("bwd_laplacian_params_only", 4, grad=False, q=False),
+    _aot_bwd("bwd_energy", 5, same=True, params=False),
+    _aot_bwd("bwd_poly_tf32", 11, r=2, degree=3, precision="tf32", tensor_cores=True),
+    _aot_bwd("bwd_linear", 10, q=False),
+    _aot_bwd("bwd_rbf_fp64", 0, dt="fp64", bk=16),
+]
