@@ -95,6 +95,10 @@ def _needs_grad(*things) -> bool:
     return False
 
 
+def _as_float(v) -> float:
+    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
 def _kernel_tensors(k: Kernel) -> list:
     return [p for p in k.scalar_params() if isinstance(p, torch.Tensor)]
 
@@ -207,7 +211,7 @@ def _gcmmd_input(xt, yt, zt, k, lam, solver, max_rank, tol, max_iter, precond, d
         mmd2b = _v(st)
         v0, v1 = _witness_at(zt, xt, yt, k, backend)  # (M,), (M, d)
     with torch.no_grad():
-        cf = float(c)
+        cf = _as_float(c)
         w0, w1 = _solve_input(
             zt.detach(), k, v0.detach(), v1.detach(), cf, solver, max_rank, tol, max_iter, precond,
             dense_max_size, backend, info,
@@ -300,7 +304,7 @@ def _gcmmd_deep(xt, yt, zt, z_is_x, kd, lam, solver, dense_max_size, backend, in
         mmd2b = _v(st)
         e0, u = _witness_at(af, axf, ayf, top, backend)  # (M,), (M, s)
     with torch.no_grad():
-        cf = float(c)
+        cf = _as_float(c)
         if solver == "feature":
             info.size = M * (1 + s)
             w0, w1 = _feature_solve(af.detach(), J.detach(), e0.detach(), u.detach(), top, cf)
@@ -413,7 +417,7 @@ def gcmmd2(
     smp = as_samples(*named, any_shape=deep)
     xt, yt = smp.tensors[:2]
     zt = xt if z is None else smp.tensors[2]
-    lam_f = float(lam)
+    lam_f = _as_float(lam)
     info = GCMMDInfo(solver="", size=0, M=zt.shape[0], d=0, lam=lam_f, mmd2_biased=0.0, pbar=0.0, backend=backend)
 
     if deep:
