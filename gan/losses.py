@@ -16,7 +16,7 @@ key            critic maximises (generator minimises the same unless stated)    
 =============  =================================================================================  ===  ============
 ``smmd``       ``kernelmmd.smmd_loss``: MMD²_u(φ(X), φ(Y)) / (1 + 10 Ê_P‖∇φ‖²_F), K = rbf σ=1       1    none
 ``swgan``      ``kernelmmd.swgan_loss``: (Ê_Pφ − Ê_Qφ) / √(1 + 10 (Ê_P φ² + Ê_P ‖∇φ‖²_F))          1    none
-``gcmmd``      ``kernelmmd.gcmmd2`` with µ = P (z = real), deep kernel rbf σ=1 on φ, feature solver   1    none
+``gcmmd``      ``kernelmmd.gcmmd2`` with µ = P (z = real), rbf σ=1 on φ, λ=1, feature solver      1    none
 ``mmd``        MMD²_u(φ(X), φ(Y)), mix_rbf σ ∈ {1, 2, 4, 8, 16} (Li et al. 2017)                    16   sn
 ``mmd-gp``     MMD²_u with mix_rq α ∈ {0.2, 0.5, 1, 2, 5}, minus λ_GP E(‖∇_x̃ η̂(φ(x̃))‖ − 1)²  (λ=1)  16   none
 ``mmd-rep``    −L_D^{rep,λ} = −[λ Ek(x,x') − (λ−1) Ek(x,y) − Ek(y,y')], rbf σ=1, λ=1; G: MMD²_u      16   pico
@@ -128,11 +128,12 @@ class SWGAN(SMMD):
 
 
 class GCMMD(GANLoss):
-    """Gradient-constrained MMD² (SPEC §6) with µ = P: ``kernelmmd.gcmmd2(real, fake, z=real, ...)``."""
+    """Gradient-constrained MMD² (SPEC §6) with µ = P̂ (z = the real batch): ``kernelmmd.gcmmd2`` with the deep
+    kernel rbf(σ = 1) ∘ φ, λ = ``lam`` (kernelmmd's default 1) and the exact ``"feature"`` solver."""
 
     name = "gcmmd"
 
-    def __init__(self, lam: float = 0.1, solver: str = "feature"):
+    def __init__(self, lam: float = 1.0, solver: str = "feature"):
         if not (isinstance(lam, (int, float)) and lam > 0 and math.isfinite(lam)):
             raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
         self.lam, self.solver = float(lam), solver
@@ -142,7 +143,7 @@ class GCMMD(GANLoss):
 
     def _value(self, critic, real, fake):
         kernel = kernelmmd.DeepKernel(critic, "rbf", sigma=1.0)
-        return _api("gcmmd2")(real, fake, z=real, kernel=kernel, lam=self.lam, solver=self.solver)
+        return _api("gcmmd2")(real, fake, z=None, kernel=kernel, lam=self.lam, solver=self.solver)  # z = x: µ = P
 
     def critic_loss(self, critic, real, fake, rng):
         value = self._value(critic, real, fake)

@@ -115,8 +115,11 @@ def spectralize(net: nn.Module, mode: str, example: torch.Tensor) -> nn.Module:
     if mode == "none":
         return net
     shapes: dict[nn.Module, tuple[int, ...]] = {}
-    hooks = [m.register_forward_hook(lambda m, inp, out: shapes.setdefault(m, tuple(inp[0].shape[1:])))
-             for m in net.modules() if isinstance(m, nn.Conv2d)]
+
+    def record(m, inp, out):
+        shapes.setdefault(m, tuple(inp[0].shape[1:]))  # (C, H, W) of the convolution's input
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
     was_training = net.training
     with torch.no_grad():
         net.eval()

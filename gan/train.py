@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="critic constraint: none, sn (spectral normalisation), spectral-param (learned gamma), pico "
       "(conv operator norm); default per loss: mmd sn, mmd-rep/mmd-rep-b pico, others none")
     a("--scale", type=_nonnegative_float, default=d.scale, help="smmd/swgan: scale of the gradient term (default 10)")
-    a("--gc-lam", type=_positive_float, default=d.gc_lam, help="gcmmd: regularisation lambda (default 0.1)")
+    a("--gc-lam", type=_positive_float, default=d.gc_lam, help="gcmmd: regularisation lambda (default 1)")
     a("--gp-weight", type=_nonnegative_float, default=d.gp_weight,
       help="mmd-gp / wgan-gp: gradient-penalty weight (defaults 1 / 10)")
     a("--rep-lam", type=float, default=d.rep_lam, help="mmd-rep / mmd-rep-b: lambda of the repulsive loss (default 1)")

