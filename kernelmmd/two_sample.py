@@ -45,6 +45,8 @@ __all__ = [
 
 #: default permutation batch: as many indicator columns as keep N·B_batch ≤ 2²⁴ entries (128 MiB in float64)
 _BATCH_ENTRIES = 1 << 24
+#: permuted statistics within _TIE_EPS · eps(dtype) · (size of the cancelling terms) of the observed one are ties
+_TIE_EPS = 64.0
 
 
 # ------------------------------------------------------------------------------------------------- result types
@@ -184,7 +186,7 @@ def _indicators(N: int, n: int, count: int, gen: torch.Generator) -> torch.Tenso
     return e.scatter_(0, idx, 1.0)
 
 
-def _permuted_mmd2(e, ke, r, total, diag, trace, n, m) -> torch.Tensor:
+def _permuted_mmd2(e, ke, r, total, diag, trace, n, m, magnitude: bool = False):
     r"""MMD²_u for each indicator column of ``e`` from the quadratic forms of the pooled kernel matrix K.
 
     With e ∈ {0,1}^N (|e| = n), f = 1 − e, r = K1, T = 1ᵀK1, D = diag(K): eᵀK̃e = eᵀKe − eᵀD,
@@ -196,7 +198,10 @@ def _permuted_mmd2(e, ke, r, total, diag, trace, n, m) -> torch.Tensor:
     sxx = eke - ed
     syy = total - 2.0 * er + eke - (trace - ed)
     sxy = er - eke
-    return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
+    stat = sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
+    if magnitude:  # size of the terms that cancel in the statistic: the scale of its rounding error
+        return stat, sxx.abs() / (n * (n - 1)) + syy.abs() / (m * (m - 1)) + 2.0 * sxy.abs() / (n * m)
+    return stat
 
 
 def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, callback):
@@ -224,14 +229,17 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
         if r is None:
             r, kv = kv[:, 0], kv[:, 1:]
             total = r.sum()
-            statistic = _permuted_mmd2(e0, kv[:, :1], r, total, diag, trace, n, m)[0]
+            statistic, scale = _permuted_mmd2(e0, kv[:, :1], r, total, diag, trace, n, m, magnitude=True)
+            statistic, scale = statistic[0], scale[0]
             kv = kv[:, 1:]
         null.append(_permuted_mmd2(e, kv, r, total, diag, trace, n, m))
         done += count
         if callback is not None:
             callback(count)
     null = torch.cat(null)  # (B,)
-    p = (1.0 + float((null >= statistic).sum())) / (1.0 + n_permutations)
+    # splits equal to the observed one up to rounding (e.g. X and Y swapped when n = m) are ties and count as ≥
+    tol = _TIE_EPS * torch.finfo(z.dtype).eps * float(scale)
+    p = (1.0 + float((null >= statistic - tol).sum())) / (1.0 + n_permutations)
     return float(statistic), p, null
 
 
@@ -259,9 +267,11 @@ def mmd_test(
 
     so B statistics need only K·E for E = [e_1 … e_B]: one fused product per batch (``kernel_mv`` with B columns),
     O(N²(d + B)) time and O(N·B_batch) memory; the kernel matrix is never stored by fused backends and the data
-    are never copied per permutation. The observed statistic is computed by the same formula (identity split), so
-    ties are compared consistently. p-value = (1 + #{b: MMD²_u(e_b) ≥ MMD²_u(e_0)}) / (1 + B) — never 0, and
-    exact (valid at every n) for any kernel.
+    are never copied per permutation. Permutation b puts the points ``torch.randperm(N, generator)[:n]`` in X
+    (drawn on the CPU, so a seed means the same splits on every device). The observed statistic is computed by the
+    same formula (identity split); p-value = (1 + #{b: MMD²_u(e_b) ≥ MMD²_u(e_0)}) / (1 + B) — never 0, and exact
+    (valid at every n) for any kernel. Splits whose statistic equals the observed one up to rounding (64·eps of
+    the compute dtype relative to the size of the cancelling sums; e.g. X and Y swapped when n = m) count as ties (≥).
 
     Args:
         x: samples of P, shape (n, d) or (n,), n ≥ 2 (any (n, ...) shape a :class:`~kernelmmd.DeepKernel` takes).
