@@ -353,8 +353,8 @@ def test_feature_solver_matches_dense_and_reference(top, d, s):
     assert info.size == M * (1 + s) and info.s == s and info.d == d
     dense = km.gcmmd2(x, y, z, kernel=kd, lam=0.2, solver="dense")
     want = ref_gcmmd2(deep_kfun(phi, ftop), x, y, z, 0.2)[0]
-    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
-    np.testing.assert_allclose(float(dense), float(want), rtol=1e-6)
+    np.testing.assert_allclose(float(got.detach()), float(want.detach()), rtol=1e-6)
+    np.testing.assert_allclose(float(dense.detach()), float(want.detach()), rtol=1e-6)
 
 
 @pytest.mark.parametrize("solver", ["feature", "dense"])
@@ -402,8 +402,9 @@ def test_feature_solver_on_images_and_conv_critic():
     assert info.solver == "feature" and info.d == 16 and info.size == 8
     top = lambda a, b: torch.exp(-((a - b) ** 2).sum() / 0.5)  # noqa: E731  rbf, σ = 0.5
     want = ref_gcmmd2(deep_kfun(phi, top), x, y, x, 0.05)[0]
-    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
-    np.testing.assert_allclose(float(km.gcmmd2(x, y, kernel=kd, lam=0.05, solver="dense")), float(want), rtol=1e-6)
+    np.testing.assert_allclose(float(got.detach()), float(want.detach()), rtol=1e-6)
+    dense = km.gcmmd2(x, y, kernel=kd, lam=0.05, solver="dense").detach()
+    np.testing.assert_allclose(float(dense), float(want.detach()), rtol=1e-6)
     (-got).backward()  # a critic step
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in phi.parameters())
 
@@ -419,7 +420,7 @@ def test_feature_solver_rank_deficient_jacobian():
     kd = km.DeepKernel(phi, "rbf")
     got = km.gcmmd2(x, y, z, kernel=kd, lam=0.1, solver="feature")
     want = km.gcmmd2(x, y, z, kernel=kd, lam=0.1, solver="dense")
-    np.testing.assert_allclose(float(got), float(want), rtol=1e-8)
+    np.testing.assert_allclose(float(got.detach()), float(want.detach()), rtol=1e-8)
 
 
 def test_feature_critic_training_increases_gcmmd():
@@ -427,12 +428,12 @@ def test_feature_critic_training_increases_gcmmd():
     phi = mlp(2, 1, seed=3, width=8)
     kd = km.DeepKernel(phi, "rbf")
     opt = torch.optim.Adam(phi.parameters(), lr=1e-2)
-    start = float(km.gcmmd2(x, y, kernel=kd, lam=0.1))
+    start = float(km.gcmmd2(x, y, kernel=kd, lam=0.1).detach())
     for _ in range(15):
         opt.zero_grad()
         (-km.gcmmd2(x, y, kernel=kd, lam=0.1)).backward()
         opt.step()
-    assert float(km.gcmmd2(x, y, kernel=kd, lam=0.1)) > start
+    assert float(km.gcmmd2(x, y, kernel=kd, lam=0.1).detach()) > start
 
 
 # ---------------------------------------------------------------------------------------------------------------
