@@ -301,6 +301,8 @@ def make_loss(name: str, **options) -> GANLoss:
     for key, value in options.items():
         if value is None:
             continue
+        if not any(key in acc for _, acc in LOSSES.values()):
+            raise ValueError(f"unknown loss option {key!r}; loss options are scale, gc_lam, gp_weight, rep_lam")
         if key not in accepted:
             takers = sorted(k for k, (_, acc) in LOSSES.items() if key in acc)
             raise ValueError(f"--{key.replace('_', '-')} applies only to --loss {', '.join(takers)}, got --loss {name}")
