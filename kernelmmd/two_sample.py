@@ -208,7 +208,7 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
     n, m = xt.shape[0], yt.shape[0]
     z = torch.cat([xt, yt]).detach()  # (N, d) pooled sample; never copied per permutation
     N = n + m
-    b = ops.select_backend(backend, z, op="kernel_mv")
+    b = ops.select_backend(backend, z, z, op="kernel_mv")  # pairs = N²
     mv = ops.routine("kernel_mv", b)
     diag = kernel.pairwise(z, z).double().cpu()  # (N,) k(z_i, z_i)
     trace = diag.sum()

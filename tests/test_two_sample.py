@@ -482,3 +482,24 @@ def test_relative_test_zero_variance_edge():
     x, y, z = torch.randn(6, 2, dtype=torch.float64), torch.randn(7, 2, dtype=torch.float64), torch.randn(5, 2)
     res = km.relative_mmd_test(x, y, z.double(), "poly", degree=0, min_variance=0.0)
     assert res.variance == 0.0 and res.std == 0.0 and res.statistic == 0.0 and res.p_value == 0.5
+
+
+@pytest.mark.parametrize(
+    "backend", ["tiled", pytest.param("keops", marks=pytest.mark.slow), "triton"]  # keops: one formula compile
+)
+def test_permutation_test_on_fused_backends(backend):
+    """The batched quadratic forms go through kernel_mv of the selected backend; every backend gives the same test."""
+    import importlib
+
+    from kernelmmd import ops
+
+    if backend not in ops.BACKENDS or not ops.available(backend):
+        pytest.skip(f"backend {backend!r} is not installed")
+    if not hasattr(importlib.import_module(ops._MODULES[backend]), "kernel_mv"):
+        pytest.skip(f"backend {backend!r} does not provide kernel_mv yet")
+    x, y = (torch.from_numpy(a).float() for a in _data(24, 5, 17, shift=0.3))
+    want = km.mmd_test(x, y, sigma=1.5, n_permutations=12, seed=4, backend="torch")
+    got = km.mmd_test(x, y, sigma=1.5, n_permutations=12, seed=4, backend=backend)
+    assert got.statistic == pytest.approx(want.statistic, rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(got.null_samples, want.null_samples, rtol=1e-4, atol=1e-6)
+    assert got.p_value == want.p_value
