@@ -1,0 +1,708 @@
+r"""Fused products with the derivative blocks of GCMMD (SPEC §2, §6): A·u, diag(A), columns of A.
+
+Over Z = {z_l} (M × d) the matrix A = [[K, Gᵀ], [G, H]] (size M(1+d)) has entries
+K_{l,l'} = k(z_l, z_l'), G_{(l,i),l'} = ∂_i k(z_l, z_l') (first argument), H_{(l,i),(l',j)} = ∂_i ∂_{j+d} k(z_l, z_l')
+((l, i) ↦ l·d + i, as in :mod:`kernelmmd.ops.reference`). It is never formed: ``a_matvec`` returns
+(K u0 + Gᵀ u1, G u0 + H u1) in one row-tiled O(M² d) pass with O(M d) memory. With Δ = z_l − z_l', t = ‖Δ‖²,
+s_l' = z_l'·u1_l', C_ll' = z_l·u1_l' (one more ``tl.dot``):
+
+* radial kernels, k = g(t):
+  (K u0 + Gᵀ u1)_l = Σ_l' [g u0_l' + 2g'(s_l' − C_ll')],
+  (G u0 + H u1)_l = z_l Σ_l' (2p − 4w) + Σ_l' (4w − 2p) z_l' − 2 Σ_l' g' u1_l',
+  with p = g' u0_l', w = g''(C_ll' − s_l');
+* dot kernels, k = h(u), u = z_lᵀz_l':
+  (K u0 + Gᵀ u1)_l = Σ_l' [h u0_l' + h' C_ll'],  (G u0 + H u1)_l = Σ_l' (h' u0_l' + h'' C_ll') z_l' + Σ_l' h' u1_l'.
+
+**Gradients.** A is symmetric, so ∂(αᵀA u)/∂u = A α: the u-gradient is ``a_matvec`` again (differentiable). The
+z-gradient — the one the GCMMD envelope gradient needs — follows from writing L = Σ_{l,l'} F(z_l, z_l') with
+F(x, y) = [α_l; β_l]ᵀ A(x, y) [μ_l'; ν_l'] (α, β the upstream gradients, μ, ν = u0, u1). Symmetry of k gives
+F_{αβ,μν}(z_l', z_l) = F_{μν,αβ}(z_l, z_l'), so ∂L/∂z_l = Σ_l' [D_{αβ,μν} + D_{μν,αβ}](z_l, z_l') with D = ∂_x F.
+For radial kernels (d_ν = Δ·ν, d_β = Δ·β, b = β·ν):
+
+.. math::
+    D = Δ\,[2αμ g' − 4α g'' d_ν + 4μ g'' d_β − 4 g'' b − 8 g''' d_β d_ν] + ν\,[−2α g' − 4 g'' d_β]
+        + β\,[2μ g' − 4 g'' d_ν]
+
+and for dot kernels (x·ν, β·y, β·ν):
+D = y [αμ h' + α h'' x·ν + μ h'' β·y + h'' β·ν + h''' (β·y)(x·ν)] + ν [α h' + h'' β·y]. One row pass computes
+seven pairwise products (zzᵀ, z u1ᵀ, β zᵀ, β u1ᵀ, z βᵀ, u1 zᵀ, u1 βᵀ) per tile with ``tl.dot`` and three output
+products. The kernel-parameter gradient Σ_{l,l'} ∂F/∂θ uses ∂g/∂θ, ∂g'/∂θ, ∂g''/∂θ (one more pass, on request).
+
+The z-gradient and the parameter gradient are once-differentiable (they would need g''''): differentiating them
+again raises ``RuntimeError``; the u-gradient can be differentiated again. Only twice-differentiable kernels (rbf,
+mix_rbf, rq, mix_rq, linear, poly) are accepted.
+
+``a_diag`` and ``a_column`` are O(M d) row passes (no pairwise work): a column reads one point and every row.
+Their backward recomputes the same O(M d) formulas with torch (:mod:`kernelmmd.ops.reference`) and is
+once-differentiable. Precision, dtypes and the float64 outputs are as in :mod:`.witness`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ...kernels import Kernel
+from .. import reference
+from .block_stats import kernel_tile, pair_arg_tile
+from .witness import (
+    Spec,
+    check_like,
+    compute_dtype,
+    load_rows,
+    make_spec,
+    param_grad_tile,
+    split_for,
+    tensor_params,
+    tiles_for,
+)
+
+__all__ = ["a_matvec", "a_diag", "a_column", "AOT_SPECS"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _amv_kernel(
+    z_ptr, nz_ptr, u0_ptr, u1_ptr, s_ptr, p_ptr,  # inputs: z (M, d), ‖z‖², u0 (M,), u1 (M, d), s = z·u1 (M,)
+    top_ptr, bot_ptr,  # output partials: (split, M) and (split, M, d), float64
+    M, d, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+):
+    """A·u over this program's rows, output columns [pid_d·BD, (pid_d+1)·BD) and column tiles of its split."""
+    pid_i = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < M
+    dcols = pid_d * BD + tl.arange(0, BD)
+    acc = tl.zeros((BM, BD), dtype=tl.float64)
+    rsum = tl.zeros((BM,), dtype=tl.float64)
+    top = tl.zeros((BM,), dtype=tl.float64)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(M, BN))
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < M
+        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND < 10, DIRECT, PRECISION,
+                            BM, BN, BK)
+        x = pair_arg_tile(z_ptr, u1_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                          BM, BN, BK)  # C_ll' = z_l · u1_l'
+        u0 = tl.load(u0_ptr + cols, mask=cmask, other=0.0)[None, :]
+        g0 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 0, False, False)
+        g1 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
+        g2 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
+        zt = load_rows(z_ptr, cols, dcols, M, d)  # (BN, BD)
+        ut = load_rows(u1_ptr, cols, dcols, M, d)
+        if KIND < 10:
+            s = tl.load(s_ptr + cols, mask=cmask, other=0.0)[None, :]
+            tc = g0 * u0 + 2.0 * g1 * (s - x)
+            cz = 4.0 * g2 * (x - s) - 2.0 * g1 * u0
+            cz = tl.where(cmask[None, :], cz, 0.0)
+            rsum -= tl.sum(cz, 1).to(tl.float64)
+            part = tl.dot(cz, zt, input_precision=PRECISION)
+            part = tl.dot(-2.0 * tl.where(cmask[None, :], g1, 0.0), ut, part, input_precision=PRECISION)
+        else:
+            tc = g0 * u0 + g1 * x
+            cz = tl.where(cmask[None, :], g1 * u0 + g2 * x, 0.0)
+            part = tl.dot(cz, zt, input_precision=PRECISION)
+            part = tl.dot(tl.where(cmask[None, :], g1, 0.0), ut, part, input_precision=PRECISION)
+        top += tl.sum(tl.where(cmask[None, :], tc, 0.0), 1).to(tl.float64)
+        acc += part.to(tl.float64)
+    out = acc
+    if KIND < 10:
+        out += load_rows(z_ptr, rows, dcols, M, d).to(tl.float64) * rsum[:, None]
+    tl.store(bot_ptr + pid_s.to(tl.int64) * M * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
+             mask=rmask[:, None] & (dcols < d)[None, :])
+    tl.store(top_ptr + pid_s * M + rows, top, mask=rmask & (pid_d == 0))
+
+
+@triton.jit
+def _amv_bwd_kernel(
+    z_ptr, nz_ptr, u0_ptr, u1_ptr, a_ptr, b_ptr, szu_ptr, szb_ptr, p_ptr,  # inputs (a, b: upstream gradients)
+    out_ptr,  # PG: (tiles_i * split, RP) float64 parameter partials; else (split, M, d) float64 z-gradient partials
+    M, d, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, PG: tl.constexpr, NP: tl.constexpr,
+    DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, RP: tl.constexpr,
+):
+    """∂/∂z_l (PG = False) or ∂/∂θ (PG = True) of L = aᵀ(K u0 + Gᵀ u1) + Σ_l b_l·(G u0 + H u1)_l.
+
+    szu = z·u1 and szb = z·b row-wise (on the same centred z). See the module docstring for the formulas.
+    """
+    pid_i = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < M
+    dcols = pid_d * BD + tl.arange(0, BD)
+    a_i = tl.load(a_ptr + rows, mask=rmask, other=0.0)[:, None]
+    u0_i = tl.load(u0_ptr + rows, mask=rmask, other=0.0)[:, None]
+    szu_i = tl.load(szu_ptr + rows, mask=rmask, other=0.0)[:, None]
+    szb_i = tl.load(szb_ptr + rows, mask=rmask, other=0.0)[:, None]
+    acc = tl.zeros((BM, BD), dtype=tl.float64)
+    r_e = tl.zeros((BM,), dtype=tl.float64)  # Σ E   (coefficient of Δ)
+    r_b = tl.zeros((BM,), dtype=tl.float64)  # Σ c3  (coefficient of b_l)
+    r_u = tl.zeros((BM,), dtype=tl.float64)  # Σ c3' (coefficient of u1_l)
+    ridx = tl.arange(0, RP)
+    pvec = tl.zeros((RP,), dtype=tl.float64)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(M, BN))
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < M
+        valid = rmask[:, None] & cmask[None, :]
+        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND < 10, DIRECT, PRECISION,
+                            BM, BN, BK)
+        x_zu = pair_arg_tile(z_ptr, u1_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                             BM, BN, BK)  # z_l · u1_l'
+        x_bz = pair_arg_tile(b_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                             BM, BN, BK)  # b_l · z_l'
+        x_bu = pair_arg_tile(b_ptr, u1_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                             BM, BN, BK)  # b_l · u1_l'
+        a_j = tl.load(a_ptr + cols, mask=cmask, other=0.0)[None, :]
+        u0_j = tl.load(u0_ptr + cols, mask=cmask, other=0.0)[None, :]
+        if PG:
+            # F = αμ k + (terms in k') + (terms in k''): coefficients c0, c1, c2 of ∂k/∂θ, ∂k'/∂θ, ∂k''/∂θ
+            c0 = a_i * u0_j
+            if KIND < 10:
+                szu_j = tl.load(szu_ptr + cols, mask=cmask, other=0.0)[None, :]
+                dn = x_zu - szu_j
+                db = szb_i - x_bz
+                c1 = -2.0 * a_i * dn + 2.0 * u0_j * db - 2.0 * x_bu
+                c2 = -4.0 * db * dn
+            else:
+                c1 = a_i * x_zu + u0_j * x_bz + x_bu
+                c2 = x_bz * x_zu
+            c0 = tl.where(valid, c0, 0.0)
+            c1 = tl.where(valid, c1, 0.0)
+            c2 = tl.where(valid, c2, 0.0)
+            for r in tl.static_range(NP):
+                dk = c0 * param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, r, 0, False, False)
+                dk += c1 * param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, r, 1, False, False)
+                dk += c2 * param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, r, 2, False, False)
+                ts = tl.sum(tl.sum(dk, 1).to(tl.float64), 0)
+                pvec += tl.where(ridx == r, ts, 0.0)
+        else:
+            x_zb = pair_arg_tile(z_ptr, b_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                                 BM, BN, BK)  # z_l · b_l'
+            x_uz = pair_arg_tile(u1_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                                 BM, BN, BK)  # u1_l · z_l'
+            x_ub = pair_arg_tile(u1_ptr, b_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
+                                 BM, BN, BK)  # u1_l · b_l'
+            g1 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
+            g2 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
+            g3 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 3, False, False)
+            if KIND < 10:
+                szu_j = tl.load(szu_ptr + cols, mask=cmask, other=0.0)[None, :]
+                szb_j = tl.load(szb_ptr + cols, mask=cmask, other=0.0)[None, :]
+                # D(α = a_l, β = b_l; μ = u0_l', ν = u1_l')
+                dn = x_zu - szu_j
+                db = szb_i - x_bz
+                e = 2.0 * a_i * u0_j * g1 - 4.0 * a_i * g2 * dn + 4.0 * u0_j * g2 * db - 4.0 * g2 * x_bu \
+                    - 8.0 * g3 * db * dn
+                c_u = -2.0 * a_i * g1 - 4.0 * g2 * db  # × u1_l'
+                c_b = 2.0 * u0_j * g1 - 4.0 * g2 * dn  # × b_l
+                # D(α = u0_l, β = u1_l; μ = a_l', ν = b_l')
+                dn2 = x_zb - szb_j
+                db2 = szu_i - x_uz
+                e += 2.0 * u0_i * a_j * g1 - 4.0 * u0_i * g2 * dn2 + 4.0 * a_j * g2 * db2 - 4.0 * g2 * x_ub \
+                    - 8.0 * g3 * db2 * dn2
+                c_bj = -2.0 * u0_i * g1 - 4.0 * g2 * db2  # × b_l'
+                c_ui = 2.0 * a_j * g1 - 4.0 * g2 * dn2  # × u1_l
+                e = tl.where(valid, e, 0.0)
+                r_e += tl.sum(e, 1).to(tl.float64)
+                r_b += tl.sum(tl.where(valid, c_b, 0.0), 1).to(tl.float64)
+                r_u += tl.sum(tl.where(valid, c_ui, 0.0), 1).to(tl.float64)
+                e = -e
+            else:
+                e = a_i * u0_j * g1 + a_i * g2 * x_zu + u0_j * g2 * x_bz + g2 * x_bu + g3 * x_bz * x_zu
+                e += u0_i * a_j * g1 + u0_i * g2 * x_zb + a_j * g2 * x_uz + g2 * x_ub + g3 * x_uz * x_zb
+                c_u = a_i * g1 + g2 * x_bz
+                c_bj = u0_i * g1 + g2 * x_uz
+                e = tl.where(valid, e, 0.0)
+            c_u = tl.where(valid, c_u, 0.0)
+            c_bj = tl.where(valid, c_bj, 0.0)
+            part = tl.dot(e, load_rows(z_ptr, cols, dcols, M, d), input_precision=PRECISION)
+            part = tl.dot(c_u, load_rows(u1_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
+            part = tl.dot(c_bj, load_rows(b_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
+            acc += part.to(tl.float64)
+    if PG:
+        tl.store(out_ptr + (pid_i * tl.num_programs(2) + pid_s) * RP + ridx, pvec)
+    else:
+        out = acc
+        if KIND < 10:
+            out += load_rows(z_ptr, rows, dcols, M, d).to(tl.float64) * r_e[:, None]
+            out += load_rows(b_ptr, rows, dcols, M, d).to(tl.float64) * r_b[:, None]
+            out += load_rows(u1_ptr, rows, dcols, M, d).to(tl.float64) * r_u[:, None]
+        tl.store(out_ptr + pid_s.to(tl.int64) * M * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
+                 mask=rmask[:, None] & (dcols < d)[None, :])
+
+
+@triton.jit
+def _adiag_kernel(
+    z_ptr, p_ptr, top_ptr, bot_ptr, M, d,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
+):
+    """diag K (M,) and diag H (M, d): radial g(0), −2g'(0); dot h(‖z‖²), h'(‖z‖²) + h''(‖z‖²) z_i²."""
+    pid = tl.program_id(0)
+    rows = pid * BM + tl.arange(0, BM)
+    rmask = rows < M
+    if KIND < 10:
+        arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
+    else:
+        arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
+        for k0 in range(0, d, BD):
+            zt = load_rows(z_ptr, rows, k0 + tl.arange(0, BD), M, d)
+            arg += tl.sum(zt * zt, 1)
+    k0v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 0, False, False)
+    k1v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
+    k2v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
+    tl.store(top_ptr + rows, k0v.to(tl.float64), mask=rmask)
+    for k0 in range(0, d, BD):
+        dcols = k0 + tl.arange(0, BD)
+        if KIND < 10:
+            out = tl.zeros((BM, BD), dtype=tl.float64) + (-2.0 * k1v).to(tl.float64)[:, None]
+        else:
+            zt = load_rows(z_ptr, rows, dcols, M, d)
+            out = (k1v[:, None] + k2v[:, None] * zt * zt).to(tl.float64)
+        tl.store(bot_ptr + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
+                 mask=rmask[:, None] & (dcols < d)[None, :])
+
+
+@triton.jit
+def _acol_kernel(
+    z_ptr, p_ptr, top_ptr, bot_ptr, M, d, point_off, j,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, FIRST: tl.constexpr,
+    BM: tl.constexpr, BD: tl.constexpr,
+):
+    """Column of A for the point c = z[l'] (``point_off`` = l'·d). FIRST (index < M): (k(z_l, c), ∇_1 k(z_l, c));
+    otherwise the column (l', j) of [Gᵀ; H]. Radial t is summed from exact differences."""
+    pid = tl.program_id(0)
+    rows = pid * BM + tl.arange(0, BM)
+    rmask = rows < M
+    cp = z_ptr + point_off
+    arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
+    for k0 in range(0, d, BD):
+        dcols = k0 + tl.arange(0, BD)
+        zt = load_rows(z_ptr, rows, dcols, M, d)
+        cv = tl.load(cp + dcols, mask=dcols < d, other=0.0)[None, :]
+        if KIND < 10:
+            diff = tl.where((dcols < d)[None, :], zt - cv, 0.0)
+            arg += tl.sum(diff * diff, 1)
+        else:
+            arg += tl.sum(zt * cv, 1)
+    k0v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 0, False, False)
+    k1v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
+    k2v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
+    zj = tl.load(z_ptr + rows.to(tl.int64) * d + j, mask=rmask, other=0.0)  # z_l j
+    cj = tl.load(cp + j)  # c_j
+    if FIRST:
+        top = k0v
+    elif KIND < 10:
+        top = 2.0 * k1v * (cj - zj)  # Gᵀ[l, (l', j)] = 2 g' (z_l' − z_l)_j
+    else:
+        top = k1v * zj  # h' z_l j
+    tl.store(top_ptr + rows, top.to(tl.float64), mask=rmask)
+    for k0 in range(0, d, BD):
+        dcols = k0 + tl.arange(0, BD)
+        zt = load_rows(z_ptr, rows, dcols, M, d)
+        cv = tl.load(cp + dcols, mask=dcols < d, other=0.0)[None, :]
+        eye = (dcols == j)[None, :]
+        if FIRST:
+            if KIND < 10:
+                out = 2.0 * k1v[:, None] * (zt - cv)
+            else:
+                out = k1v[:, None] * cv + tl.zeros_like(zt)
+        elif KIND < 10:  # H[(l,i),(l',j)] = −2 g' δ_ij − 4 g'' Δ_i Δ_j, Δ = z_l' − z_l
+            out = -4.0 * k2v[:, None] * (cv - zt) * (cj - zj)[:, None] + tl.where(eye, -2.0 * k1v[:, None], 0.0)
+        else:  # h'' c_i z_l j + h' δ_ij
+            out = k2v[:, None] * cv * zj[:, None] + tl.where(eye, k1v[:, None], 0.0)
+        tl.store(bot_ptr + rows.to(tl.int64)[:, None] * d + dcols[None, :], out.to(tl.float64),
+                 mask=rmask[:, None] & (dcols < d)[None, :])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host launchers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def _prep_z(z: torch.Tensor, spec: Spec):
+    zc = z.detach().to(spec.dtype)
+    if spec.centre:
+        zc = zc - zc.mean(0, keepdim=True)
+    zc = zc.contiguous()
+    return zc, (zc * zc).sum(1)
+
+
+def _geometry(zc: torch.Tensor, spec: Spec, heavy: bool):
+    M, d = zc.shape
+    tiles = tiles_for(zc.device, spec.dtype, d, heavy)
+    bk = max(16, min(_pow2(d), tiles.block_k))
+    bd = max(16, min(_pow2(d), tiles.block_d))
+    direct = d <= tiles.direct_max_d
+    return M, d, tiles, bk, bd, direct
+
+
+def _flat(t: torch.Tensor, dtype) -> torch.Tensor:
+    return t.detach().to(dtype).contiguous()
+
+
+def amv_launch(z, u0, u1, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K u0 + Gᵀ u1 (M,), G u0 + H u1 (M, d)), float64."""
+    zc, nz = _prep_z(z, spec)
+    M, d, tiles, bk, bd, direct = _geometry(zc, spec, False)
+    u0f, u1f = _flat(u0, spec.dtype), _flat(u1, spec.dtype)
+    s = (zc * u1f).sum(1)
+    tiles_i, tiles_j, tiles_d = triton.cdiv(M, tiles.block_m), triton.cdiv(M, tiles.block_n), triton.cdiv(d, bd)
+    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, zc.device)
+    top = torch.empty(split, M, dtype=torch.float64, device=zc.device)
+    bot = torch.empty(split, M, d, dtype=torch.float64, device=zc.device)
+    _amv_kernel[(tiles_i, tiles_d, split)](
+        zc, nz, u0f, u1f, s, spec.params, top, bot,
+        M, d, per,
+        spec.kind, spec.r, spec.degree, direct, spec.precision,
+        tiles.block_m, tiles.block_n, bk, bd,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    if split == 1:
+        return top[0], bot[0]
+    return top.sum(0), bot.sum(0)
+
+
+def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
+    """z-gradient (M, d) or, with ``params``, the (n_params,) kernel-parameter gradient of aᵀtop + ⟨b, bottom⟩."""
+    zc, nz = _prep_z(z, spec)
+    M, d, tiles, bk, bd, direct = _geometry(zc, spec, True)
+    u0f, u1f, af, bf = (_flat(t, spec.dtype) for t in (u0, u1, a, b))
+    szu, szb = (zc * u1f).sum(1), (zc * bf).sum(1)
+    rp = _pow2(max(1, spec.n_params))
+    tiles_i, tiles_j = triton.cdiv(M, tiles.block_m), triton.cdiv(M, tiles.block_n)
+    tiles_d = 1 if params else triton.cdiv(d, bd)
+    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, zc.device)
+    if params:
+        out = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=zc.device)
+    else:
+        out = torch.empty(split, M, d, dtype=torch.float64, device=zc.device)
+    _amv_bwd_kernel[(tiles_i, tiles_d, split)](
+        zc, nz, u0f, u1f, af, bf, szu, szb, spec.params, out,
+        M, d, per,
+        spec.kind, spec.r, spec.degree, params, spec.n_params, direct, spec.precision,
+        tiles.block_m, tiles.block_n, bk, bd, rp,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    if params:
+        return out.sum(0)[: spec.n_params]
+    return out[0] if split == 1 else out.sum(0)
+
+
+def adiag_launch(z, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
+    zf = _flat(z, spec.dtype)
+    M, d = zf.shape
+    tiles = tiles_for(zf.device, spec.dtype, d)
+    bd = max(16, min(_pow2(d), tiles.block_d))
+    top = torch.empty(M, dtype=torch.float64, device=zf.device)
+    bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
+    _adiag_kernel[(triton.cdiv(M, tiles.block_m),)](
+        zf, spec.params, top, bot, M, d, spec.kind, spec.r, spec.degree, tiles.block_m, bd,
+        num_warps=tiles.num_warps,
+    )
+    return top, bot
+
+
+def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
+    zf = _flat(z, spec.dtype)
+    M, d = zf.shape
+    first = index < M
+    point, j = (index, 0) if first else divmod(index - M, d)
+    tiles = tiles_for(zf.device, spec.dtype, d)
+    bd = max(16, min(_pow2(d), tiles.block_d))
+    top = torch.empty(M, dtype=torch.float64, device=zf.device)
+    bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
+    _acol_kernel[(triton.cdiv(M, tiles.block_m),)](
+        zf, spec.params, top, bot, M, d, point * d, j, spec.kind, spec.r, spec.degree, first, tiles.block_m, bd,
+        num_warps=tiles.num_warps,
+    )
+    return top, bot
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autograd Functions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _no_second_order(what: str):
+    raise RuntimeError(
+        f"{what} of the triton backend is not differentiable again (it would need g''''); use backend='torch' "
+        "for higher-order derivatives"
+    )
+
+
+class _AMatvecBackward(torch.autograd.Function):
+    """z-gradient and kernel-parameter gradient of a_matvec, as a node that refuses a second differentiation."""
+
+    @staticmethod
+    def forward(ctx, z, u0, u1, a, b, spec, want_z, want_params, *params):
+        gz = amv_bwd_launch(z, u0, u1, a, b, spec, False).to(z.dtype) if want_z else None
+        pg = amv_bwd_launch(z, u0, u1, a, b, spec, True) if want_params else None
+        pgs = tuple(None if pg is None else pg[i].to(p.dtype).reshape(p.shape)
+                    for i, p in zip(spec.param_index, params))
+        return (gz, *pgs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _no_second_order("the z- and parameter-gradient of a_matvec")
+
+
+class _AMatvec(torch.autograd.Function):
+    """(K u0 + Gᵀ u1, G u0 + H u1) over z; float64 (M,), (M, d)."""
+
+    @staticmethod
+    def forward(ctx, z, u0, u1, spec, *params):
+        ctx.save_for_backward(z, u0, u1, *params)
+        ctx.spec = spec
+        ctx.set_materialize_grads(False)
+        return amv_launch(z, u0, u1, spec)
+
+    @staticmethod
+    def backward(ctx, ga, gb):
+        z, u0, u1, *params = ctx.saved_tensors
+        spec = ctx.spec
+        need = ctx.needs_input_grad
+        if ga is None and gb is None:
+            return (None,) * (4 + len(params))
+        ga = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device) if ga is None else ga
+        gb = torch.zeros(z.shape, dtype=torch.float64, device=z.device) if gb is None else gb
+        gu0 = gu1 = gz = None
+        pgs = [None] * len(params)
+        if need[1] or need[2]:  # A is symmetric: ∂(gᵀ A u)/∂u = A g
+            gu0, gu1 = _AMatvec.apply(z, ga, gb, spec, *params)
+            gu0 = gu0.to(u0.dtype) if need[1] else None
+            gu1 = gu1.to(u1.dtype) if need[2] else None
+        want_params = any(need[4:])
+        if need[0] or want_params:
+            out = _AMatvecBackward.apply(z, u0, u1, ga, gb, spec, need[0], want_params, *params)
+            gz = out[0]
+            pgs = [g if nd else None for g, nd in zip(out[1:], need[4:])]
+        return (gz, gu0, gu1, None, *pgs)
+
+
+class _ADiag(torch.autograd.Function):
+    """diag(A) through the Triton row pass; backward by the O(M d) torch formulas (once-differentiable)."""
+
+    @staticmethod
+    def forward(ctx, z, spec, kernel, *params):
+        ctx.save_for_backward(z, *params)
+        ctx.kernel = kernel
+        return adiag_launch(z, spec)
+
+    @staticmethod
+    def backward(ctx, gt, gb):
+        z, *params = ctx.saved_tensors
+        grads = _ADiagColumnBackward.apply(z, gt, gb, ctx.kernel, None, *params)
+        return (grads[0], None, None, *grads[1:])
+
+
+class _AColumn(torch.autograd.Function):
+    """One column of A through the Triton row pass; backward by the O(M d) torch formulas (once-differentiable)."""
+
+    @staticmethod
+    def forward(ctx, z, index, spec, kernel, *params):
+        ctx.save_for_backward(z, *params)
+        ctx.kernel, ctx.index = kernel, index
+        return acol_launch(z, index, spec)
+
+    @staticmethod
+    def backward(ctx, gt, gb):
+        z, *params = ctx.saved_tensors
+        grads = _ADiagColumnBackward.apply(z, gt, gb, ctx.kernel, ctx.index, *params)
+        return (grads[0], None, None, None, *grads[1:])
+
+
+class _ADiagColumnBackward(torch.autograd.Function):
+    """Vector–Jacobian product of diag(A) (index None) or a column of A, by autograd through the reference."""
+
+    @staticmethod
+    def forward(ctx, z, gt, gb, kernel, index, *params):
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_(True)
+            top, bot = reference.a_diag(zz, kernel) if index is None else reference.a_column(zz, index, kernel)
+            wrt = [zz] + [p for p in params if p.requires_grad]
+            outs = [top, bot]
+            gs = [gt, gb]
+            keep = [i for i, o in enumerate(outs) if o.requires_grad and gs[i] is not None]
+            if not keep:
+                grads = [None] * len(wrt)
+            else:
+                grads = torch.autograd.grad([outs[i] for i in keep], wrt,
+                                            [gs[i].to(outs[i].dtype) for i in keep], allow_unused=True)
+        it = iter(grads[1:])
+        pgs = tuple(next(it) if p.requires_grad else None for p in params)
+        gz = grads[0] if grads[0] is not None else torch.zeros_like(z)
+        return (gz, *pgs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _no_second_order("the gradient of a_diag / a_column")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Functional aliases
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_z(z: torch.Tensor, kernel: Kernel, precision: str, what: str) -> Spec:
+    dtype = compute_dtype("z", z, precision)
+    if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
+        raise ValueError(f"z must have shape (M, d) with M, d >= 1, got {tuple(z.shape)}")
+    spec = make_spec(kernel, "xx", dtype, z.device, precision)
+    if not getattr(kernel, "twice_differentiable", False) or spec.kind in (4, 5):
+        raise ValueError(
+            f"{what} needs a twice-differentiable radial or dot-product kernel "
+            f"(rbf, mix_rbf, rq, mix_rq, linear, poly), got {kernel!r}"
+        )
+    return spec
+
+
+def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel,
+             precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
+    r"""A·u for A = [[K, Gᵀ], [G, H]] over Z and u = [u0; u1], fused, without forming A (SPEC §2).
+
+    .. math::
+        (Au)_{\text{top}} = K u_0 + G^\top u_1, \qquad (Au)_{\text{bottom}} = G u_0 + H u_1
+
+    O(M² d) time, O(M d) memory; one pass for the value, one for the z-gradient.
+
+    Args:
+        z: (M, d) points on a CUDA device (CPU under the Triton interpreter). u0: (M,), u1: (M, d) (any float dtype).
+        kernel: resolved twice-differentiable radial or dot-product kernel.
+        precision: ``"ieee"`` (default), ``"tf32"`` or ``"tf32x3"`` (float32 only).
+
+    Returns:
+        (top (M,), bottom (M, d)), float64. Differentiable in z, u0, u1 and tensor kernel parameters; the u-gradient
+        (A·g again) can be differentiated further, the z- and parameter-gradients cannot (``RuntimeError``).
+
+    Raises:
+        ValueError: z not on CUDA outside the interpreter, bad shapes, unknown precision, a kernel that is not twice
+        differentiable (laplacian, energy, rbf_bounded). TypeError: non-float dtypes, unsupported kernel.
+
+    Example:
+        >>> top, bottom = a_matvec(z.cuda(), u0.cuda(), u1.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
+    """
+    spec = _check_z(z, kernel, precision, "a_matvec")
+    check_like("u0", u0, "z", z, (z.shape[0],))
+    check_like("u1", u1, "z", z, tuple(z.shape))
+    return _AMatvec.apply(z, u0, u1, spec, *tensor_params(kernel, spec))
+
+
+def a_diag(z: torch.Tensor, kernel: Kernel, precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Diagonal of A: (K_ll (M,), H_(l,i),(l,i) (M, d)), float64, O(M d).
+
+    Radial kernels: g(0) and −2g'(0); dot kernels: h(‖z_l‖²) and h'(‖z_l‖²) + h''(‖z_l‖²) z_li².
+
+    Args:
+        z: (M, d). kernel: twice-differentiable radial or dot-product kernel. precision: accepted for a uniform
+        signature (no products are formed).
+
+    Returns:
+        (top (M,), bottom (M, d)) float64; differentiable once in z and tensor kernel parameters.
+
+    Raises:
+        ValueError / TypeError: as :func:`a_matvec`.
+
+    Example:
+        >>> k_diag, h_diag = a_diag(z.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
+    """
+    spec = _check_z(z, kernel, precision, "a_diag")
+    return _ADiag.apply(z, spec, kernel, *tensor_params(kernel, spec))
+
+
+def a_column(z: torch.Tensor, index: int, kernel: Kernel,
+             precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Column ``index`` of A (0 ≤ index < M(1+d)) as (top (M,), bottom (M, d)), float64, O(M d).
+
+    index < M: column l' = index of [K; G]: (k(z_l, z_l'), ∇_1 k(z_l, z_l')). Otherwise (l', j) = divmod(index − M, d):
+    column (l', j) of [Gᵀ; H].
+
+    Args:
+        z: (M, d). index: int. kernel, precision: as :func:`a_diag`.
+
+    Returns:
+        (top (M,), bottom (M, d)) float64; differentiable once in z and tensor kernel parameters.
+
+    Raises:
+        ValueError: index out of range, and as :func:`a_matvec`. TypeError: index not an int, and as
+        :func:`a_matvec`.
+
+    Example:
+        >>> top, bottom = a_column(z.cuda(), 3, kernelmmd.RBF(1.0))  # doctest: +SKIP
+    """
+    spec = _check_z(z, kernel, precision, "a_column")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"index must be an int, got {type(index).__name__} {index!r}")
+    M, d = z.shape
+    if not 0 <= index < M * (1 + d):
+        raise ValueError(f"index must be in [0, {M * (1 + d)}), got {index}")
+    return _AColumn.apply(z, index, spec, kernel, *tensor_params(kernel, spec))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ahead-of-time compilation specs (tests/test_triton_aot.py compiles each for sm_90)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _aot(name, fn, ptrs, outs, ints, const, dt, tensor_cores):
+    sig = {k: f"*{dt}" for k in ptrs}
+    sig.update({k: "*fp64" for k in outs})
+    sig.update({k: "i32" for k in ints})
+    sig.update({k: "constexpr" for k in const})
+    return {"name": name, "fn": fn, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+
+
+def _aot_amv(name, kind, *, r=1, degree=0, direct=False, precision="ieee", dt="fp32", bk=32, bd=64):
+    const = dict(KIND=kind, R=r, DEGREE=degree, DIRECT=direct, PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd)
+    return _aot(name, _amv_kernel, ("z_ptr", "nz_ptr", "u0_ptr", "u1_ptr", "s_ptr", "p_ptr"), ("top_ptr", "bot_ptr"),
+                ("M", "d", "tiles_per_split"), const, dt, precision != "ieee")
+
+
+def _aot_bwd(name, kind, *, r=1, degree=0, pg=False, n_params=1, direct=False, precision="ieee", dt="fp32", bk=32,
+             bd=64):
+    const = dict(KIND=kind, R=r, DEGREE=degree, PG=pg, NP=n_params, DIRECT=direct, PRECISION=precision,
+                 BM=32, BN=32, BK=bk, BD=bd, RP=_pow2(max(1, n_params)))
+    ptrs = ("z_ptr", "nz_ptr", "u0_ptr", "u1_ptr", "a_ptr", "b_ptr", "szu_ptr", "szb_ptr", "p_ptr")
+    return _aot(name, _amv_bwd_kernel, ptrs, ("out_ptr",), ("M", "d", "tiles_per_split"), const, dt,
+                precision != "ieee")
+
+
+def _aot_row(name, fn, kind, *, r=1, degree=0, first=None, dt="fp32"):
+    const = dict(KIND=kind, R=r, DEGREE=degree, BM=64, BD=64)
+    ints = ("M", "d")
+    if first is not None:
+        const = dict(KIND=kind, R=r, DEGREE=degree, FIRST=first, BM=64, BD=64)
+        ints = ("M", "d", "point_off", "j")
+    return _aot(name, fn, ("z_ptr", "p_ptr"), ("top_ptr", "bot_ptr"), ints, const, dt, False)
+
+
+AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, parameter gradients
+    _aot_amv("amv_rbf", 0),
+    _aot_amv("amv_rq_tf32x3", 2, precision="tf32x3"),
+    _aot_amv("amv_poly_tf32", 11, r=2, degree=3, precision="tf32"),
+    _aot_amv("amv_rbf_fp64", 0, dt="fp64", bk=16),
+    _aot_bwd("amv_bwd_rbf", 0),
+    _aot_bwd("amv_bwd_poly_tf32x3", 11, r=2, degree=3, n_params=2, precision="tf32x3"),
+    _aot_bwd("amv_bwd_mix_rq_tf32", 3, r=5, n_params=5, precision="tf32"),
+    _aot_bwd("amv_bwd_mix_rbf_params", 1, r=5, n_params=5, pg=True),
+    _aot_row("adiag_rbf", _adiag_kernel, 0),
+    _aot_row("adiag_poly", _adiag_kernel, 11, r=2, degree=3),
+    _aot_row("acol_rq_first", _acol_kernel, 2, first=True),
+    _aot_row("acol_poly", _acol_kernel, 11, r=2, degree=3, first=False),
+]

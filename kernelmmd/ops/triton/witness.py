@@ -1,0 +1,922 @@
+r"""Fused kernel–matrix products (witness η̂, batched permutation statistics K·E) and the witness gradient ∇η̂.
+
+Two ops (SPEC §4, §13), each a row-tiled pass that never holds the n × m kernel matrix:
+
+.. math::
+    \texttt{kernel\_mv}:\quad o_{ib} = \sum_j k(x_i, y_j)\, v_{jb}
+    \qquad\qquad
+    \texttt{kernel\_grad\_mv}:\quad g_i = \sum_j v_j\, \nabla_a k(a, y_j)\big|_{a = x_i}
+
+The witness is ``kernel_mv(t, [x; y], [1/n; −1/m])`` and its gradient the same call of ``kernel_grad_mv``; B
+permutations of a two-sample test are one ``kernel_mv`` with a (N, B) matrix E of ±weights (B columns per pass).
+
+**Tiling.** A program owns BLOCK_M rows, one chunk of output columns (B for ``kernel_mv``, d for the gradient) and a
+contiguous range of column tiles of y (``split`` > 1 only to fill the GPU when n is small). Per tile: the pair
+argument (t = ‖x‖² + ‖y‖² − 2xᵀy on centred data with ``tl.dot``, clamped at 0, or exact coordinate differences
+when d ≤ 8; u = xᵀy for dot kernels, via :func:`.block_stats.pair_arg_tile`), the profile from :mod:`._profiles`,
+then one product with ``tl.dot`` — P·V for ``kernel_mv``, P·Y for the gradient (the flash-attention structure
+exp(QKᵀ)·V without the normalisation). Tiles are summed in fp32 and accumulated across tiles in float64; each
+program writes its own partial, the host reduces partials with ``torch.sum`` (deterministic, no float atomics).
+For d > BLOCK_D the gradient's output columns are split over a grid axis and each program recomputes t: cost
+(1 + d / BLOCK_D) / 2 times the forward's.
+
+**Gradients** (w.r.t. x, y, v and every tensor kernel parameter). With upstream G (n, B) and W = G Vᵀ:
+
+* ∂/∂v = K(y, x)·G — ``kernel_mv`` again (rows and columns swapped, same block bounds);
+* ∂/∂x_i = Σ_j W_ij ∇_1 k(x_i, y_j) — the generalised gradient product
+  :math:`\mathrm{grad\_mv}(x, y; L, R)_i = \sum_j (L_i \cdot R_j)\, \nabla_1 k(x_i, y_j)` with L = G, R = V;
+  ∂/∂y the same with the roles of x, y and of L, R swapped;
+* ∂/∂θ = Σ_ij W_ij ∂k_ij/∂θ.
+
+``kernel_grad_mv`` is grad_mv with L = 1, R = v. The backward of grad_mv (upstream Γ (n, d); radial kernels
+k = g(t), s_i = Γ_i·x_i, C_ij = Γ_i·y_j, r_ij = W_ij g''(t_ij)(s_i − C_ij)) is
+
+.. math::
+    \nabla_{x_i} = 2\Gamma_i \sum_j W_{ij} g'_{ij} + 4\Big(x_i \sum_j r_{ij} - \sum_j r_{ij} y_j\Big),\qquad
+    \nabla_{y_j} = 4\Big(y_j \sum_i r_{ij} - \sum_i r_{ij} x_i\Big) - 2 \sum_i W_{ij} g'_{ij} \Gamma_i,
+
+∂/∂L and ∂/∂R are kernel-matrix products with Q_ij = 2g'_ij (s_i − C_ij), and ∂/∂θ = Σ W_ij 2 ∂g'_ij/∂θ (s_i − C_ij);
+for dot kernels (k = h(u)): ∇_{x_i} = Σ_j W_ij h''_ij C_ij y_j, ∇_{y_j} = Σ_i W_ij (h''_ij C_ij x_i + h'_ij Γ_i),
+Q_ij = h'_ij C_ij. All are the same row pass with one more ``tl.dot`` for C.
+
+**Double backward.** ``kernel_mv``'s backward is built from differentiable ``kernel_mv`` / grad_mv calls, so
+``kernel_mv`` can be differentiated twice in x, y and v (MMD-GAN-GP's gradient penalty differentiates the witness
+gradient); its kernel-parameter gradient is once-differentiable. grad_mv (hence ``kernel_grad_mv``) is
+once-differentiable: a further differentiation raises ``RuntimeError``. Gradients in x, y of grad_mv need g'': the
+laplacian and energy kernels raise ``ValueError`` there.
+
+**Precision.** ``precision="ieee"`` (default): fp32 products, exact to fp32 rounding; ``"tf32"``: tensor cores for
+every product (about 10 mantissa bits in the inputs; t loses accuracy for nearby points); ``"tf32x3"``: split
+precision on tensor cores, close to fp32. The error of the tensor-core modes can only be measured on a GPU (the
+interpreter computes in numpy fp32/fp64). float16/bfloat16 inputs are computed in fp32, float64 inputs in float64
+(``precision`` must then be ``"ieee"``). Outputs are float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd.function import once_differentiable
+
+from ...kernels import DotKernel, Energy, Kernel, RadialKernel, _safe_sqrt
+from ._profiles import dot_param_grad_order, kernel_launch_args, radial_param_grad_order
+from .block_stats import PRECISIONS, clamp_arg, kernel_tile, pair_arg_tile
+
+__all__ = ["kernel_mv", "kernel_grad_mv", "grad_mv", "Tiles", "PRECISIONS", "AOT_SPECS"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tile helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
+                    ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """∂g^(ORDER)(clamp t)/∂θ_IDX (zero where clamped when ORDER ≥ 1) or ∂h^(ORDER)(u)/∂θ_IDX, elementwise."""
+    if KIND < 10:
+        out = radial_param_grad_order(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, IDX, ORDER)
+        if ORDER > 0:
+            if CLAMP_LO:
+                out = tl.where(arg >= lo, out, 0.0)
+            if CLAMP_HI:
+                out = tl.where(arg <= hi, out, 0.0)
+    else:
+        out = dot_param_grad_order(arg, p_ptr, KIND, DEGREE, IDX, ORDER)
+    return out
+
+
+@triton.jit
+def lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC: tl.constexpr, PRECISION: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+    """W_ij = L_i · R_j for L (n, nb), R (m, nb) row-major: a (BM, BN) tile (an outer product when VEC, nb = 1)."""
+    rmask = rows < n
+    cmask = cols < m
+    if VEC:
+        lv = tl.load(l_ptr + rows, mask=rmask, other=0.0)
+        rv = tl.load(r_ptr + cols, mask=cmask, other=0.0)
+        w = lv[:, None] * rv[None, :]
+    else:
+        w = tl.zeros((BM, BN), dtype=l_ptr.dtype.element_ty)
+        for b0 in range(0, nb, BB):
+            bb = b0 + tl.arange(0, BB)
+            bmask = bb < nb
+            lt = tl.load(l_ptr + rows.to(tl.int64)[:, None] * nb + bb[None, :],
+                         mask=rmask[:, None] & bmask[None, :], other=0.0)  # (BM, BB)
+            rt = tl.load(r_ptr + cols.to(tl.int64)[None, :] * nb + bb[:, None],
+                         mask=cmask[None, :] & bmask[:, None], other=0.0)  # (BB, BN)
+            w = tl.dot(lt, rt, w, input_precision=PRECISION)
+    return w
+
+
+@triton.jit
+def load_rows(p_ptr, rows, cols, n, width):
+    """Tile P[rows, cols] of a row-major (n, width) matrix; zeros outside."""
+    mask = (rows < n)[:, None] & (cols < width)[None, :]
+    return tl.load(p_ptr + rows.to(tl.int64)[:, None] * width + cols[None, :], mask=mask, other=0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _mv_kernel(
+    a_ptr, b_ptr, na_ptr, nb_ptr, v_ptr, aux_ptr, s_ptr, p_ptr, lohi_ptr,  # inputs
+    out_ptr,  # output partials (split, n, nv) float64
+    n, m, d, nv, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, MODE: tl.constexpr, VEC: tl.constexpr,
+    CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BB: tl.constexpr,
+):
+    """o_ib = Σ_j q_ij v_jb over the column tiles of this program's split.
+
+    MODE 0: q = k(a_i, b_j) (radial part only for the energy kernel). MODE 1 (row aux Γ, s_i = Γ_i·a_i) and MODE 2
+    (column aux Γ, s_j = Γ_j·b_j): q = Γ·∇_1 k — radial 2g'(t)(s − X), dot h'(u) X, with X = Γ_i·b_j (MODE 1) or
+    a_i·Γ_j (MODE 2). VEC: nv = 1, the product is a row reduction instead of ``tl.dot``.
+    """
+    pid_i = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < n
+    bcols = pid_b * BB + tl.arange(0, BB)
+    lo = tl.load(lohi_ptr)
+    hi = tl.load(lohi_ptr + 1)
+    if VEC:
+        acc = tl.zeros((BM,), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BM, BB), dtype=tl.float64)
+    if MODE == 1:
+        s_row = tl.load(s_ptr + rows, mask=rmask, other=0.0)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < m
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+                            BM, BN, BK)
+        if MODE == 0:
+            q = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
+        else:
+            if MODE == 1:
+                x = pair_arg_tile(aux_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
+                                  BM, BN, BK)
+                sv = s_row[:, None]
+            else:
+                x = pair_arg_tile(a_ptr, aux_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
+                                  BM, BN, BK)
+                sv = tl.load(s_ptr + cols, mask=cmask, other=0.0)[None, :]
+            g1 = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
+            if KIND < 10:
+                q = 2.0 * g1 * (sv - x)
+            else:
+                q = g1 * x
+        q = tl.where(cmask[None, :], q, 0.0)
+        if VEC:
+            vv = tl.load(v_ptr + cols, mask=cmask, other=0.0)
+            acc += tl.sum(q * vv[None, :], 1).to(tl.float64)
+        else:
+            vt = load_rows(v_ptr, cols, bcols, m, nv)  # (BN, BB)
+            acc += tl.dot(q, vt, input_precision=PRECISION).to(tl.float64)
+    base = out_ptr + pid_s.to(tl.int64) * n * nv
+    if VEC:
+        tl.store(base + rows, acc, mask=rmask)
+    else:
+        tl.store(base + rows.to(tl.int64)[:, None] * nv + bcols[None, :], acc,
+                 mask=rmask[:, None] & (bcols < nv)[None, :])
+
+
+@triton.jit
+def _grad_kernel(
+    a_ptr, b_ptr, na_ptr, nb_ptr, l_ptr, r_ptr, p_ptr, lohi_ptr,  # inputs
+    out_ptr,  # output partials (split, n, d) float64
+    n, m, d, nb, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, VEC: tl.constexpr,
+    CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BB: tl.constexpr,
+):
+    """grad_mv: o_i = Σ_j W_ij ∇_1 k(a_i, b_j), W = L Rᵀ; radial 2(a_i Σ_j p_ij − Σ_j p_ij b_j) with p = W g'(t),
+    dot Σ_j W_ij h'(u_ij) b_j. This program writes output columns [pid_d·BD, (pid_d+1)·BD)."""
+    pid_i = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < n
+    dcols = pid_d * BD + tl.arange(0, BD)
+    lo = tl.load(lohi_ptr)
+    hi = tl.load(lohi_ptr + 1)
+    acc = tl.zeros((BM, BD), dtype=tl.float64)
+    psum = tl.zeros((BM,), dtype=tl.float64)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < m
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+                            BM, BN, BK)
+        w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
+        p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
+        p = tl.where(cmask[None, :], p, 0.0)
+        bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
+        acc += tl.dot(p, bt, input_precision=PRECISION).to(tl.float64)
+        if KIND < 10:
+            psum += tl.sum(p, 1).to(tl.float64)
+    if KIND < 10:
+        at = load_rows(a_ptr, rows, dcols, n, d).to(tl.float64)
+        out = 2.0 * (at * psum[:, None] - acc)
+    else:
+        out = acc
+    tl.store(out_ptr + pid_s.to(tl.int64) * n * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
+             mask=rmask[:, None] & (dcols < d)[None, :])
+
+
+@triton.jit
+def _grad2_kernel(
+    a_ptr, b_ptr, na_ptr, nb_ptr, aux_ptr, s_ptr, l_ptr, r_ptr, p_ptr, lohi_ptr,  # inputs
+    out_ptr,  # output partials (split, n, d) float64
+    n, m, d, nb, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, XV: tl.constexpr, VEC: tl.constexpr,
+    CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BB: tl.constexpr,
+):
+    """Backward of grad_mv in its first argument (XV: rows a = x, row aux Γ) or its second (rows a = y, column
+    aux Γ over b = x). W_ij = L_i·R_j with L the row factor. See the module docstring for the formulas."""
+    pid_i = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < n
+    dcols = pid_d * BD + tl.arange(0, BD)
+    lo = tl.load(lohi_ptr)
+    hi = tl.load(lohi_ptr + 1)
+    acc = tl.zeros((BM, BD), dtype=tl.float64)
+    rsum = tl.zeros((BM,), dtype=tl.float64)  # Σ_j r_ij
+    gsum = tl.zeros((BM,), dtype=tl.float64)  # Σ_j W_ij g'_ij (XV)
+    if XV:
+        s_row = tl.load(s_ptr + rows, mask=rmask, other=0.0)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < m
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+                            BM, BN, BK)
+        if XV:
+            x = pair_arg_tile(aux_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
+                              BM, BN, BK)
+            sv = s_row[:, None]
+        else:
+            x = pair_arg_tile(a_ptr, aux_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
+                              BM, BN, BK)
+            sv = tl.load(s_ptr + cols, mask=cmask, other=0.0)[None, :]
+        w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
+        w = tl.where(cmask[None, :], w, 0.0)
+        g1 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
+        g2 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 2, CLAMP_LO, CLAMP_HI)
+        bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
+        if KIND < 10:
+            rr = g2 * (sv - x)
+            rsum += tl.sum(rr, 1).to(tl.float64)
+            part = tl.dot(-4.0 * rr, bt, input_precision=PRECISION)
+            if XV:
+                gsum += tl.sum(g1, 1).to(tl.float64)
+            else:
+                part = tl.dot(-2.0 * g1, load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
+        else:
+            part = tl.dot(g2 * x, bt, input_precision=PRECISION)
+            if not XV:
+                part = tl.dot(g1, load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
+        acc += part.to(tl.float64)
+    out = acc
+    if KIND < 10:
+        out += 4.0 * load_rows(a_ptr, rows, dcols, n, d).to(tl.float64) * rsum[:, None]
+        if XV:
+            out += 2.0 * load_rows(aux_ptr, rows, dcols, n, d).to(tl.float64) * gsum[:, None]
+    tl.store(out_ptr + pid_s.to(tl.int64) * n * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
+             mask=rmask[:, None] & (dcols < d)[None, :])
+
+
+@triton.jit
+def _param_kernel(
+    a_ptr, b_ptr, na_ptr, nb_ptr, aux_ptr, s_ptr, l_ptr, r_ptr, p_ptr, lohi_ptr,  # inputs
+    out_ptr,  # output partials (tiles_i * split, RP) float64
+    n, m, d, nb, tiles_per_split,
+    KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, NP: tl.constexpr, MODE: tl.constexpr,
+    VEC: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr,
+    PRECISION: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BB: tl.constexpr,
+    RP: tl.constexpr,
+):
+    """Kernel-parameter gradients Σ_ij c_ij ∂k^(o)_ij/∂θ_r with W = L Rᵀ: MODE 0 (kernel_mv) c = W, o = 0;
+    MODE 1 (grad_mv, row aux Γ, s_i = Γ_i·a_i) c = W·2(s_i − Γ_i·b_j), o = 1 (dot kernels c = W·Γ_i·b_j)."""
+    pid_i = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_i * BM + tl.arange(0, BM)
+    rmask = rows < n
+    lo = tl.load(lohi_ptr)
+    hi = tl.load(lohi_ptr + 1)
+    ridx = tl.arange(0, RP)
+    pvec = tl.zeros((RP,), dtype=tl.float64)
+    if MODE == 1:
+        s_row = tl.load(s_ptr + rows, mask=rmask, other=0.0)
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    for jt in range(j_lo, j_hi):
+        cols = jt * BN + tl.arange(0, BN)
+        cmask = cols < m
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+                            BM, BN, BK)
+        c = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
+        if MODE == 1:
+            x = pair_arg_tile(aux_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
+                              BM, BN, BK)
+            if KIND < 10:
+                c = c * 2.0 * (s_row[:, None] - x)
+            else:
+                c = c * x
+        c = tl.where(rmask[:, None] & cmask[None, :], c, 0.0)
+        for r in tl.static_range(NP):
+            dk = param_grad_tile(arg, p_ptr, lo, hi, KIND, DEGREE, r, MODE, CLAMP_LO, CLAMP_HI)
+            ts = tl.sum(tl.sum(c * dk, 1).to(tl.float64), 0)
+            pvec += tl.where(ridx == r, ts, 0.0)
+    tl.store(out_ptr + (pid_i * tl.num_programs(1) + pid_s) * RP + ridx, pvec)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host launchers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes of one launch (first guesses, untuned on hardware). ``split=None``: fill the device."""
+
+    block_m: int = 64
+    block_n: int = 64
+    block_k: int = 32
+    block_d: int = 64
+    block_b: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    split: int | None = None
+    direct_max_d: int = 8
+
+
+#: tests set this to force small or odd tiles (tiles not dividing n, several d chunks, split > 1)
+TILES_OVERRIDE: Tiles | None = None
+
+
+def _pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = False) -> Tiles:
+    """Tile sizes for the device. Under the interpreter (CPU tensors) wide tiles, one program per row tile."""
+    if TILES_OVERRIDE is not None:
+        return TILES_OVERRIDE
+    if device.type != "cuda":
+        return Tiles(block_m=32, block_n=32, block_k=min(256, max(16, _pow2(d))), block_d=min(512, max(16, _pow2(d))),
+                     block_b=32, split=1)
+    if heavy:  # many live (BM, BN) tiles (derivative-block backward)
+        return Tiles(block_m=32, block_n=32, block_k=32, block_d=64, block_b=32, num_warps=4)
+    if dtype == torch.float64:
+        return Tiles(block_m=64, block_n=64, block_k=16, block_d=64, block_b=32, num_warps=4)
+    return Tiles(block_m=64, block_n=64, block_k=32, block_d=64, block_b=64, num_warps=4, num_stages=3)
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def split_for(tiles: Tiles, programs: int, tiles_j: int, device: torch.device) -> tuple[int, int]:
+    """(split, tiles_per_split): split the column tiles so that there are ≳ 4 programs per SM."""
+    if tiles.split is not None:
+        want = max(1, tiles.split)
+    elif device.type == "cuda":
+        target = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        want = max(1, -(-target // max(1, programs)))
+    else:
+        want = 1
+    want = min(want, tiles_j)
+    per = -(-tiles_j // want)
+    return -(-tiles_j // per), per
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def compute_dtype(name: str, t: torch.Tensor, precision: str, ndim: int = 2) -> torch.dtype:
+    """fp32 for float16/bfloat16/float32, float64 for float64; checks the device and the number of dims."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cuda" and not (t.device.type == "cpu" and _interpreting()):
+        raise ValueError(
+            f"{name} must be a CUDA tensor for the triton backend (CPU tensors only run under the Triton "
+            f"interpreter, TRITON_INTERPRET=1), got a tensor on {t.device}"
+        )
+    if t.dtype in (torch.float16, torch.bfloat16, torch.float32):
+        out = torch.float32
+    elif t.dtype == torch.float64:
+        if precision != "ieee":
+            raise ValueError(
+                f"precision={precision!r} applies to float32 inputs; float64 inputs are computed in float64 "
+                "with precision='ieee'"
+            )
+        out = torch.float64
+    else:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype {t.dtype}"
+        )
+    return out
+
+
+def check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, shape: tuple) -> None:
+    """``t`` is a float tensor of ``shape`` on ``ref``'s device (any float dtype: it is cast)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on device {t.device} but {ref_name} is on {ref.device}; put both on one device")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A kernel as a launch sees it: constexpr choices, parameter values and clamp bounds (hashable)."""
+
+    kind: int
+    r: int
+    degree: int
+    n_params: int  # len(kernel.scalar_params())
+    params: torch.Tensor  # (R,) compute dtype, detached
+    lohi: torch.Tensor  # (2,) compute dtype: RBF-B bounds of t
+    clamp_lo: bool
+    clamp_hi: bool
+    centre: bool  # centre the data (translation-invariant radial kernels except energy)
+    energy: bool
+    dtype: torch.dtype
+    precision: str
+    param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Functions
+
+    @property
+    def radial(self) -> bool:
+        return self.kind < 10
+
+
+def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision: str) -> Spec:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if block not in ("xx", "yy", "xy"):
+        raise ValueError(f"block must be 'xx', 'yy' or 'xy', got {block!r}")
+    if not isinstance(kernel, (RadialKernel, DotKernel)):
+        raise TypeError(f"the triton backend supports radial and dot-product kernels, got {kernel!r}")
+    kind, r, degree, params = kernel_launch_args(kernel, device)
+    lo, hi = kernel.block_bounds(block) if isinstance(kernel, RadialKernel) else (0.0, math.inf)
+    clamp_lo, clamp_hi = lo > 0, hi < math.inf
+    lohi = torch.tensor([lo if clamp_lo else 0.0, hi if clamp_hi else 0.0], dtype=dtype, device=device)
+    sp = kernel.scalar_params()
+    index = tuple(i for i, p in enumerate(sp) if isinstance(p, torch.Tensor))
+    energy = isinstance(kernel, Energy)
+    centre = isinstance(kernel, RadialKernel) and kernel.translation_invariant and not energy
+    return Spec(kind, r, degree, len(sp), params.to(dtype), lohi, clamp_lo, clamp_hi, centre, energy, dtype,
+                precision, index)
+
+
+def tensor_params(kernel: Kernel, spec: Spec) -> list[torch.Tensor]:
+    sp = kernel.scalar_params()
+    return [sp[i] for i in spec.param_index]
+
+
+def prepare_pair(a: torch.Tensor, b: torch.Tensor, spec: Spec):
+    """(a, b, ‖a‖², ‖b‖²): detached, contiguous, compute dtype, centred on the pooled mean if the kernel allows."""
+    a = a.detach().to(spec.dtype)
+    b = b.detach().to(spec.dtype)
+    if spec.centre:
+        c = (a.sum(0, keepdim=True) + b.sum(0, keepdim=True)) / (a.shape[0] + b.shape[0])
+        a, b = a - c, b - c
+    a, b = a.contiguous(), b.contiguous()
+    return a, b, (a * a).sum(1), (b * b).sum(1)
+
+
+def _flat(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.detach().to(dtype).contiguous()
+
+
+def _common(a: torch.Tensor, b: torch.Tensor, spec: Spec, heavy: bool = False):
+    n, d = a.shape
+    m = b.shape[0]
+    tiles = tiles_for(a.device, spec.dtype, d, heavy)
+    bk = max(16, min(_pow2(d), tiles.block_k))
+    direct = d <= tiles.direct_max_d
+    return n, m, d, tiles, bk, direct
+
+
+def mv_launch(a, b, v, spec: Spec, mode: int = 0, aux=None) -> torch.Tensor:
+    """Σ_j q_ij v_jb (float64, (n, nv)); mode 0: q = k (radial part); 1/2: q = Γ·∇_1 k with Γ = ``aux`` the
+    (n, d) row (mode 1) or (m, d) column (mode 2) directions. ``a``, ``b`` are the raw tensors."""
+    a, b, na, nb = prepare_pair(a, b, spec)
+    n, m, d, tiles, bk, direct = _common(a, b, spec)
+    v = _flat(v, spec.dtype)
+    nv = v.shape[1]
+    vec = nv == 1
+    bb = 16 if vec else max(16, min(_pow2(nv), tiles.block_b))
+    aux_t, s = spec.params, spec.params  # placeholders (unused pointers) when mode == 0
+    if mode:
+        aux_t = _flat(aux, spec.dtype)
+        s = (aux_t * (a if mode == 1 else b)).sum(1)  # s_i = Γ_i · a_i  or  s_j = Γ_j · b_j
+    tiles_i, tiles_j, tiles_b = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(nv, bb)
+    split, per = split_for(tiles, tiles_i * tiles_b, tiles_j, a.device)
+    out = torch.empty(split, n, nv, dtype=torch.float64, device=a.device)
+    _mv_kernel[(tiles_i, tiles_b, split)](
+        a, b, na, nb, v, aux_t, s, spec.params, spec.lohi, out,
+        n, m, d, nv, per,
+        spec.kind, spec.r, spec.degree, mode, vec, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
+        tiles.block_m, tiles.block_n, bk, bb,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    return out[0] if split == 1 else out.sum(0)
+
+
+def _lowrank(l, r, dtype, tiles: Tiles):
+    lf, rf = _flat(l, dtype), _flat(r, dtype)
+    nb = lf.shape[1]
+    vec = nb == 1
+    bb = 16 if vec else max(16, min(_pow2(nb), tiles.block_b))
+    return lf, rf, nb, vec, bb
+
+
+def grad_launch(a, b, l, r, spec: Spec) -> torch.Tensor:
+    """Σ_j (L_i·R_j) ∇_1 k(a_i, b_j) (radial part), float64 (n, d)."""
+    a, b, na, nb_ = prepare_pair(a, b, spec)
+    n, m, d, tiles, bk, direct = _common(a, b, spec)
+    lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, tiles)
+    bd = max(16, min(_pow2(d), tiles.block_d))
+    tiles_i, tiles_j, tiles_d = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(d, bd)
+    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, a.device)
+    out = torch.empty(split, n, d, dtype=torch.float64, device=a.device)
+    _grad_kernel[(tiles_i, tiles_d, split)](
+        a, b, na, nb_, lf, rf, spec.params, spec.lohi, out,
+        n, m, d, nb, per,
+        spec.kind, spec.r, spec.degree, vec, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
+        tiles.block_m, tiles.block_n, bk, bd, bb,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    return out[0] if split == 1 else out.sum(0)
+
+
+def grad2_launch(a, b, aux, lrow, rcol, spec: Spec, xv: bool) -> torch.Tensor:
+    """Backward of grad_mv: rows a = x (``xv``, Γ (n, d) over rows) or rows a = y (Γ (m, d) over columns b = x);
+    W_ij = lrow_i · rcol_j. Float64 (n, d)."""
+    a, b, na, nb_ = prepare_pair(a, b, spec)
+    n, m, d, tiles, bk, direct = _common(a, b, spec)
+    lf, rf, nb, vec, bb = _lowrank(lrow, rcol, spec.dtype, tiles)
+    aux_t = _flat(aux, spec.dtype)
+    s = (aux_t * (a if xv else b)).sum(1)
+    bd = max(16, min(_pow2(d), tiles.block_d))
+    tiles_i, tiles_j, tiles_d = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(d, bd)
+    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, a.device)
+    out = torch.empty(split, n, d, dtype=torch.float64, device=a.device)
+    _grad2_kernel[(tiles_i, tiles_d, split)](
+        a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
+        n, m, d, nb, per,
+        spec.kind, spec.r, spec.degree, xv, vec, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
+        tiles.block_m, tiles.block_n, bk, bd, bb,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    return out[0] if split == 1 else out.sum(0)
+
+
+def param_launch(a, b, l, r, spec: Spec, mode: int, aux=None) -> torch.Tensor:
+    """(n_params,) float64 kernel-parameter sums (see :func:`_param_kernel`)."""
+    a, b, na, nb_ = prepare_pair(a, b, spec)
+    n, m, d, tiles, bk, direct = _common(a, b, spec)
+    lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, tiles)
+    aux_t, s = spec.params, spec.params
+    if mode == 1:
+        aux_t = _flat(aux, spec.dtype)
+        s = (aux_t * a).sum(1)
+    rp = _pow2(max(1, spec.n_params))
+    tiles_i, tiles_j = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n)
+    split, per = split_for(tiles, tiles_i, tiles_j, a.device)
+    out = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=a.device)
+    _param_kernel[(tiles_i, split)](
+        a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
+        n, m, d, nb, per,
+        spec.kind, spec.r, spec.degree, spec.n_params, mode, vec, spec.clamp_lo, spec.clamp_hi, direct,
+        spec.precision, tiles.block_m, tiles.block_n, bk, bb, rp,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    return out.sum(0)[: spec.n_params]
+
+
+def param_grads_out(pgrad: torch.Tensor | None, params, needs) -> list:
+    """Per tensor parameter given to a Function: its gradient (dtype and shape of the parameter) or None."""
+    return [None if pgrad is None or not need else pgrad[i].to(dtype=p.dtype).reshape(p.shape)
+            for i, (p, need) in enumerate(zip(params, needs))]
+
+
+def _cast(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if g is None else g.to(like.dtype)
+
+
+def _no_second_order(what: str):
+    raise RuntimeError(
+        f"{what} of the triton backend is not differentiable again (it would need one more profile derivative); "
+        "use backend='torch' for higher-order derivatives"
+    )
+
+
+def _needs_g2(spec: Spec, what: str) -> None:
+    if spec.kind in (4, 5):
+        raise ValueError(
+            f"{what} needs the second derivative g'' of the kernel profile; the laplacian and energy kernels are "
+            "not twice differentiable"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autograd Functions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _ParamGrads(torch.autograd.Function):
+    """Kernel-parameter gradients of kernel_mv (mode 0) or grad_mv (mode 1) as a graph node that refuses a second
+    differentiation (instead of silently returning zero)."""
+
+    @staticmethod
+    def forward(ctx, a, b, l, r, aux, spec, mode, *params):
+        pg = param_launch(a, b, l, r, spec, mode, aux)
+        return tuple(pg[i].to(p.dtype).reshape(p.shape) for i, p in zip(spec.param_index, params))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _no_second_order("the kernel-parameter gradient")
+
+
+def _param_grads(a, b, l, r, aux, spec: Spec, mode: int, params, needs) -> list:
+    if not any(needs):
+        return [None] * len(params)
+    pg = _ParamGrads.apply(a, b, l, r, aux, spec, mode, *params)
+    return [g if need else None for g, need in zip(pg, needs)]
+
+
+class _KernelMV(torch.autograd.Function):
+    """o = K(x, y) v (radial part for the energy kernel), v of shape (m, B); float64 (n, B)."""
+
+    @staticmethod
+    def forward(ctx, x, y, v, spec, *params):
+        ctx.save_for_backward(x, y, v, *params)
+        ctx.spec = spec
+        return mv_launch(x, y, v, spec)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, v, *params = ctx.saved_tensors
+        spec = ctx.spec
+        need = ctx.needs_input_grad
+        gx = _GradMV.apply(x, y, g, v, spec, *params) if need[0] else None  # Σ_j (g_i·v_j) ∇_1 k(x_i, y_j)
+        gy = _GradMV.apply(y, x, v, g, spec, *params) if need[1] else None
+        gv = _KernelMV.apply(y, x, g, spec, *params) if need[2] else None  # K(y, x) g
+        gp = _param_grads(x, y, g, v, None, spec, 0, params, need[4:])
+        return (_cast(gx, x), _cast(gy, y), _cast(gv, v), None, *gp)
+
+
+class _GradMV(torch.autograd.Function):
+    """o_i = Σ_j (L_i·R_j) ∇_1 k(x_i, y_j) (radial part for the energy kernel); float64 (n, d)."""
+
+    @staticmethod
+    def forward(ctx, x, y, l, r, spec, *params):
+        ctx.save_for_backward(x, y, l, r, *params)
+        ctx.spec = spec
+        return grad_launch(x, y, l, r, spec)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, y, l, r, *params = ctx.saved_tensors
+        spec = ctx.spec
+        need = ctx.needs_input_grad
+        gx = gy = gl = gr = None
+        if need[0] or need[1]:
+            _needs_g2(spec, "the gradient of kernel_grad_mv in its points")
+        if need[0]:
+            gx = grad2_launch(x, y, g, l, r, spec, True)
+        if need[1]:
+            gy = grad2_launch(y, x, g, r, l, spec, False)
+        if need[2]:
+            gl = mv_launch(x, y, r, spec, 1, g)  # Σ_j Q_ij R_j, Q_ij = g_i · ∇_1 k(x_i, y_j)
+        if need[3]:
+            gr = mv_launch(y, x, l, spec, 2, g)  # Σ_i Q_ij L_i
+        pg = None
+        if any(need[5:]):
+            pg = param_launch(x, y, l, r, spec, 1, g)
+        pgs = [None if pg is None or not nd else pg[i].to(p.dtype).reshape(p.shape)
+               for i, p, nd in zip(spec.param_index, params, need[5:])]
+        return (_cast(gx, x), _cast(gy, y), _cast(gl, l), _cast(gr, r), None, *pgs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Functional aliases
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _points(x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.dtype:
+    dtype = compute_dtype("x", x, precision)
+    compute_dtype("y", y, precision)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must have shape (n, d) with n, d >= 1, got {tuple(x.shape)}")
+    if y.ndim != 2 or y.shape[0] < 1 or y.shape[1] != x.shape[1]:
+        raise ValueError(f"y must have shape (m, {x.shape[1]}) with m >= 1 (x has d = {x.shape[1]}), got "
+                         f"{tuple(y.shape)}")
+    if y.device != x.device:
+        raise ValueError(f"y is on device {y.device} but x is on {x.device}; put both on one device")
+    if y.dtype != x.dtype:
+        raise TypeError(f"y has dtype {y.dtype} but x has {x.dtype}; convert both to one dtype")
+    return dtype
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    td = t.double()
+    return _safe_sqrt((td * td).sum(1))  # (n,) float64, differentiable
+
+
+def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel, block: str = "xy",
+              precision: str = "ieee") -> torch.Tensor:
+    r"""Kernel-matrix product :math:`o = K(x, y)\,v`, :math:`o_{ib} = \sum_j k(x_i, y_j) v_{jb}`, fused.
+
+    O(n m (d + B)) time, O((n + m)(d + B)) memory: the n × m matrix is never formed. The witness function of
+    SPEC §4 is ``kernel_mv(t, [x; y], [1/n … ; −1/m …])``; B permutation statistics at once use v = E (m, B).
+
+    Args:
+        x: (n, d) query points, y: (m, d) points; one CUDA device (CPU under the Triton interpreter), one dtype.
+        v: (m,) or (m, B) weights (any float dtype, cast to the compute dtype).
+        kernel: resolved radial or dot-product kernel (not a DeepKernel: apply its feature map first).
+        block: which RBF-B bounds apply (``"xx"``, ``"yy"``, ``"xy"``).
+        precision: ``"ieee"`` (default, exact fp32), ``"tf32"`` or ``"tf32x3"`` (tensor cores; float32 only).
+
+    Returns:
+        float64 tensor of shape (n,) or (n, B). Differentiable twice in x, y and v; once in tensor kernel
+        parameters (a further differentiation raises ``RuntimeError``).
+
+    Raises:
+        ValueError: tensors not on CUDA outside the interpreter, bad shapes, different devices, unknown ``block``
+        or ``precision``, ``precision != "ieee"`` with float64 inputs. TypeError: non-float dtypes, x and y of
+        different dtypes, unsupported kernel.
+
+    Example:
+        >>> w = torch.cat([torch.full((n,), 1 / n), torch.full((m,), -1 / m)])  # doctest: +SKIP
+        >>> eta = kernel_mv(t.cuda(), torch.cat([x, y]).cuda(), w.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
+    """
+    dtype = _points(x, y, precision)
+    if not isinstance(v, torch.Tensor) or v.ndim not in (1, 2):
+        got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+        raise ValueError(f"v must be a tensor of shape (m,) or (m, B) with m = {y.shape[0]}, got {got}")
+    check_like("v", v, "x", x, (y.shape[0],) if v.ndim == 1 else (y.shape[0], v.shape[1]))
+    if v.ndim == 2 and v.shape[1] < 1:
+        raise ValueError(f"v must have at least one column, got shape {tuple(v.shape)}")
+    spec = make_spec(kernel, block, dtype, x.device, precision)
+    v2 = v[:, None] if v.ndim == 1 else v  # (m, B)
+    out = _KernelMV.apply(x, y, v2, spec, *tensor_params(kernel, spec))  # (n, B)
+    if spec.energy:  # k = ‖a‖ + ‖b‖ − √t: the norm terms in torch (O((n + m) B), differentiable)
+        vd = v2.double()
+        out = out + _norms(x)[:, None] * vd.sum(0)[None, :] + (_norms(y) @ vd)[None, :]
+    return out[:, 0] if v.ndim == 1 else out
+
+
+def grad_mv(x: torch.Tensor, y: torch.Tensor, l: torch.Tensor, r: torch.Tensor, kernel: Kernel,  # noqa: E741
+            precision: str = "ieee") -> torch.Tensor:
+    r"""Generalised gradient product :math:`o_i = \sum_j (L_i \cdot R_j)\, \nabla_a k(a, y_j)|_{a = x_i}` (n, d).
+
+    The weights W = L Rᵀ (rank B) are never formed. ``kernel_grad_mv`` is L = 1, R = v; the gradient of
+    ``kernel_mv`` in x is L = upstream gradient, R = v. For the energy kernel the norm term
+    Σ_j W_ij x_i / ‖x_i‖ is added in torch.
+
+    Args:
+        x: (n, d), y: (m, d); l: (n, B), r: (m, B). kernel, precision: as :func:`kernel_mv` (block "xy").
+
+    Returns:
+        float64 (n, d); differentiable once in x, y, l, r and tensor kernel parameters.
+
+    Raises:
+        ValueError / TypeError: as :func:`kernel_mv`, and l, r of the wrong shape.
+    """
+    dtype = _points(x, y, precision)
+    if not isinstance(l, torch.Tensor) or l.ndim != 2:
+        raise ValueError(f"l must be a tensor of shape (n, B) with n = {x.shape[0]}")
+    check_like("l", l, "x", x, (x.shape[0], l.shape[1]))
+    check_like("r", r, "x", x, (y.shape[0], l.shape[1]))
+    spec = make_spec(kernel, "xy", dtype, x.device, precision)
+    out = _GradMV.apply(x, y, l, r, spec, *tensor_params(kernel, spec))
+    if spec.energy:
+        xd = x.double()
+        nx = _norms(x)[:, None]
+        unit = torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd))
+        out = out + unit * (l.double() @ r.double().sum(0))[:, None]
+    return out
+
+
+def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel,
+                   precision: str = "ieee") -> torch.Tensor:
+    r"""Gradient product :math:`g_i = \sum_j v_j\, \nabla_a k(a, y_j)|_{a = x_i}`, fused (the witness gradient).
+
+    Radial kernels: :math:`g_i = 2\big(x_i \sum_j p_{ij} - \sum_j p_{ij} y_j\big)`, :math:`p_{ij} = v_j g'(t_{ij})`;
+    dot kernels: :math:`g_i = \sum_j v_j h'(x_i^\top y_j)\, y_j`; energy adds :math:`x_i/\|x_i\| \sum_j v_j`.
+    O(n m d) time, O((n + m) d) memory.
+
+    Args:
+        x: (n, d), y: (m, d); v: (m,). kernel, precision: as :func:`kernel_mv`.
+
+    Returns:
+        float64 (n, d). Differentiable once in x, y, v (the point gradients need g'': not for the laplacian and
+        energy kernels) and tensor kernel parameters; a second differentiation raises ``RuntimeError``.
+
+    Raises:
+        ValueError / TypeError: as :func:`kernel_mv`, and v not of shape (m,).
+
+    Example:
+        >>> grad_eta = kernel_grad_mv(t.cuda(), s.cuda(), w.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
+    """
+    _points(x, y, precision)
+    if not isinstance(v, torch.Tensor) or v.ndim != 1:
+        got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+        raise ValueError(f"v must be a tensor of shape (m,) with m = {y.shape[0]}, got {got}")
+    check_like("v", v, "x", x, (y.shape[0],))
+    ones = torch.ones(x.shape[0], 1, dtype=v.dtype, device=x.device)
+    return grad_mv(x, y, ones, v[:, None], kernel, precision)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ahead-of-time compilation specs (tests/test_triton_aot.py compiles each for sm_90)
+# ---------------------------------------------------------------------------------------------------------------
+
+_PTRS_MV = ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "v_ptr", "aux_ptr", "s_ptr", "p_ptr", "lohi_ptr")
+_PTRS_GRAD = ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "l_ptr", "r_ptr", "p_ptr", "lohi_ptr")
+_PTRS_GRAD2 = ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "aux_ptr", "s_ptr", "l_ptr", "r_ptr", "p_ptr", "lohi_ptr")
+
+
+def _aot(name, fn, ptrs, ints, const, dt, tensor_cores, out="out_ptr"):
+    sig = {k: f"*{dt}" for k in ptrs}
+    sig[out] = "*fp64"
+    sig.update({k: "i32" for k in ints})
+    sig.update({k: "constexpr" for k in const})
+    return {"name": name, "fn": fn, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+
+
+def _aot_mv(name, kind, *, r=1, degree=0, mode=0, vec=False, lo=False, hi=False, direct=False, precision="ieee",
+            dt="fp32", bk=32, bb=64):
+    const = dict(KIND=kind, R=r, DEGREE=degree, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
+                 PRECISION=precision, BM=64, BN=64, BK=bk, BB=16 if vec else bb)
+    return _aot(name, _mv_kernel, _PTRS_MV, ("n", "m", "d", "nv", "tiles_per_split"), const, dt, precision != "ieee")
+
+
+def _aot_grad(name, kind, *, r=1, degree=0, vec=True, lo=False, hi=False, direct=False, precision="ieee", dt="fp32",
+              bk=32, bd=64):
+    const = dict(KIND=kind, R=r, DEGREE=degree, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
+                 PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd, BB=16 if vec else 32)
+    return _aot(name, _grad_kernel, _PTRS_GRAD, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
+                precision != "ieee")
+
+
+def _aot_grad2(name, kind, *, r=1, degree=0, xv=True, vec=True, lo=False, hi=False, direct=False, precision="ieee",
+               dt="fp32", bk=32, bd=64):
+    const = dict(KIND=kind, R=r, DEGREE=degree, XV=xv, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
+                 PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd, BB=16 if vec else 32)
+    return _aot(name, _grad2_kernel, _PTRS_GRAD2, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
+                precision != "ieee")
+
+
+def _aot_param(name, kind, *, r=1, degree=0, n_params=1, mode=0, vec=False, lo=False, hi=False, precision="ieee",
+               dt="fp32"):
+    const = dict(KIND=kind, R=r, DEGREE=degree, NP=n_params, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi,
+                 DIRECT=False, PRECISION=precision, BM=64, BN=64, BK=32, BB=16 if vec else 32,
+                 RP=_pow2(max(1, n_params)))
+    return _aot(name, _param_kernel, _PTRS_GRAD2, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
+                precision != "ieee")
+
+
+AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, clamped, direct, vector/batched
+    _aot_mv("mv_rbf_vec", 0, vec=True),
+    _aot_mv("mv_mix_rq_tf32", 3, r=5, precision="tf32"),
+    _aot_mv("mv_rbf_bounded_direct", 0, lo=True, hi=True, direct=True),
+    _aot_mv("mv_poly_colaux_tf32x3", 11, r=2, degree=3, mode=2, precision="tf32x3"),
+    _aot_mv("mv_rbf_fp64", 0, dt="fp64", bk=16, bb=32),
+    _aot_grad("grad_rbf_vec", 0),
+    _aot_grad("grad_rq_tf32x3", 2, vec=False, precision="tf32x3"),
+    _aot_grad("grad_poly_tf32", 11, r=2, degree=3, precision="tf32"),
+    _aot_grad2("grad2_rbf_x", 0),
+    _aot_grad2("grad2_rq_y_tf32", 2, xv=False, vec=False, precision="tf32"),
+    _aot_grad2("grad2_poly_y_tf32x3", 11, r=2, degree=3, xv=False, precision="tf32x3"),
+    _aot_param("param_mix_rbf_mv", 1, r=5, n_params=5),
+    _aot_param("param_poly_grad_tf32", 11, r=2, degree=3, n_params=2, mode=1, vec=True, precision="tf32"),
+]
