@@ -210,9 +210,10 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
     N = n + m
     b = ops.select_backend(backend, z, z, op="kernel_mv")  # pairs = N²
     mv = ops.routine("kernel_mv", b)
-    diag = kernel.pairwise(z, z).double().cpu()  # (N,) k(z_i, z_i)
+    dev = z.device
+    diag = kernel.pairwise(z, z).double()  # (N,) k(z_i, z_i)
     trace = diag.sum()
-    e0 = torch.zeros(N, 1, dtype=torch.float64)
+    e0 = torch.zeros(N, 1, dtype=torch.float64, device=dev)
     e0[:n] = 1.0  # the observed split
     if batch_size is None:
         batch_size = max(1, _BATCH_ENTRIES // N)
@@ -220,27 +221,27 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
     done, r, total, statistic = 0, None, None, None
     while done < n_permutations:
         count = min(batch_size, n_permutations - done)
-        e = _indicators(N, n, count, gen)  # (N, count)
+        e = _indicators(N, n, count, gen).to(dev)  # (N, count), drawn on the CPU generator
         if r is None:  # first pass also yields r = K1 and the observed statistic
-            v = torch.cat([torch.ones(N, 1, dtype=torch.float64), e0, e], 1)  # (N, count + 2)
+            v = torch.cat([torch.ones(N, 1, dtype=torch.float64, device=dev), e0, e], 1)  # (N, count + 2)
         else:
             v = e
-        kv = mv(z, z, v.to(device=z.device, dtype=z.dtype), kernel).double().cpu()  # (N, cols) = K V
+        kv = mv(z, z, v.to(z.dtype), kernel).double()  # (N, cols) = K V, one fused pass
         if r is None:
             r, kv = kv[:, 0], kv[:, 1:]
             total = r.sum()
             statistic, scale = _permuted_mmd2(e0, kv[:, :1], r, total, diag, trace, n, m, magnitude=True)
-            statistic, scale = statistic[0], scale[0]
+            statistic, scale = float(statistic[0]), float(scale[0])
             kv = kv[:, 1:]
-        null.append(_permuted_mmd2(e, kv, r, total, diag, trace, n, m))
+        null.append(_permuted_mmd2(e, kv, r, total, diag, trace, n, m).cpu())
         done += count
         if callback is not None:
             callback(count)
     null = torch.cat(null)  # (B,)
     # splits equal to the observed one up to rounding (e.g. X and Y swapped when n = m) are ties and count as ≥
-    tol = _TIE_EPS * torch.finfo(z.dtype).eps * float(scale)
+    tol = _TIE_EPS * torch.finfo(z.dtype).eps * scale
     p = (1.0 + float((null >= statistic - tol).sum())) / (1.0 + n_permutations)
-    return float(statistic), p, null
+    return statistic, p, null
 
 
 def mmd_test(
