@@ -42,8 +42,9 @@ tensor-core modes can only be measured on a GPU (the interpreter computes in fp3
 in float64 (``precision`` must then be ``"ieee"``).
 
 **Autograd.** Gradients flow to a, b and every tensor-valued kernel parameter. The backward kernels are not
-themselves differentiable: the Functions are ``@once_differentiable`` and a second differentiation raises
-``RuntimeError`` (use the torch or KeOps backends for double backward).
+themselves differentiable: under ``create_graph=True`` the gradients they return are tied to the inputs through a
+node whose backward raises ``RuntimeError`` — a double backward fails loudly instead of treating the gradient as
+a constant (use the torch or KeOps backends for higher-order derivatives).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from ...kernels import DotKernel, Energy, Kernel, RadialKernel
 from ..types import BlockStats
@@ -500,17 +500,50 @@ def _backward_launch(a, b, na, nb, spec: _Spec, same: bool, c, q, alpha, beta, w
     return grad, pgrad
 
 
-def _param_grads(pgrad, index, meta, needs) -> list:
+def _param_grads(pgrad, index, params, needs) -> list:
     """Per tensor parameter: its gradient (device, dtype and shape of the parameter) or None."""
     out = []
-    for idx, (device, dtype, shape), need in zip(index, meta, needs):
-        out.append(None if pgrad is None or not need else pgrad[idx].to(device=device, dtype=dtype).reshape(shape))
+    for idx, p, need in zip(index, params, needs):
+        g = None if pgrad is None or not need else pgrad[idx].to(device=p.device, dtype=p.dtype).reshape(p.shape)
+        out.append(g)
     return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Autograd Functions
 # ---------------------------------------------------------------------------------------------------------------
+
+
+_TWICE = (
+    "the triton block_stats op is differentiable once: its backward is a fused kernel without a derivative of its "
+    "own, so its gradient cannot be differentiated again (double backward). Use backend='torch' or "
+    "backend='keops' for higher-order derivatives"
+)
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    """Identity on a gradient produced by a fused backward; differentiating through it raises ``RuntimeError``.
+
+    Attached (under ``create_graph=True``) to the inputs that require grad, so that a double backward fails loudly
+    instead of treating the gradient as a constant.
+    """
+
+    @staticmethod
+    def forward(ctx, grad, *anchors):
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_TWICE)
+
+
+def _once(results: tuple, anchors) -> tuple:
+    if not torch.is_grad_enabled():
+        return results
+    anchors = [t for t in anchors if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not anchors:
+        return results
+    return tuple(r if r is None else _OnceDifferentiable.apply(r, *anchors) for r in results)
 
 
 class _SameBlock(torch.autograd.Function):
@@ -521,31 +554,31 @@ class _SameBlock(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         na = _sqnorms(a)
         s, r, q = _forward_launch(a, a, na, na, spec, True, rows)
-        ctx.save_for_backward(a, na)
+        ctx.save_for_backward(a, na, *params)
         ctx.spec, ctx.rows = spec, rows
-        ctx.param_meta = [(p.device, p.dtype, p.shape) for p in params]
         return (s, r, q) if rows else s
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grads):
-        a, na = ctx.saved_tensors
+        a, na, *params = ctx.saved_tensors
         spec = ctx.spec
         gs = grads[0]
         gr, gq = (grads[1], grads[2]) if ctx.rows else (None, None)
-        n_params = len(spec.param_index)
         want_grad = ctx.needs_input_grad[0]
         needs = ctx.needs_input_grad[3:]
         want_params = any(needs)
         if (gs is None and gr is None and gq is None) or not (want_grad or want_params):
-            return (None, None, None, *([None] * n_params))
-        # symmetrised weights w_ij + w_ji = 2c + α_i + α_j + 4q k_ij: a_i appears as both arguments
-        c = None if gs is None else 2.0 * gs
-        q = None if gq is None else 2.0 * gq
-        grad, pgrad = _backward_launch(a, a, na, na, spec, True, c, q, gr, gr, want_grad, want_params)
-        if pgrad is not None:
-            pgrad = 0.5 * pgrad  # Σ (w + wᵀ) ∂k = 2 Σ w ∂k
-        return (grad, None, None, *_param_grads(pgrad, spec.param_index, ctx.param_meta, needs))
+            return (None, None, None, *([None] * len(params)))
+        with torch.no_grad():
+            # symmetrised weights w_ij + w_ji = 2c + α_i + α_j + 4q k_ij: a_i appears as both arguments
+            c = None if gs is None else 2.0 * gs
+            q = None if gq is None else 2.0 * gq
+            grad, pgrad = _backward_launch(a, a, na, na, spec, True, c, q, gr, gr, want_grad, want_params)
+            if pgrad is not None:
+                pgrad = 0.5 * pgrad  # Σ (w + wᵀ) ∂k = 2 Σ w ∂k
+            out = (grad, *_param_grads(pgrad, spec.param_index, params, needs))
+        out = _once(out, (a, *params, *grads))
+        return (out[0], None, None, *out[1:])
 
 
 class _CrossBlock(torch.autograd.Function):
@@ -556,33 +589,33 @@ class _CrossBlock(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         na, nb = _sqnorms(a), _sqnorms(b)
         s, r, q = _forward_launch(a, b, na, nb, spec, False, rows)
-        ctx.save_for_backward(a, b, na, nb)
+        ctx.save_for_backward(a, b, na, nb, *params)
         ctx.spec, ctx.rows = spec, rows
-        ctx.param_meta = [(p.device, p.dtype, p.shape) for p in params]
         if not rows:
             return s
         _, cs, _ = _forward_launch(b, a, nb, na, spec, False, True)  # column sums = row sums of K_BA
         return s, r, cs, q
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grads):
-        a, b, na, nb = ctx.saved_tensors
+        a, b, na, nb, *params = ctx.saved_tensors
         spec = ctx.spec
         gs = grads[0]
         gr, gc, gq = (grads[1], grads[2], grads[3]) if ctx.rows else (None, None, None)
-        n_params = len(spec.param_index)
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         needs = ctx.needs_input_grad[4:]
         want_params = any(needs)
         if gs is None and gr is None and gc is None and gq is None:
-            return (None, None, None, None, *([None] * n_params))
+            return (None, None, None, None, *([None] * len(params)))
         grad_a = grad_b = pgrad = None
-        if need_a or want_params:  # rows = a: w_ij = c + α_i + β_j + 2q k_ij
-            grad_a, pgrad = _backward_launch(a, b, na, nb, spec, False, gs, gq, gr, gc, need_a, want_params)
-        if need_b:  # rows = b over K_BA: the roles of α and β swap
-            grad_b, _ = _backward_launch(b, a, nb, na, spec, False, gs, gq, gc, gr, True, False)
-        return (grad_a, grad_b, None, None, *_param_grads(pgrad, spec.param_index, ctx.param_meta, needs))
+        with torch.no_grad():
+            if need_a or want_params:  # rows = a: w_ij = c + α_i + β_j + 2q k_ij
+                grad_a, pgrad = _backward_launch(a, b, na, nb, spec, False, gs, gq, gr, gc, need_a, want_params)
+            if need_b:  # rows = b over K_BA: the roles of α and β swap
+                grad_b, _ = _backward_launch(b, a, nb, na, spec, False, gs, gq, gc, gr, True, False)
+            out = (grad_a, grad_b, *_param_grads(pgrad, spec.param_index, params, needs))
+        out = _once(out, (a, b, *params, *grads))
+        return (out[0], out[1], None, None, *out[2:])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -648,14 +681,7 @@ def cross_block_stats(a: torch.Tensor, b: torch.Tensor, kernel: Kernel, block: s
     Raises:
         ValueError / TypeError: as :func:`same_block_stats`, and for a and b of different d, device or dtype.
     """
-    dtype = _compute_dtype("a", a, precision)
-    _compute_dtype("b", b, precision)
-    if b.shape[1] != a.shape[1]:
-        raise ValueError(f"b has {b.shape[1]} features but a has {a.shape[1]}; both must live in the same R^d")
-    if b.device != a.device:
-        raise ValueError(f"b is on device {b.device} but a is on {a.device}; put both on one device")
-    if b.dtype != a.dtype:
-        raise TypeError(f"b has dtype {b.dtype} but a has {a.dtype}; convert both to one dtype")
+    dtype = _check_pair(a, b, precision, ("a", "b"))
     (n, d), m = a.shape, b.shape[0]
     spec = _spec(kernel, block, dtype, a.device, precision, n, m, d)
     centre = None
@@ -664,6 +690,20 @@ def cross_block_stats(a: torch.Tensor, b: torch.Tensor, kernel: Kernel, block: s
     params = [kernel.scalar_params()[i] for i in spec.param_index]
     out = _CrossBlock.apply(_prepared(a, dtype, centre), _prepared(b, dtype, centre), spec, rows, *params)
     return tuple(out) if rows else (out, None, None, None)
+
+
+def _check_pair(a, b, precision: str, names: tuple[str, str]) -> torch.dtype:
+    """Validate two point sets for one launch; returns the compute dtype."""
+    na, nb = names
+    dtype = _compute_dtype(na, a, precision)
+    _compute_dtype(nb, b, precision)
+    if b.shape[1] != a.shape[1]:
+        raise ValueError(f"{nb} has {b.shape[1]} features but {na} has {a.shape[1]}; both must live in the same R^d")
+    if b.device != a.device:
+        raise ValueError(f"{nb} is on device {b.device} but {na} is on {a.device}; put both on one device")
+    if b.dtype != a.dtype:
+        raise TypeError(f"{nb} has dtype {b.dtype} but {na} has {a.dtype}; convert both to one dtype")
+    return dtype
 
 
 def _trace(a: torch.Tensor, kernel: Kernel, block: str, dtype: torch.dtype) -> torch.Tensor:
@@ -698,10 +738,10 @@ def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool
         >>> st = block_stats(x.cuda(), y.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
         >>> mmd2_u = st.sxx / (n * (n - 1)) + st.syy / (m * (m - 1)) - 2 * st.sxy / (n * m)  # doctest: +SKIP
     """
+    dtype = _check_pair(x, y, precision, ("x", "y"))
     sxy, rxy, cxy, qxy = cross_block_stats(x, y, kernel, "xy", rows=variance, precision=precision)
     sxx, rxx, qxx = same_block_stats(x, kernel, "xx", rows=variance, precision=precision)
     syy, ryy, qyy = same_block_stats(y, kernel, "yy", rows=variance, precision=precision)
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return BlockStats(
         n=x.shape[0], m=y.shape[0], sxx=sxx, syy=syy, sxy=sxy,
         dxx=_trace(x, kernel, "xx", dtype), dyy=_trace(y, kernel, "yy", dtype),
