@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
-from ._validate import as_samples, check_int, check_same_size, to_output
+from ._validate import as_samples, check_choice, check_int, check_same_size, to_output
 from .errors import NumericalWarning
 from .kernels import DeepKernel, Kernel, get_kernel
 from .ops.types import BlockStats
@@ -72,10 +72,27 @@ def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2) 
     return Prepared(ts, k, s.numpy, ts[0].dtype)
 
 
-def block_stats(x, y, kernel: Kernel, *, variance: bool = False, backend: str = "auto") -> BlockStats:
-    """The fused block statistics of SPEC §3 through the selected backend (inputs already prepared)."""
+#: ``precision`` values: exact fp32 products everywhere, or tensor-core products on the triton backend
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+
+def block_stats(x, y, kernel: Kernel, *, variance: bool = False, backend: str = "auto",
+                precision: str = "ieee") -> BlockStats:
+    """The fused block statistics of SPEC §3 through the selected backend (inputs already prepared).
+
+    ``precision`` other than ``"ieee"`` (TF32 / split-TF32 tensor-core products) exists only on the triton
+    backend; any other backend raises ``ValueError`` for it rather than silently computing something else.
+    """
+    check_choice("precision", precision, PRECISIONS)
     b = ops.select_backend(backend, x, y, op="block_stats")
-    return ops.routine("block_stats", b)(x, y, kernel, variance=variance)
+    if precision == "ieee":
+        return ops.routine("block_stats", b)(x, y, kernel, variance=variance)
+    if b != "triton":
+        raise ValueError(
+            f"precision={precision!r} (tensor-core products) needs the triton backend, but backend={backend!r} "
+            f"resolved to {b!r} for these tensors; use precision='ieee' or backend='triton' with CUDA tensors"
+        )
+    return ops.routine("block_stats", b)(x, y, kernel, variance=variance, precision=precision)
 
 
 def _u(st: BlockStats) -> torch.Tensor:
@@ -108,7 +125,7 @@ def kernel_matrix(x, y=None, kernel="rbf", **params):
     return to_output(p.kernel.matrix(a, b), p.numpy)
 
 
-def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", **params):
+def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
     r"""Unbiased estimate MMD²_u (a U-statistic; may be negative).
 
     .. math::
@@ -119,6 +136,8 @@ def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", **params):
         x: samples of P, shape (n, d) or (n,), n ≥ 2. y: samples of Q, shape (m, d), m ≥ 2 (m ≠ n is fine).
         kernel: kernel name or :class:`~kernelmmd.Kernel` (default Gaussian ``"rbf"``).
         backend: ``"auto"`` or an explicit backend (see :mod:`kernelmmd.ops`).
+        precision: ``"ieee"`` (default: exact fp32 products), or ``"tf32"`` / ``"tf32x3"``: tensor-core products
+            (plain / split-precision TF32) on the triton backend only (ValueError elsewhere).
         **params: kernel parameters, e.g. ``sigma=1.0`` or ``sigma="median"``.
 
     Returns:
@@ -136,11 +155,11 @@ def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", **params):
         True
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
-    st = block_stats(*p.tensors, p.kernel, backend=backend)
+    st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
     return to_output(_u(st).to(p.dtype), p.numpy)
 
 
-def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", **params):
+def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
     r"""Biased estimate MMD²_b = ‖η̂‖²_H (a V-statistic: diagonal terms included; always ≥ 0).
 
     .. math::
@@ -150,11 +169,12 @@ def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", **params):
     Arguments as in :func:`mmd2_unbiased` (n, m ≥ 1).
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=1)
-    st = block_stats(*p.tensors, p.kernel, backend=backend)
+    st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
     return to_output(_v(st).to(p.dtype), p.numpy)
 
 
-def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", return_blocks: bool = False, **params):
+def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", return_blocks: bool = False,
+               precision: str = "ieee", **params):
     r"""Block estimator (B-test, Zaremba et al. 2013): the mean of MMD²_u over disjoint blocks.
 
     X and Y (n = m) are split into ⌊n / block_size⌋ consecutive blocks of ``block_size`` points each; a
@@ -180,7 +200,7 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
             stacklevel=2,
         )
     blocks = [(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs]) for b in range(nb)]  # (bs, d) each
-    vals = torch.stack([_u(block_stats(xb, yb, p.kernel, backend=backend)) for xb, yb in blocks])
+    vals = torch.stack([_u(block_stats(xb, yb, p.kernel, backend=backend, precision=precision)) for xb, yb in blocks])
     est = vals.mean().to(p.dtype)
     if return_blocks:
         return to_output(est, p.numpy), to_output(vals.to(p.dtype), p.numpy)
@@ -213,7 +233,8 @@ def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, **params):
     return to_output(est.to(p.dtype), p.numpy), to_output(var.to(p.dtype), p.numpy)
 
 
-def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "auto", **params):
+def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "auto", precision: str = "ieee",
+                 **params):
     r"""The three kernel means (E k(x, x'), E k(y, y'), E k(x, y)) that every MMD-type loss combines.
 
     With ``unbiased=True`` the within-sample means exclude the diagonal (U-statistics, n, m ≥ 2); otherwise they
@@ -224,7 +245,7 @@ def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "a
         ``(kxx, kyy, kxy)``: three 0-d tensors (floats for numpy inputs), differentiable.
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2 if unbiased else 1)
-    st = block_stats(*p.tensors, p.kernel, backend=backend)
+    st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
     n, m = st.n, st.m
     if unbiased:
         kxx, kyy = st.sxx / (n * (n - 1)), st.syy / (m * (m - 1))
@@ -249,7 +270,7 @@ def _variance_h1(st: BlockStats) -> torch.Tensor:
     )
 
 
-def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", **params):
+def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
     r"""MMD²_u and the estimate of its variance under H1 of Sutherland et al. 2017 (SPEC §3), for n = m.
 
     The variance is the ``_mmd2_and_variance`` estimator of the opt-mmd reference, built from one pass of block
@@ -264,7 +285,7 @@ def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", **params):
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     xt, yt = p.tensors
     check_same_size(xt, yt, "mmd2_and_variance")
-    st = block_stats(xt, yt, p.kernel, variance=True, backend=backend)
+    st = block_stats(xt, yt, p.kernel, variance=True, backend=backend, precision=precision)
     return to_output(_u(st).to(p.dtype), p.numpy), to_output(_variance_h1(st).to(p.dtype), p.numpy)
 
 

@@ -352,3 +352,30 @@ def test_gpu_tensor_core_precision(precision, rtol):
     st = bs.block_stats(x, y, k, variance=True, precision=precision)
     _assert_stats(st, ref.block_stats(x.double(), y.double(), k, variance=True), _scales(x, y, k), rtol)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# through the estimators (dispatch and the precision keyword)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_estimators_on_the_triton_backend():
+    x, y = _data(24, 24, 3, torch.float32)
+    for fn in (km.mmd2_unbiased, km.mmd2_biased):
+        got, want = fn(x, y, "rbf", sigma=0.7, backend="triton"), fn(x.double(), y.double(), "rbf", sigma=0.7,
+                                                                     backend="torch")
+        assert abs(float(got) - float(want)) <= 1e-6
+    mv, var = km.mmd2_and_variance(x, y, "rq", alpha=0.5, backend="triton")
+    ev, evar = km.mmd2_and_variance(x.double(), y.double(), "rq", alpha=0.5, backend="torch")
+    assert abs(float(mv) - float(ev)) <= 1e-6 and abs(float(var) - float(evar)) <= 1e-6 * abs(float(evar)) + 1e-9
+    # the tensor-core modes are passed through (the interpreter computes them in fp32)
+    got = km.mmd2_unbiased(x, y, "rbf", sigma=0.7, backend="triton", precision="tf32x3")
+    assert abs(float(got) - float(km.mmd2_unbiased(x.double(), y.double(), "rbf", sigma=0.7))) <= 1e-6
+
+
+def test_precision_keyword_errors():
+    x, y = _data(6, 5, 2)
+    with pytest.raises(ValueError, match="needs the triton backend"):
+        km.mmd2_unbiased(x, y, backend="torch", precision="tf32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        km.kernel_means(x, y, precision="fp8")
