@@ -199,7 +199,7 @@ class Run:
     def _check(self, loss: torch.Tensor, what: str, k: int | None = None) -> None:
         if not bool(torch.isfinite(loss.detach())):
             where = f"generator step {self.step + 1}" + (f", critic update {k + 1}" if k is not None else "")
-            raise NonFiniteLossError(self._nonfinite_message(f"{what} loss is {float(loss)} at {where}"))
+            raise NonFiniteLossError(self._nonfinite_message(f"{what} loss is {float(loss.detach())} at {where}"))
 
     def _nonfinite_message(self, what: str) -> str:
         last = ckpt.latest_checkpoint(self.dir)
