@@ -511,8 +511,10 @@ def selected_mmd_test(
         >>> g = torch.Generator().manual_seed(0)
         >>> x, y = torch.randn(200, 2, generator=g), 1.5 * torch.randn(200, 2, generator=g)
         >>> res = kernelmmd.selected_mmd_test(x, y, [kernelmmd.RBF(s) for s in (0.1, 1.0, 10.0)], seed=0)
-        >>> res.selection.index, res.n
-        (1, 100)
+        >>> res.n, res.m  # the other half selected the kernel
+        (100, 100)
+        >>> res.selection.kernel is res.selection.kernels[res.selection.index]
+        True
     """
     ks = _as_candidates(candidates)
     deep = any(isinstance(k, DeepKernel) for k in ks)
