@@ -42,8 +42,9 @@ Q_ij = h'_ij C_ij. All are the same row pass with one more ``tl.dot`` for C.
 **Double backward.** ``kernel_mv``'s backward is built from differentiable ``kernel_mv`` / grad_mv calls, so
 ``kernel_mv`` can be differentiated twice in x, y and v (MMD-GAN-GP's gradient penalty differentiates the witness
 gradient); its kernel-parameter gradient is once-differentiable. grad_mv (hence ``kernel_grad_mv``) is
-once-differentiable: a further differentiation raises ``RuntimeError``. Gradients in x, y of grad_mv need g'': the
-laplacian and energy kernels raise ``ValueError`` there.
+once-differentiable: a further differentiation raises ``RuntimeError`` (also through ``torch.autograd.grad``).
+Gradients in x, y of grad_mv need g'': the laplacian and energy kernels raise ``ValueError`` there (also when x or
+y merely requires grad while only v's gradient is asked for: detach them).
 
 **Precision.** ``precision="ieee"`` (default): fp32 products, exact to fp32 rounding; ``"tf32"``: tensor cores for
 every product (about 10 mantissa bits in the inputs; t loses accuracy for nearby points); ``"tf32x3"``: split
@@ -62,7 +63,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from ...kernels import DotKernel, Energy, Kernel, RadialKernel, _safe_sqrt
 from ._profiles import dot_param_grad_order, kernel_launch_args, radial_param_grad_order
@@ -650,6 +650,31 @@ def _needs_g2(spec: Spec, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class _Refuse(torch.autograd.Function):
+    """Pass ``value`` through, linked to ``deps`` in the graph; differentiating it raises (no silent zero).
+
+    Used for results computed by backward kernels that are not differentiable again: unlike
+    ``@once_differentiable`` (whose error node hangs off detached copies), ``torch.autograd.grad(result, x)``
+    reaches this node and raises."""
+
+    @staticmethod
+    def forward(ctx, what, value, *deps):
+        ctx.what = what
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _no_second_order(ctx.what)
+
+
+def _refuse(what: str, outs: list, deps: list) -> list:
+    """Wrap each output with :class:`_Refuse` when a graph is being built (create_graph) over ``deps``."""
+    deps = [t for t in deps if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not torch.is_grad_enabled() or not deps:
+        return outs
+    return [None if o is None else _Refuse.apply(what, o, *deps) for o in outs]
+
+
 class _ParamGrads(torch.autograd.Function):
     """Kernel-parameter gradients of kernel_mv (mode 0) or grad_mv (mode 1) as a graph node that refuses a second
     differentiation (instead of silently returning zero)."""
@@ -702,7 +727,6 @@ class _GradMV(torch.autograd.Function):
         return grad_launch(x, y, l, r, spec)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, g):
         x, y, l, r, *params = ctx.saved_tensors
         spec = ctx.spec
@@ -723,7 +747,9 @@ class _GradMV(torch.autograd.Function):
             pg = param_launch(x, y, l, r, spec, 1, g)
         pgs = [None if pg is None or not nd else pg[i].to(p.dtype).reshape(p.shape)
                for i, p, nd in zip(spec.param_index, params, need[5:])]
-        return (_cast(gx, x), _cast(gy, y), _cast(gl, l), _cast(gr, r), None, *pgs)
+        outs = [_cast(gx, x), _cast(gy, y), _cast(gl, l), _cast(gr, r), *pgs]
+        outs = _refuse("the gradient of kernel_grad_mv / grad_mv", outs, [x, y, l, r, g, *params])
+        return (*outs[:4], None, *outs[4:])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -733,14 +759,14 @@ class _GradMV(torch.autograd.Function):
 
 def _points(x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.dtype:
     dtype = compute_dtype("x", x, precision)
+    if isinstance(y, torch.Tensor) and y.device != x.device:
+        raise ValueError(f"y is on device {y.device} but x is on {x.device}; put both on one device")
     compute_dtype("y", y, precision)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (n, d) with n, d >= 1, got {tuple(x.shape)}")
     if y.ndim != 2 or y.shape[0] < 1 or y.shape[1] != x.shape[1]:
         raise ValueError(f"y must have shape (m, {x.shape[1]}) with m >= 1 (x has d = {x.shape[1]}), got "
                          f"{tuple(y.shape)}")
-    if y.device != x.device:
-        raise ValueError(f"y is on device {y.device} but x is on {x.device}; put both on one device")
     if y.dtype != x.dtype:
         raise TypeError(f"y has dtype {y.dtype} but x has {x.dtype}; convert both to one dtype")
     return dtype
