@@ -31,6 +31,7 @@ from .backend_suite import (  # noqa: E402
 W = importlib.import_module("kernelmmd.ops.triton.witness")
 
 CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
 F64 = torch.float64
 SMALL = W.Tiles(block_m=16, block_n=16, block_k=16, block_d=16, block_b=16, split=2, direct_max_d=2)
 
@@ -41,8 +42,32 @@ def small_tiles(monkeypatch):
         monkeypatch.setattr(W, "TILES_OVERRIDE", SMALL)
 
 
+class _OnCuda:
+    """The ops on CUDA with CPU inputs and outputs, so that the shared CPU-built checks run compiled on a GPU."""
+
+    @staticmethod
+    def kernel_mv(x, y, v, kernel, block="xy"):
+        return W.kernel_mv(x.cuda(), y.cuda(), v.cuda(), kernel, block).cpu()
+
+    @staticmethod
+    def kernel_grad_mv(x, y, v, kernel):
+        return W.kernel_grad_mv(x.cuda(), y.cuda(), v.cuda(), kernel).cpu()
+
+
+MOD = _OnCuda if CUDA else W
+
+
 def _dev(*ts):
     return [t.cuda() if CUDA else t for t in ts]
+
+
+def _pts(n, m, d, dtype):
+    """points() of the shared suite, on the test device, as leaves that require grad."""
+    return [t.detach().to(DEVICE).requires_grad_() for t in points(n, m, d, dtype)]
+
+
+def _randn(*shape, seed=0, grad=False):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(DEVICE).requires_grad_(grad)
 
 
 # ------------------------------------------------------------------------------------------------ kernel_mv values
@@ -51,35 +76,34 @@ def _dev(*ts):
 @pytest.mark.parametrize("kind", KINDS)
 def test_kernel_mv_float32_matches_reference(kind):
     """fp32 within 1e-6 of the float64 reference relative to Σ_j |k_ij||v_j|, vector and batched v."""
-    check_kernel_mv(W, kind, 37, 29, 5, torch.float32, grad=False)
-    check_kernel_mv(W, kind, 37, 29, 5, torch.float32, width=3, grad=False)
+    check_kernel_mv(MOD, kind, 37, 29, 5, torch.float32, grad=False)
+    check_kernel_mv(MOD, kind, 37, 29, 5, torch.float32, width=3, grad=False)
 
 
 @pytest.mark.parametrize("block", ["xx", "yy"])
 def test_kernel_mv_block_bounds(block):
-    check_kernel_mv(W, "rbf_bounded", 21, 18, 3, torch.float32, width=2, grad=False, block=block)
+    check_kernel_mv(MOD, "rbf_bounded", 21, 18, 3, torch.float32, width=2, grad=False, block=block)
 
 
 @pytest.mark.parametrize("n,m,d", [(1, 1, 1), (1, 5, 3), (33, 17, 1), (18, 40, 20)])
 @pytest.mark.parametrize("kind", ["rbf", "poly"])
 def test_kernel_mv_odd_shapes(kind, n, m, d):
-    check_kernel_mv(W, kind, n, m, d, torch.float32, width=None if n % 2 else 2, grad=False)
+    check_kernel_mv(MOD, kind, n, m, d, torch.float32, width=None if n % 2 else 2, grad=False)
 
 
 @pytest.mark.parametrize("kind", ["rbf", "mix_rq", "poly"])
 def test_large_d(kind, monkeypatch):
     """d = 3000 (several K chunks and output-column chunks) with small n, default interpreter tiles."""
     monkeypatch.setattr(W, "TILES_OVERRIDE", None)
-    check_kernel_mv(W, kind, 5, 7, 3000, torch.float32, grad=False)
-    check_kernel_grad_mv(W, kind, 5, 7, 3000, torch.float32, grad=False)
+    check_kernel_mv(MOD, kind, 5, 7, 3000, torch.float32, grad=False)
+    check_kernel_grad_mv(MOD, kind, 5, 7, 3000, torch.float32, grad=False)
 
 
 def test_many_columns_in_several_passes():
     """B = 40 columns: three column blocks of 16 (permutation batches) and a 40-term low-rank weight in grad_mv."""
-    check_kernel_mv(W, "rbf", 19, 23, 4, torch.float32, width=40, grad=False)
-    x, y = points(19, 23, 4, F64)
-    g = torch.Generator().manual_seed(0)
-    l, r = torch.randn(19, 40, generator=g, dtype=F64), torch.randn(23, 40, generator=g, dtype=F64)
+    check_kernel_mv(MOD, "rbf", 19, 23, 4, torch.float32, width=40, grad=False)
+    x, y = _pts(19, 23, 4, F64)
+    l, r = _randn(19, 40, seed=0), _randn(23, 40, seed=1)  # noqa: E741
     k = make_kernel("rq")
     got = W.grad_mv(x, y, l, r, k)
     want = torch.stack([R.kernel_grad_mv(x[i : i + 1], y, r @ l[i], k)[0] for i in range(19)])
@@ -87,8 +111,8 @@ def test_many_columns_in_several_passes():
 
 
 def test_half_precision_inputs_computed_in_float32():
-    x, y = points(20, 17, 3, torch.float16)
-    v = torch.randn(17, generator=torch.Generator().manual_seed(1), dtype=F64)
+    x, y = _pts(20, 17, 3, torch.float16)
+    v = _randn(17, seed=1)
     k = make_kernel("rbf")
     got = W.kernel_mv(x, y, v, k)
     want = R.kernel_mv(x.detach().double(), y.detach().double(), v.float().double(), k)
@@ -102,8 +126,8 @@ def test_half_precision_inputs_computed_in_float32():
 def test_tensor_core_modes_run(precision):
     """The tensor-core modes take the same code path; their error can only be measured on a GPU (the interpreter
     multiplies in fp32 whatever the requested precision), so this checks plumbing at a TF32-level tolerance."""
-    x, y = _dev(*points(20, 17, 6, torch.float32))
-    v = _dev(torch.randn(17, 2, generator=torch.Generator().manual_seed(1)))[0]
+    x, y = _pts(20, 17, 6, torch.float32)
+    v = _randn(17, 2, seed=1).float()
     k = make_kernel("rbf")
     got = W.kernel_mv(x, y, v, k, precision=precision)
     want = R.kernel_mv(x.double(), y.double(), v.double(), k)
@@ -116,24 +140,24 @@ def test_tensor_core_modes_run(precision):
 @pytest.mark.parametrize("kind", KINDS)
 def test_kernel_mv_gradients_float64(kind):
     """Gradients in x, y, v and every tensor kernel parameter equal autograd through the reference."""
-    check_kernel_mv(W, kind, 13, 11, 3, F64, width=2, grad=True, tensor_param=True)
+    check_kernel_mv(MOD, kind, 13, 11, 3, F64, width=2, grad=True, tensor_param=True)
 
 
 def test_kernel_mv_gradients_float32():
-    check_kernel_mv(W, "mix_rbf", 21, 19, 20, torch.float32, grad=True, tensor_param=True)
+    check_kernel_mv(MOD, "mix_rbf", 21, 19, 20, torch.float32, grad=True, tensor_param=True)
 
 
 def test_kernel_mv_gradcheck():
     k = make_kernel("rbf", tensor_params=True)
-    x, y = points(3, 4, 2, F64)
-    v = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    x, y = _pts(3, 4, 2, F64)
+    v = _randn(4, 2, grad=True)
     assert torch.autograd.gradcheck(lambda x, y, v, s: W.kernel_mv(x, y, v, k), (x, y, v, k.sigma), fast_mode=True)
 
 
 def test_kernel_mv_gradgradcheck():
     k = make_kernel("poly")
-    x, y = points(2, 3, 2, F64)
-    v = torch.randn(3, dtype=F64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    x, y = _pts(2, 3, 2, F64)
+    v = _randn(3, grad=True)
     assert torch.autograd.gradgradcheck(lambda x, y, v: W.kernel_mv(x, y, v, k), (x, y, v), fast_mode=True)
 
 
@@ -141,8 +165,9 @@ def test_kernel_mv_gradgradcheck():
 def test_witness_gradient_penalty_double_backward(kind):
     """MMD-GAN-GP differentiates ‖∇_t η̂(t)‖² again: the double backward of kernel_mv equals the reference's."""
     k = make_kernel(kind)
-    s, t = points(9, 6, 3, F64)
-    w = torch.cat([torch.full((5,), 1 / 5, dtype=F64), torch.full((4,), -1 / 4, dtype=F64)]).requires_grad_()
+    s, t = _pts(9, 6, 3, F64)
+    w = torch.cat([torch.full((5,), 1 / 5, dtype=F64), torch.full((4,), -1 / 4, dtype=F64)]).to(DEVICE)
+    w.requires_grad_()
 
     def penalty(mv, s, t, w):
         (g,) = torch.autograd.grad(mv(t, s, w, k).sum(), t, create_graph=True)
@@ -157,8 +182,8 @@ def test_witness_gradient_penalty_double_backward(kind):
 
 def test_kernel_mv_parameter_gradient_is_once_differentiable():
     k = make_kernel("rbf", tensor_params=True)
-    x, y = points(5, 4, 2, F64)
-    v = torch.randn(4, dtype=F64)
+    x, y = _pts(5, 4, 2, F64)
+    v = _randn(4)
     (gs,) = torch.autograd.grad(W.kernel_mv(x, y, v, k).sum(), k.sigma, create_graph=True)
     with pytest.raises(RuntimeError, match="not differentiable again"):
         torch.autograd.grad(gs, k.sigma)
@@ -169,28 +194,27 @@ def test_kernel_mv_parameter_gradient_is_once_differentiable():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kernel_grad_mv_float32_matches_reference(kind):
-    check_kernel_grad_mv(W, kind, 37, 29, 5, torch.float32, grad=False)
+    check_kernel_grad_mv(MOD, kind, 37, 29, 5, torch.float32, grad=False)
 
 
 @pytest.mark.parametrize("n,m,d", [(1, 1, 1), (17, 33, 1), (5, 3, 40)])
 def test_kernel_grad_mv_odd_shapes(n, m, d):
-    check_kernel_grad_mv(W, "mix_rbf", n, m, d, torch.float32, grad=False)
+    check_kernel_grad_mv(MOD, "mix_rbf", n, m, d, torch.float32, grad=False)
 
 
 @pytest.mark.parametrize("kind", [*TWICE, "rbf_bounded"])
 def test_kernel_grad_mv_gradients_float64(kind):
     """Gradients in x, y (need g''), v and tensor kernel parameters (need ∂g'/∂θ) equal the reference's."""
-    check_kernel_grad_mv(W, kind, 13, 11, 18, F64, grad=True, tensor_param=True)
+    check_kernel_grad_mv(MOD, kind, 13, 11, 18, F64, grad=True, tensor_param=True)
 
 
 @pytest.mark.parametrize("kind", ["laplacian", "energy"])
 def test_kernel_grad_mv_not_twice_differentiable(kind):
     """laplacian / energy: the v- and parameter-gradients work; point gradients (need g'') raise."""
     k = make_kernel(kind, tensor_params=True)
-    x, y = points(7, 6, 3, F64)
-    x, y = x.detach(), y.detach()
-    v = torch.randn(6, dtype=F64, generator=torch.Generator().manual_seed(1)).requires_grad_()
-    wt = torch.randn(7, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    x, y = (t.detach() for t in _pts(7, 6, 3, F64))
+    v = _randn(6, seed=1, grad=True)
+    wt = _randn(7, 3, seed=2)
     wrt = [v, *tensor_params(k)]
     got = torch.autograd.grad((W.kernel_grad_mv(x, y, v, k) * wt).sum(), wrt)
     want = torch.autograd.grad((R.kernel_grad_mv(x, y, v, k) * wt).sum(), wrt)
@@ -204,10 +228,8 @@ def test_kernel_grad_mv_not_twice_differentiable(kind):
 @pytest.mark.parametrize("kind", ["rbf", "poly"])
 def test_grad_mv_gradcheck(kind):
     k = make_kernel(kind, tensor_params=True)
-    x, y = points(3, 4, 2, F64)
-    g = torch.Generator().manual_seed(0)
-    l = torch.randn(3, 2, dtype=F64, generator=g).requires_grad_()  # noqa: E741
-    r = torch.randn(4, 2, dtype=F64, generator=g).requires_grad_()
+    x, y = _pts(3, 4, 2, F64)
+    l, r = _randn(3, 2, seed=0, grad=True), _randn(4, 2, seed=1, grad=True)  # noqa: E741
     ps = tensor_params(k)
     assert torch.autograd.gradcheck(lambda x, y, l, r, *p: W.grad_mv(x, y, l, r, k), (x, y, l, r, *ps),
                                     fast_mode=True)
@@ -215,8 +237,8 @@ def test_grad_mv_gradcheck(kind):
 
 def test_kernel_grad_mv_is_once_differentiable():
     k = make_kernel("rbf")
-    x, y = points(5, 4, 2, F64)
-    v = torch.randn(4, dtype=F64)
+    x, y = _pts(5, 4, 2, F64)
+    v = _randn(4)
     (gx,) = torch.autograd.grad(W.kernel_grad_mv(x, y, v, k).pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="kernel_grad_mv / grad_mv of the triton backend is not differentiable"):
         torch.autograd.grad(gx.sum(), x)
@@ -226,12 +248,11 @@ def test_kernel_grad_mv_is_once_differentiable():
 
 
 def test_errors_inputs(monkeypatch):
-    x, y = points(4, 3, 2, torch.float32)
-    x, y = x.detach(), y.detach()
-    v = torch.ones(3)
+    x, y = (t.detach() for t in _pts(4, 3, 2, torch.float32))
+    v = torch.ones(3, device=DEVICE)
     k = km.RBF(1.0)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        W.kernel_mv(x.numpy(), y, v, k)
+        W.kernel_mv(x.tolist(), y, v, k)
     with pytest.raises(TypeError, match="floating-point tensor"):
         W.kernel_mv(x.long(), y.long(), v, k)
     with pytest.raises(ValueError, match=r"x must have shape \(n, d\)"):
@@ -243,21 +264,21 @@ def test_errors_inputs(monkeypatch):
     with pytest.raises(ValueError, match="y is on device meta"):
         W.kernel_mv(x, torch.empty(3, 2, device="meta"), v, k)
     with pytest.raises(ValueError, match=r"v must be a tensor of shape \(m,\) or \(m, B\)"):
-        W.kernel_mv(x, y, torch.ones(3, 1, 1), k)
+        W.kernel_mv(x, y, v[:, None, None], k)
     with pytest.raises(ValueError, match=r"v must have shape \(3,\)"):
-        W.kernel_mv(x, y, torch.ones(4), k)
+        W.kernel_mv(x, y, torch.ones(4, device=DEVICE), k)
     with pytest.raises(TypeError, match="v must be a floating-point tensor"):
-        W.kernel_mv(x, y, torch.ones(3, dtype=torch.long), k)
+        W.kernel_mv(x, y, v.long(), k)
     with pytest.raises(ValueError, match="v is on device meta"):
         W.kernel_mv(x, y, torch.ones(3, device="meta"), k)
     with pytest.raises(ValueError, match="v must have at least one column"):
-        W.kernel_mv(x, y, torch.ones(3, 0), k)
+        W.kernel_mv(x, y, v[:, None][:, :0], k)
     with pytest.raises(ValueError, match=r"v must be a tensor of shape \(m,\) with m = 3"):
-        W.kernel_grad_mv(x, y, torch.ones(3, 2), k)
+        W.kernel_grad_mv(x, y, v[:, None], k)
     with pytest.raises(ValueError, match=r"l must be a tensor of shape \(n, B\)"):
-        W.grad_mv(x, y, torch.ones(4), torch.ones(3, 1), k)
+        W.grad_mv(x, y, x[:, 0], v[:, None], k)
     with pytest.raises(TypeError, match="r must be a torch.Tensor"):
-        W.grad_mv(x, y, torch.ones(4, 1), None, k)
+        W.grad_mv(x, y, x[:, :1], None, k)
     with pytest.raises(ValueError, match="precision must be one of"):
         W.kernel_mv(x, y, v, k, precision="fp16")
     with pytest.raises(ValueError, match="precision='tf32' applies to float32 inputs"):

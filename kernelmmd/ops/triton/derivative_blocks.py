@@ -52,6 +52,7 @@ from .witness import (
     compute_dtype,
     load_rows,
     make_spec,
+    param_grad,
     param_grad_tile,
     split_for,
     tensor_params,
@@ -454,7 +455,7 @@ class _AMatvecBackward(torch.autograd.Function):
     def forward(ctx, z, u0, u1, a, b, spec, want_z, want_params, *params):
         gz = amv_bwd_launch(z, u0, u1, a, b, spec, False).to(z.dtype) if want_z else None
         pg = amv_bwd_launch(z, u0, u1, a, b, spec, True) if want_params else None
-        pgs = tuple(None if pg is None else pg[i].to(p.dtype).reshape(p.shape)
+        pgs = tuple(None if pg is None else param_grad(pg, i, p)
                     for i, p in zip(spec.param_index, params))
         return (gz, *pgs)
 

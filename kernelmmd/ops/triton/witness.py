@@ -620,10 +620,9 @@ def param_launch(a, b, l, r, spec: Spec, mode: int, aux=None) -> torch.Tensor:
     return out.sum(0)[: spec.n_params]
 
 
-def param_grads_out(pgrad: torch.Tensor | None, params, needs) -> list:
-    """Per tensor parameter given to a Function: its gradient (dtype and shape of the parameter) or None."""
-    return [None if pgrad is None or not need else pgrad[i].to(dtype=p.dtype).reshape(p.shape)
-            for i, (p, need) in enumerate(zip(params, needs))]
+def param_grad(pgrad: torch.Tensor, i: int, p: torch.Tensor) -> torch.Tensor:
+    """Entry ``i`` of a parameter-gradient vector as a gradient for the parameter ``p`` (its device, dtype, shape)."""
+    return pgrad[i].to(device=p.device, dtype=p.dtype).reshape(p.shape)
 
 
 def _cast(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -682,7 +681,7 @@ class _ParamGrads(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, l, r, aux, spec, mode, *params):
         pg = param_launch(a, b, l, r, spec, mode, aux)
-        return tuple(pg[i].to(p.dtype).reshape(p.shape) for i, p in zip(spec.param_index, params))
+        return tuple(param_grad(pg, i, p) for i, p in zip(spec.param_index, params))
 
     @staticmethod
     def backward(ctx, *grads):
@@ -745,7 +744,7 @@ class _GradMV(torch.autograd.Function):
         pg = None
         if any(need[5:]):
             pg = param_launch(x, y, l, r, spec, 1, g)
-        pgs = [None if pg is None or not nd else pg[i].to(p.dtype).reshape(p.shape)
+        pgs = [None if pg is None or not nd else param_grad(pg, i, p)
                for i, p, nd in zip(spec.param_index, params, need[5:])]
         outs = [_cast(gx, x), _cast(gy, y), _cast(gl, l), _cast(gr, r), *pgs]
         outs = _refuse("the gradient of kernel_grad_mv / grad_mv", outs, [x, y, l, r, g, *params])
