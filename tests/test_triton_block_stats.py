@@ -19,7 +19,7 @@ bs = importlib.import_module("kernelmmd.ops.triton.block_stats")  # the module (
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
-SMALL = bs.LaunchConfig(block_m=16, block_n=16, block_k=16, block_d=16, split=1)
+SMALL = bs.LaunchConfig(block_m=16, block_n=16, block_k=16, block_d=16, chunk_d=16, split=1)
 FIELDS = ("sxx", "syy", "sxy", "dxx", "dyy", "rxx", "ryy", "rxy", "cxy", "qxx", "qyy", "qxy")
 
 # kernel factories: p is the (float or tensor) parameter that gradient tests differentiate
@@ -112,7 +112,7 @@ def test_triangular_schedule_without_variance(name):
 def test_large_dimension(name, monkeypatch):
     """d = 3000 with a few points: many K chunks and several output column chunks in the backward."""
     if not CUDA:
-        monkeypatch.setattr(bs, "launch_config", lambda *a, **k: bs.LaunchConfig(16, 16, 64, 1024, split=1))
+        monkeypatch.setattr(bs, "launch_config", lambda *a, **k: bs.LaunchConfig(16, 16, 64, 64, 1024, split=1))
     k = KERNELS[name](1.0)
     x, y = _data(5, 4, 3000, torch.float32)
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
@@ -128,15 +128,19 @@ def test_large_dimension(name, monkeypatch):
         torch.testing.assert_close(g.double(), e, rtol=0, atol=2e-5 * float(e.abs().max()))
 
 
-def test_column_split_and_default_tiles(monkeypatch):
+@pytest.mark.parametrize("cfg,d", [(bs.LaunchConfig(16, 16, 16, 16, 16, split=3), 5),
+                                   (bs.LaunchConfig(16, 32, 16, 16, 16, split=2), 21)], ids=["reg-acc", "mem-acc"])
+def test_column_split(cfg, d, monkeypatch):
     """Programs sweeping only part of the column tiles (split > 1) write partials that reduce to the same result."""
+    monkeypatch.setattr(bs, "launch_config", lambda *a, **kw: cfg)
     k = km.RBF(0.9)
-    x, y = _data(40, 70, 5)
+    x, y = _data(40, 70, d)
     want = ref.block_stats(x, y, k, variance=True)
-    for cfg in (bs.LaunchConfig(16, 16, 16, 16, split=3), bs.LaunchConfig(16, 32, 16, 16, split=2)):
-        monkeypatch.setattr(bs, "launch_config", lambda *a, cfg=cfg, **kw: cfg)
-        _assert_stats(bs.block_stats(x, y, k, variance=True), want, _scales(x, y, k), 1e-13)
-        _assert_stats(bs.block_stats(x, y, k), want, _scales(x, y, k), 1e-13, fields=("sxx", "syy", "sxy"))
+    _assert_stats(bs.block_stats(x, y, k, variance=True), want, _scales(x, y, k), 1e-13)
+    _assert_stats(bs.block_stats(x, y, k), want, _scales(x, y, k), 1e-13, fields=("sxx", "syy", "sxy"))
+    loss = _combination(40, 70)
+    for got, exp in zip(_grads(bs, "rq", x, y, loss), _grads(ref, "rq", x, y, loss)):
+        torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-10 * float(exp.abs().max()))
 
 
 def test_half_precision_inputs_are_computed_in_float32():

@@ -30,9 +30,9 @@ for a dot kernel :math:`\nabla_{a_i} L = \sum_j w_{ij} h'(u_{ij}) b_j`, and for 
 :math:`\partial L/\partial\theta = \sum_{ij} w_{ij}\, \partial k_{ij}/\partial\theta`. The row pass computes
 P·B with ``tl.dot`` (the flash-attention structure, SPEC §13); the gradient in b is the same pass over K_BA.
 For a within-sample block a point sits in both arguments: the pass runs with the symmetrised weights
-w_ij + w_ji (c → 2c, β = α, q → 2q) and the parameter sums are halved. When d exceeds BLOCK_D the output columns
-are split over a third grid axis; each such program recomputes t (cost (1 + d / BLOCK_D) / 2 times the
-forward's).
+w_ij + w_ji (c → 2c, β = α, q → 2q) and the parameter sums are halved. Up to d = BLOCK_D the (BLOCK_M, d)
+accumulator of P·B lives in registers; above it the program accumulates into its own rows of the output (a
+read-modify-write per column tile and BLOCK_D-wide chunk, L2/HBM traffic instead of recomputing t per chunk).
 
 **Precision.** ``precision="ieee"`` (default): fp32 products, exact to fp32 rounding. ``"tf32"``: tensor cores for
 the aᵀb and P·B products (about 10 bits of mantissa in the inputs; t loses accuracy for nearby points).
@@ -220,33 +220,35 @@ def _block_stats_bwd(
     KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, SAME: tl.constexpr,
     HAS_AL: tl.constexpr, HAS_BE: tl.constexpr, HAS_Q: tl.constexpr, GRAD: tl.constexpr, PARAMS: tl.constexpr,
     CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    MEM_ACC: tl.constexpr,  # d > BD: accumulate P·B in the program's own rows of g (read-modify-write per tile)
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, RP: tl.constexpr,
 ):
     pid_i = tl.program_id(0)
     pid_s = tl.program_id(1)
-    pid_d = tl.program_id(2)
     n_split = tl.num_programs(1)
     rows = pid_i * BM + tl.arange(0, BM)
     rmask = rows < n
-    dcols = pid_d * BD + tl.arange(0, BD)
-    dmask = dcols < d
+    rows64 = rows.to(tl.int64)
+    dr = tl.arange(0, BD)
     lo = tl.load(aux_ptr)
     hi = tl.load(aux_ptr + 1)
     c = tl.load(aux_ptr + 2)
     q = tl.load(aux_ptr + 3)
     dt = a_ptr.dtype.element_ty
+    g_base = g_ptr + pid_s.to(tl.int64) * n * d  # this split's (n, d) slab; rows of this program are its own
     if HAS_AL:
         al = tl.load(al_ptr + rows, mask=rmask, other=0.0)
     j_lo = pid_s * tiles_per_split
     j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
     psum = tl.zeros((BM,), dtype=dt)  # Σ_j p_ij
     wsum = tl.zeros((BM,), dtype=dt)  # Σ_j w_ij (energy norm terms)
-    acc = tl.zeros((BM, BD), dtype=dt)  # Σ_j p_ij b_j
+    acc = tl.zeros((BM, BD), dtype=dt)  # Σ_j p_ij b_j when d ≤ BD
     ridx = tl.arange(0, RP)
     pvec = tl.zeros((RP,), dtype=tl.float64)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         cmask = cols < m
+        cols64 = cols.to(tl.int64)
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                             KIND < 10, DIRECT, PRECISION, BM, BN, BK)
         valid = rmask[:, None] & cmask[None, :]
@@ -266,38 +268,55 @@ def _block_stats_bwd(
         w = tl.where(valid, w, 0.0)
         if GRAD:
             p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
-            bt = tl.load(b_ptr + cols.to(tl.int64)[:, None] * d + dcols[None, :],
-                         mask=cmask[:, None] & dmask[None, :], other=0.0)  # (BN, BD)
-            acc = tl.dot(p, bt, acc, input_precision=PRECISION)
+            if MEM_ACC:
+                for d0 in range(0, d, BD):
+                    dc = d0 + dr
+                    dmask = dc < d
+                    bt = tl.load(b_ptr + cols64[:, None] * d + dc[None, :],
+                                 mask=cmask[:, None] & dmask[None, :], other=0.0)  # (BN, BD)
+                    offs = rows64[:, None] * d + dc[None, :]
+                    omask = rmask[:, None] & dmask[None, :]
+                    prev = tl.load(g_base + offs, mask=omask & (jt > j_lo), other=0.0)  # 0 on the first tile
+                    tl.store(g_base + offs, tl.dot(p, bt, prev, input_precision=PRECISION), mask=omask)
+                tl.debug_barrier()  # the next tile reads these rows back (possibly from other threads)
+            else:
+                bt = tl.load(b_ptr + cols64[:, None] * d + dr[None, :],
+                             mask=cmask[:, None] & (dr < d)[None, :], other=0.0)  # (BN, BD)
+                acc = tl.dot(p, bt, acc, input_precision=PRECISION)
             if KIND < 10:
                 psum += tl.sum(p, 1)
             if KIND == 5:
                 wsum += tl.sum(w, 1)
         if PARAMS:
-            if pid_d == 0:
-                for r in tl.static_range(R):
-                    if KIND < 10:
-                        dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
-                    else:
-                        dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
-                    ts = tl.sum(tl.sum(w * dk, 1).to(tl.float64), 0)
-                    pvec += tl.where(ridx == r, ts, 0.0)
+            for r in tl.static_range(R):
+                if KIND < 10:
+                    dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
+                else:
+                    dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
+                ts = tl.sum(tl.sum(w * dk, 1).to(tl.float64), 0)
+                pvec += tl.where(ridx == r, ts, 0.0)
     if GRAD:
-        offs = rows.to(tl.int64)[:, None] * d + dcols[None, :]
-        omask = rmask[:, None] & dmask[None, :]
-        if KIND < 10:
-            at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
-            out = 2.0 * (at * psum[:, None] - acc)
-            if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ (0 at a_i = 0)
-                nrm = tl.sqrt(tl.load(na_ptr + rows, mask=rmask, other=0.0))
-                inv = tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
-                out += (wsum * inv)[:, None] * at
-        else:
-            out = acc
-        tl.store(g_ptr + pid_s.to(tl.int64) * n * d + offs, out, mask=omask)
+        if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ (0 at a_i = 0)
+            nrm = tl.sqrt(tl.load(na_ptr + rows, mask=rmask, other=0.0))
+            winv = wsum * tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
+        for d0 in range(0, d, BD):  # a single chunk unless MEM_ACC
+            dc = d0 + dr
+            offs = rows64[:, None] * d + dc[None, :]
+            omask = rmask[:, None] & (dc < d)[None, :]
+            if MEM_ACC:
+                pb = tl.load(g_base + offs, mask=omask & (j_hi > j_lo), other=0.0)
+            else:
+                pb = acc
+            if KIND < 10:
+                at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
+                out = 2.0 * (at * psum[:, None] - pb)
+                if KIND == 5:
+                    out += winv[:, None] * at
+            else:
+                out = pb
+            tl.store(g_base + offs, out, mask=omask)
     if PARAMS:
-        if pid_d == 0:
-            tl.store(pg_ptr + (pid_i * n_split + pid_s) * RP + ridx, pvec)
+        tl.store(pg_ptr + (pid_i * n_split + pid_s) * RP + ridx, pvec)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,13 +329,16 @@ class LaunchConfig:
     """Tile sizes and launch parameters. ``split=None`` picks the column split that fills the device.
 
     ``block_m == block_n`` enables the triangular schedule of within-sample blocks. ``direct_max_d``: up to this
-    d the pair argument is summed coordinate by coordinate (exact, cheaper than a padded ``tl.dot``).
+    d the pair argument is summed coordinate by coordinate (exact, cheaper than a padded ``tl.dot``). Backward:
+    up to d = ``block_d`` the P·B accumulator is held in registers; above, it is accumulated in memory in
+    ``chunk_d``-wide column chunks.
     """
 
     block_m: int = 64
     block_n: int = 64
     block_k: int = 32
-    block_d: int = 128
+    block_d: int = 64
+    chunk_d: int = 32
     num_warps: int = 4
     num_stages: int = 2
     split: int | None = None
@@ -332,25 +354,29 @@ def launch_config(n: int, m: int, d: int, dtype: torch.dtype, precision: str, de
     """Default launch configuration for a block of n × m pairs in R^d.
 
     Chosen from the sm_90 register report of ``ptxas`` (64 × 64 tiles with 8 warps keep the forward pass free of
-    register spills; the backward's P·B accumulator is 64 columns wide for fp32 FMA products, 128 on tensor cores)
-    but not yet timed on a GPU. Under the interpreter (CPU tensors) tiles are 32 wide and the split is 1.
+    register spills; the backward's register accumulator is 64 columns wide — a few dozen bytes of spills — and its
+    in-memory chunks 32 wide, spill-free) but not yet timed on a GPU. Under the interpreter (CPU tensors) tiles are
+    32 wide and the split is 1.
     """
     if device.type != "cuda":
-        return LaunchConfig(block_m=32, block_n=32, block_k=32, block_d=32, split=1)
+        return LaunchConfig(block_m=32, block_n=32, block_k=32, block_d=32, chunk_d=32, split=1)
     if dtype == torch.float64:
-        return LaunchConfig(block_m=64, block_n=64, block_k=16, block_d=64, num_warps=8, num_stages=2)
+        return LaunchConfig(block_m=64, block_n=64, block_k=16, block_d=64, chunk_d=32, num_warps=8, num_stages=2)
     if precision == "ieee":
-        return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=64, num_warps=8, num_stages=2)
-    return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=128, num_warps=8, num_stages=3)
+        return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=64, chunk_d=32, num_warps=8, num_stages=2)
+    return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=64, chunk_d=32, num_warps=8, num_stages=3)
 
 
-def _split(cfg: LaunchConfig, tiles_i: int, tiles_j: int, device: torch.device) -> tuple[int, int]:
+def _split(cfg: LaunchConfig, tiles_i: int, tiles_j: int, device: torch.device,
+           max_split: int | None = None) -> tuple[int, int]:
     """(split, tiles_per_split): column tiles per program so that there are ≳ 4 programs per SM."""
     if cfg.split is not None:
         want = max(1, cfg.split)
     elif device.type == "cuda":
         target = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
         want = max(1, -(-target // tiles_i))
+        if max_split is not None:
+            want = min(want, max_split)
     else:
         want = 1
     want = min(want, tiles_j)
@@ -473,11 +499,12 @@ def _backward_launch(a, b, na, nb, spec: _Spec, same: bool, c, q, alpha, beta, w
     m = b.shape[0]
     cfg = spec.cfg
     tiles_i, tiles_j = triton.cdiv(n, cfg.block_m), triton.cdiv(m, cfg.block_n)
-    split, per = _split(cfg, tiles_i, tiles_j, a.device)
+    # the gradient partials take split·n·d elements: no split beyond 2^24 of them (64 MB in fp32)
+    split, per = _split(cfg, tiles_i, tiles_j, a.device, max_split=max(1, 2**24 // (n * d)))
     direct = d <= cfg.direct_max_d
     bk = max(16, min(_pow2(d), cfg.block_k))
-    bd = max(16, min(_pow2(d), cfg.block_d))
-    n_dc = triton.cdiv(d, bd) if want_grad else 1
+    mem_acc = d > cfg.block_d
+    bd = cfg.chunk_d if mem_acc else max(16, min(_pow2(d), cfg.block_d))
     rp = _pow2(spec.r)
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     aux = _aux(spec, a.device, a.dtype, zero if c is None else c, zero if q is None else q)
@@ -485,11 +512,11 @@ def _backward_launch(a, b, na, nb, spec: _Spec, same: bool, c, q, alpha, beta, w
     pg_part = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=a.device) if want_params else aux
     al = alpha.to(a.dtype).contiguous() if alpha is not None else aux
     be = beta.to(a.dtype).contiguous() if beta is not None else aux
-    _block_stats_bwd[(tiles_i, split, n_dc)](
+    _block_stats_bwd[(tiles_i, split)](
         a, b, na, nb, spec.params, aux, al, be, g_part, pg_part,
         n, m, d, per,
         spec.kind, spec.r, spec.degree, same, alpha is not None, beta is not None, q is not None,
-        want_grad, want_params, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
+        want_grad, want_params, spec.clamp_lo, spec.clamp_hi, direct, spec.precision, mem_acc,
         cfg.block_m, cfg.block_n, bk, bd, rp,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
@@ -767,14 +794,14 @@ def _aot_fwd(name, kind, *, r=1, degree=0, same=False, tri=False, rows=True, lo=
 
 
 def _aot_bwd(name, kind, *, r=1, degree=0, same=False, al=True, be=True, q=True, grad=True, params=True, lo=False,
-             hi=False, direct=False, precision="ieee", dt="fp32", bk=32, bd=64, tensor_cores=False):
+             hi=False, direct=False, precision="ieee", mem_acc=False, dt="fp32", bk=32, bd=64, tensor_cores=False):
     ptr = f"*{dt}"
     sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "p_ptr", "aux_ptr", "al_ptr", "be_ptr", "g_ptr")}
     sig["pg_ptr"] = "*fp64"
     sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
     const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, HAS_AL=al, HAS_BE=be, HAS_Q=q, GRAD=grad, PARAMS=params,
-                 CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct, PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd,
-                 RP=_pow2(r))
+                 CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct, PRECISION=precision, MEM_ACC=mem_acc, BM=64, BN=64, BK=bk,
+                 BD=bd, RP=_pow2(r))
     sig.update({k: "constexpr" for k in const})
     return {"name": name, "fn": _block_stats_bwd, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
 
@@ -792,6 +819,8 @@ AOT_SPECS = [
     _aot_fwd("fwd_linear_direct", 10, direct=True),
     _aot_fwd("fwd_rbf_fp64", 0, dt="fp64", bk=16),
     _aot_bwd("bwd_rbf_same", 0, same=True),
+    _aot_bwd("bwd_rbf_mem_acc", 0, mem_acc=True, params=False, bd=32),
+    _aot_bwd("bwd_energy_mem_acc_tf32", 5, mem_acc=True, precision="tf32", bd=32, tensor_cores=True),
     _aot_bwd("bwd_mix_rbf_tf32", 1, r=5, precision="tf32", tensor_cores=True),
     _aot_bwd("bwd_rq_tf32x3_direct", 2, direct=True, precision="tf32x3", tensor_cores=True),
     _aot_bwd("bwd_rbf_bounded", 0, lo=True, hi=True, al=False, be=False),
