@@ -34,12 +34,14 @@ the exact second derivatives of P̄).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from . import ops
 from ._validate import as_samples, check_int, check_nonnegative, check_positive, to_output
+from .errors import ConvergenceWarning
 from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel
 from .mmd import _v
 from .scaled import _check_twice, _features_and_jacobian, _out_dtype, _phi_out
@@ -197,8 +199,16 @@ def _solve_input(zt, k, v0, v1, c, solver, max_rank, tol, max_iter, precond, den
         f = pivoted_cholesky(diag, column, min(N, 100 if max_rank is None else max_rank), 0.0)
         info.rank, info.trace_residual = f.rank, f.trace_residual / f.trace if f.trace > 0 else 0.0
         pre = lambda r: woodbury_solve(f.R, c, r)  # noqa: E731
-    res = conjugate_gradient(matvec, v, 1e-8 if tol is None else tol, max_iter, pre)
+    res = conjugate_gradient(matvec, v, 1e-8 if tol is None else tol, max_iter, pre, warn=False)
     info.iterations, info.residual, info.converged = res.iterations, res.residual, res.converged
+    if not res.converged:
+        warnings.warn(
+            f"gcmmd2(solver='cg') did not converge: relative residual {res.residual:.3g} > tol = "
+            f"{1e-8 if tol is None else tol:g} after {res.iterations} iterations; the value returned is an upper bound "
+            "on GCMMD² (raise max_iter, loosen tol, or use precond='ichol')",
+            ConvergenceWarning,
+            stacklevel=4,  # the caller of gcmmd2
+        )
     return split(res.x)
 
 

@@ -375,6 +375,29 @@ def test_deep_gradients_match_reference(solver, s):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.parametrize("solver", ["feature", "dense"])
+def test_deep_gradients_in_top_parameter_and_lambda(solver):
+    x, y, z = _data(seed=28)
+    phi = mlp(3, 2, width=8)
+    sig = torch.tensor(0.9, dtype=DT, requires_grad=True)
+    lam = torch.tensor(0.2, dtype=DT, requires_grad=True)
+    got = km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, km.RBF(sig)), lam=lam, solver=solver)
+    top = lambda a, b: torch.exp(-((a - b) ** 2).sum() / (2 * sig**2))  # noqa: E731
+    want = ref_gcmmd2(deep_kfun(phi, top), x, y, z, lam)[0]
+    for a, b in zip(torch.autograd.grad(got, [sig, lam]), torch.autograd.grad(want, [sig, lam])):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-12)
+
+
+def test_deep_no_graph_when_nothing_requires_grad():
+    x, y, z = _data(seed=29)
+    phi = mlp(3, 1)
+    with torch.no_grad():
+        assert not km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, "rbf")).requires_grad
+    for p in phi.parameters():
+        p.requires_grad_(False)
+    assert not km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, "rbf")).requires_grad
+
+
 def test_feature_gradcheck_in_critic_parameters():
     """Finite differences in φ's parameters: the critic-training gradient (through J, built with create_graph)."""
     x, y, _ = _data(n=4, m=4, d=3, seed=24)
