@@ -215,6 +215,7 @@ def _solve_input(zt, k, v0, v1, c, solver, max_rank, tol, max_iter, precond, den
 def _gcmmd_input(xt, yt, zt, k, lam, solver, max_rank, tol, max_iter, precond, dense_max_size, backend, info):
     M, d = zt.shape
     c = M * lam
+    info.backend = ops.select_backend(backend, zt, op="a_matvec")
     grad = _needs_grad(xt, yt, zt, lam, *_kernel_tensors(k))
     with torch.set_grad_enabled(grad):
         st = ops.routine("block_stats", ops.select_backend(backend, xt, yt, op="block_stats"))(xt, yt, k)
@@ -309,6 +310,7 @@ def _gcmmd_deep(xt, yt, zt, z_is_x, kd, lam, solver, dense_max_size, backend, in
         M, s = af.shape
         D = J.shape[2]
         info.s, info.d = s, D
+        info.backend = ops.select_backend(backend, af, op="a_matvec")
         c = M * lam
         st = ops.routine("block_stats", ops.select_backend(backend, axf, ayf, op="block_stats"))(axf, ayf, top)
         mmd2b = _v(st)
@@ -462,6 +464,5 @@ def gcmmd2(
         out_dtype = _out_dtype(xt)
     value = (mmd2b - pbar) / lam
     info.mmd2_biased, info.pbar = float(mmd2b.detach()), float(pbar.detach())
-    info.backend = ops.select_backend(backend, zt, op="a_matvec")
     out = to_output(value.to(out_dtype), smp.numpy)
     return (out, info) if return_info else out
