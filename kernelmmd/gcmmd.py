@@ -47,10 +47,12 @@ from .mmd import _v
 from .scaled import _check_twice, _features_and_jacobian, _out_dtype, _phi_out
 from .solvers import conjugate_gradient, pivoted_cholesky, woodbury_solve
 
-__all__ = ["GCMMDInfo", "gcmmd2", "DENSE_MAX_SIZE", "SOLVERS"]
+__all__ = ["GCMMDInfo", "gcmmd2", "DENSE_MAX_SIZE", "ICHOL_DEFAULT_RANK", "SOLVERS"]
 
 #: default limit on the system size M(1+d) of the ``dense`` solver (A is materialised: 4096² float64 = 128 MiB)
 DENSE_MAX_SIZE = 4096
+#: default rank limit of the ``ichol`` solver (R has rank × M(1+d) float64 entries: 400 MiB at M = 64, d = 784)
+ICHOL_DEFAULT_RANK = 1024
 SOLVERS = ("auto", "dense", "feature", "ichol", "cg")
 _PRECONDS = (None, "jacobi", "ichol")
 
@@ -181,7 +183,7 @@ def _solve_input(zt, k, v0, v1, c, solver, max_rank, tol, max_iter, precond, den
         return torch.cat([t0.double(), t1.double().reshape(-1)])
 
     if solver == "ichol":
-        rank = N if max_rank is None else max_rank
+        rank = min(N, ICHOL_DEFAULT_RANK) if max_rank is None else max_rank
         f = pivoted_cholesky(diag, column, rank, 0.0 if tol is None else tol)
         info.rank, info.trace_residual = f.rank, f.trace_residual / f.trace if f.trace > 0 else 0.0
         return split(woodbury_solve(f.R, c, v))
@@ -377,7 +379,8 @@ def gcmmd2(
         lam: λ > 0 (float or scalar tensor; tensors are differentiated).
         solver: ``"auto"``, ``"dense"``, ``"feature"`` (deep kernels only), ``"ichol"`` or ``"cg"``
             (kernels on R^d only).
-        max_rank: ichol: rank limit (default M(1+d), i.e. exact up to ``tol``); cg with ``precond="ichol"``: the
+        max_rank: ichol: rank limit (default min(M(1+d), :data:`ICHOL_DEFAULT_RANK` = 1024): exact for systems up
+            to that size; the factor takes max_rank · M(1+d) float64s); cg with ``precond="ichol"``: the
             preconditioner's rank (default 100).
         tol: ichol: stop when trace(A − RᵀR) ≤ tol · trace(A) (default 0); cg: relative residual (default 1e-8).
         max_iter: cg iteration limit (default M(1+d)).
