@@ -143,6 +143,22 @@ def test_column_split(cfg, d, monkeypatch):
         torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-10 * float(exp.abs().max()))
 
 
+@pytest.mark.parametrize("name", ["rbf", "energy", "laplacian"])
+def test_far_from_origin(name):
+    """Data far from the origin: t is formed on centred points (the energy kernel's norm terms on the raw ones)."""
+    x, y = _data(30, 25, 20)
+    x, y = (x + 40.0).float(), (y + 40.0).float()
+    k = KERNELS[name](1.0)
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
+    st, want = bs.block_stats(xg, yg, k, variance=True), ref.block_stats(xr, yr, k, variance=True)
+    _assert_stats(st, want, _scales(x, y, k), 1e-6)
+    g = torch.autograd.grad(st.sxx / 870 + st.syy / 600 - 2 * st.sxy / 750, (xg, yg))
+    e = torch.autograd.grad(want.sxx / 870 + want.syy / 600 - 2 * want.sxy / 750, (xr, yr))
+    for a, b in zip(g, e):
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=2e-5 * float(b.abs().max()))
+
+
 def test_half_precision_inputs_are_computed_in_float32():
     x, y = _data(20, 17, 6, torch.float16)
     x.requires_grad_()

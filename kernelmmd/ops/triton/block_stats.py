@@ -58,7 +58,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import DotKernel, Energy, Kernel, RadialKernel
+from ...kernels import DotKernel, Kernel, RadialKernel
 from ..types import BlockStats
 from ._profiles import dot_param_grad, dot_profile, kernel_launch_args, radial_param_grad, radial_profile
 
@@ -153,11 +153,11 @@ def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE:
 
 
 @triton.jit
-def energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m):
-    """‖a_i‖ + ‖b_j‖ for a (BM, BN) tile from squared norms (the energy kernel's non-radial part)."""
-    na = tl.load(na_ptr + rows, mask=rows < n, other=0.0)
-    nb = tl.load(nb_ptr + cols, mask=cols < m, other=0.0)
-    return tl.sqrt(na)[:, None] + tl.sqrt(nb)[None, :]
+def energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m):
+    """‖a_i‖ + ‖b_j‖ for a (BM, BN) tile from the norms of the uncentred points (the energy kernel's norm terms)."""
+    ea = tl.load(ea_ptr + rows, mask=rows < n, other=0.0)
+    eb = tl.load(eb_ptr + cols, mask=cols < m, other=0.0)
+    return ea[:, None] + eb[None, :]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m):
 
 @triton.jit
 def _block_stats_fwd(
-    a_ptr, b_ptr, na_ptr, nb_ptr, p_ptr, aux_ptr,  # inputs; aux = [lo, hi]
+    a_ptr, b_ptr, na_ptr, nb_ptr, ea_ptr, eb_ptr, p_ptr, aux_ptr,  # inputs (see _forward_launch); aux = [lo, hi]
     s_ptr, q_ptr, r_ptr,  # outputs: S and Q partials (tiles_i * split,), row-sum partials (split, n); float64
     n, m, d, tiles_per_split,
     KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr,
@@ -194,7 +194,7 @@ def _block_stats_fwd(
                             KIND < 10, DIRECT, PRECISION, BM, BN, BK)
         kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)  # (BM, BN)
         if KIND == 5:
-            kv += energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m)
+            kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
         valid = rmask[:, None] & (cols < m)[None, :]
         if SAME:
             valid = valid & (rows[:, None] != cols[None, :])
@@ -214,7 +214,8 @@ def _block_stats_fwd(
 
 @triton.jit
 def _block_stats_bwd(
-    a_ptr, b_ptr, na_ptr, nb_ptr, p_ptr, aux_ptr, al_ptr, be_ptr,  # aux = [lo, hi, c, q]; al/be: row/col weights
+    a_ptr, b_ptr, na_ptr, nb_ptr, ea_ptr, eb_ptr, ctr_ptr, p_ptr, aux_ptr,  # as the forward; ctr: the centre (d,)
+    al_ptr, be_ptr,  # row / column weights α, β; aux = [lo, hi, c, q]
     g_ptr, pg_ptr,  # outputs: gradient partials (split, n, d) in the compute dtype; parameter partials (., RP) f64
     n, m, d, tiles_per_split,
     KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, SAME: tl.constexpr,
@@ -263,7 +264,7 @@ def _block_stats_bwd(
         if HAS_Q:
             kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
             if KIND == 5:
-                kv += energy_norm_tile(na_ptr, nb_ptr, rows, cols, n, m)
+                kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
             w += 2.0 * q * kv
         w = tl.where(valid, w, 0.0)
         if GRAD:
@@ -296,8 +297,8 @@ def _block_stats_bwd(
                 ts = tl.sum(tl.sum(w * dk, 1).to(tl.float64), 0)
                 pvec += tl.where(ridx == r, ts, 0.0)
     if GRAD:
-        if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ (0 at a_i = 0)
-            nrm = tl.sqrt(tl.load(na_ptr + rows, mask=rmask, other=0.0))
+        if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ for the uncentred a_i (0 at a_i = 0)
+            nrm = tl.load(ea_ptr + rows, mask=rmask, other=0.0)
             winv = wsum * tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
         for d0 in range(0, d, BD):  # a single chunk unless MEM_ACC
             dc = d0 + dr
@@ -311,7 +312,8 @@ def _block_stats_bwd(
                 at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
                 out = 2.0 * (at * psum[:, None] - pb)
                 if KIND == 5:
-                    out += winv[:, None] * at
+                    ctr = tl.load(ctr_ptr + dc, mask=dc < d, other=0.0)
+                    out += winv[:, None] * (at + ctr[None, :])
             else:
                 out = pb
             tl.store(g_base + offs, out, mask=omask)
@@ -460,12 +462,21 @@ def _aux(spec: _Spec, device, dtype, c=None, q=None) -> torch.Tensor:
     return torch.cat([base, cq])
 
 
-def _sqnorms(a: torch.Tensor) -> torch.Tensor:
-    return (a * a).sum(1)  # (n,)
+def _norms(a: torch.Tensor, ctr: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared norms of the centred rows (for t), and for the energy kernel the norms of the uncentred rows."""
+    na = (a * a).sum(1)  # (n,)
+    if spec.kind != 5:
+        return na, na
+    raw = a + ctr  # (n, d): the points as given
+    return na, (raw * raw).sum(1).sqrt()
 
 
-def _forward_launch(a, b, na, nb, spec: _Spec, same: bool, rows: bool):
-    """Launch the forward pass over K_AB; returns (S, row sums or None, Q or None), float64."""
+def _forward_launch(a, b, na, nb, ea, eb, spec: _Spec, same: bool, rows: bool):
+    """Launch the forward pass over K_AB; returns (S, row sums or None, Q or None), float64.
+
+    a, b: centred points (n, d), (m, d); na, nb: their squared norms; ea, eb: norms of the uncentred points (energy
+    kernel; any tensor otherwise).
+    """
     n, d = a.shape
     m = b.shape[0]
     cfg = spec.cfg
@@ -479,7 +490,7 @@ def _forward_launch(a, b, na, nb, spec: _Spec, same: bool, rows: bool):
     direct = d <= cfg.direct_max_d
     bk = max(16, min(_pow2(d), cfg.block_k))
     _block_stats_fwd[(tiles_i, split)](
-        a, b, na, nb, spec.params, _aux(spec, a.device, a.dtype), s_part, q_part, r_part,
+        a, b, na, nb, ea, eb, spec.params, _aux(spec, a.device, a.dtype), s_part, q_part, r_part,
         n, m, d, per,
         spec.kind, spec.r, spec.degree, same, tri, rows, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
         cfg.block_m, cfg.block_n, bk,
@@ -490,7 +501,8 @@ def _forward_launch(a, b, na, nb, spec: _Spec, same: bool, rows: bool):
     return s_part.sum(), r_part.sum(0), q_part.sum()
 
 
-def _backward_launch(a, b, na, nb, spec: _Spec, same: bool, c, q, alpha, beta, want_grad: bool, want_params: bool):
+def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: _Spec, same: bool, c, q, alpha, beta, want_grad: bool,
+                     want_params: bool):
     """Launch the backward pass over K_AB with weights w_ij = c + α_i + β_j + 2q k_ij (i ≠ j when ``same``).
 
     Returns (∇_a Σ w_ij k_ij in the compute dtype or None, (R,) float64 Σ w_ij ∂k_ij/∂θ_r or None).
@@ -513,7 +525,7 @@ def _backward_launch(a, b, na, nb, spec: _Spec, same: bool, c, q, alpha, beta, w
     al = alpha.to(a.dtype).contiguous() if alpha is not None else aux
     be = beta.to(a.dtype).contiguous() if beta is not None else aux
     _block_stats_bwd[(tiles_i, split)](
-        a, b, na, nb, spec.params, aux, al, be, g_part, pg_part,
+        a, b, na, nb, ea, eb, ctr, spec.params, aux, al, be, g_part, pg_part,
         n, m, d, per,
         spec.kind, spec.r, spec.degree, same, alpha is not None, beta is not None, q is not None,
         want_grad, want_params, spec.clamp_lo, spec.clamp_hi, direct, spec.precision, mem_acc,
@@ -577,72 +589,74 @@ class _SameBlock(torch.autograd.Function):
     """(S, [r, Q]) of the within-sample block K_AA without its diagonal; a is prepared (centred, contiguous)."""
 
     @staticmethod
-    def forward(ctx, a, spec, rows, *params):
+    def forward(ctx, a, ctr, spec, rows, *params):
         ctx.set_materialize_grads(False)
-        na = _sqnorms(a)
-        s, r, q = _forward_launch(a, a, na, na, spec, True, rows)
-        ctx.save_for_backward(a, na, *params)
+        na, ea = _norms(a, ctr, spec)
+        s, r, q = _forward_launch(a, a, na, na, ea, ea, spec, True, rows)
+        ctx.save_for_backward(a, na, ea, ctr, *params)
         ctx.spec, ctx.rows = spec, rows
         return (s, r, q) if rows else s
 
     @staticmethod
     def backward(ctx, *grads):
-        a, na, *params = ctx.saved_tensors
+        a, na, ea, ctr, *params = ctx.saved_tensors
         spec = ctx.spec
         gs = grads[0]
         gr, gq = (grads[1], grads[2]) if ctx.rows else (None, None)
         want_grad = ctx.needs_input_grad[0]
-        needs = ctx.needs_input_grad[3:]
+        needs = ctx.needs_input_grad[4:]
         want_params = any(needs)
         if (gs is None and gr is None and gq is None) or not (want_grad or want_params):
-            return (None, None, None, *([None] * len(params)))
+            return (None, None, None, None, *([None] * len(params)))
         with torch.no_grad():
             # symmetrised weights w_ij + w_ji = 2c + α_i + α_j + 4q k_ij: a_i appears as both arguments
             c = None if gs is None else 2.0 * gs
             q = None if gq is None else 2.0 * gq
-            grad, pgrad = _backward_launch(a, a, na, na, spec, True, c, q, gr, gr, want_grad, want_params)
+            grad, pgrad = _backward_launch(a, a, na, na, ea, ea, ctr, spec, True, c, q, gr, gr, want_grad,
+                                           want_params)
             if pgrad is not None:
                 pgrad = 0.5 * pgrad  # Σ (w + wᵀ) ∂k = 2 Σ w ∂k
             out = (grad, *_param_grads(pgrad, spec.param_index, params, needs))
         out = _once(out, (a, *params, *grads))
-        return (out[0], None, None, *out[1:])
+        return (out[0], None, None, None, *out[1:])
 
 
 class _CrossBlock(torch.autograd.Function):
     """(S, [r, c, Q]) of the cross block K_AB; a and b are prepared (same centring, contiguous)."""
 
     @staticmethod
-    def forward(ctx, a, b, spec, rows, *params):
+    def forward(ctx, a, b, ctr, spec, rows, *params):
         ctx.set_materialize_grads(False)
-        na, nb = _sqnorms(a), _sqnorms(b)
-        s, r, q = _forward_launch(a, b, na, nb, spec, False, rows)
-        ctx.save_for_backward(a, b, na, nb, *params)
+        (na, ea), (nb, eb) = _norms(a, ctr, spec), _norms(b, ctr, spec)
+        s, r, q = _forward_launch(a, b, na, nb, ea, eb, spec, False, rows)
+        ctx.save_for_backward(a, b, na, nb, ea, eb, ctr, *params)
         ctx.spec, ctx.rows = spec, rows
         if not rows:
             return s
-        _, cs, _ = _forward_launch(b, a, nb, na, spec, False, True)  # column sums = row sums of K_BA
+        _, cs, _ = _forward_launch(b, a, nb, na, eb, ea, spec, False, True)  # column sums = row sums of K_BA
         return s, r, cs, q
 
     @staticmethod
     def backward(ctx, *grads):
-        a, b, na, nb, *params = ctx.saved_tensors
+        a, b, na, nb, ea, eb, ctr, *params = ctx.saved_tensors
         spec = ctx.spec
         gs = grads[0]
         gr, gc, gq = (grads[1], grads[2], grads[3]) if ctx.rows else (None, None, None)
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        needs = ctx.needs_input_grad[4:]
+        needs = ctx.needs_input_grad[5:]
         want_params = any(needs)
         if gs is None and gr is None and gc is None and gq is None:
-            return (None, None, None, None, *([None] * len(params)))
+            return (None, None, None, None, None, *([None] * len(params)))
         grad_a = grad_b = pgrad = None
         with torch.no_grad():
             if need_a or want_params:  # rows = a: w_ij = c + α_i + β_j + 2q k_ij
-                grad_a, pgrad = _backward_launch(a, b, na, nb, spec, False, gs, gq, gr, gc, need_a, want_params)
+                grad_a, pgrad = _backward_launch(a, b, na, nb, ea, eb, ctr, spec, False, gs, gq, gr, gc, need_a,
+                                                 want_params)
             if need_b:  # rows = b over K_BA: the roles of α and β swap
-                grad_b, _ = _backward_launch(b, a, nb, na, spec, False, gs, gq, gc, gr, True, False)
+                grad_b, _ = _backward_launch(b, a, nb, na, eb, ea, ctr, spec, False, gs, gq, gc, gr, True, False)
             out = (grad_a, grad_b, *_param_grads(pgrad, spec.param_index, params, needs))
         out = _once(out, (a, b, *params, *grads))
-        return (out[0], out[1], None, None, *out[2:])
+        return (out[0], out[1], None, None, None, *out[2:])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -650,16 +664,18 @@ class _CrossBlock(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _prepared(t: torch.Tensor, dtype: torch.dtype, centre: torch.Tensor | None) -> torch.Tensor:
-    t = t.to(dtype)
-    if centre is not None:
-        t = t - centre  # centre is detached: gradients pass straight through
-    return t.contiguous()
+def _prepared(t: torch.Tensor, dtype: torch.dtype, centre: torch.Tensor) -> torch.Tensor:
+    return (t.to(dtype) - centre).contiguous()  # centre is detached: gradients pass straight through
 
 
-def _centred(kernel: Kernel) -> bool:
-    """Centre the data before t = ‖a‖² + ‖b‖² − 2aᵀb (translation-invariant radial kernels only)."""
-    return isinstance(kernel, RadialKernel) and kernel.translation_invariant and not isinstance(kernel, Energy)
+def _centre(kernel: Kernel, dtype: torch.dtype, *sets: torch.Tensor) -> torch.Tensor:
+    """(1, d) centre subtracted before t = ‖a‖² + ‖b‖² − 2aᵀb: the pooled mean for radial kernels (t is
+    translation invariant; the energy kernel's norm terms use the uncentred points), zero for dot kernels."""
+    d = sets[0].shape[1]
+    if not isinstance(kernel, RadialKernel):
+        return torch.zeros(1, d, dtype=dtype, device=sets[0].device)
+    total = sum(s.detach().to(dtype).sum(0, keepdim=True) for s in sets)
+    return total / sum(s.shape[0] for s in sets)
 
 
 def same_block_stats(a: torch.Tensor, kernel: Kernel, block: str = "xx", *, rows: bool = False,
@@ -684,9 +700,9 @@ def same_block_stats(a: torch.Tensor, kernel: Kernel, block: str = "xx", *, rows
     dtype = _compute_dtype("a", a, precision)
     n, d = a.shape
     spec = _spec(kernel, block, dtype, a.device, precision, n, n, d)
-    centre = a.detach().to(dtype).mean(0, keepdim=True) if _centred(kernel) else None
+    centre = _centre(kernel, dtype, a)
     params = [kernel.scalar_params()[i] for i in spec.param_index]
-    out = _SameBlock.apply(_prepared(a, dtype, centre), spec, rows, *params)
+    out = _SameBlock.apply(_prepared(a, dtype, centre), centre.reshape(-1), spec, rows, *params)
     return tuple(out) if rows else (out, None, None)
 
 
@@ -711,11 +727,10 @@ def cross_block_stats(a: torch.Tensor, b: torch.Tensor, kernel: Kernel, block: s
     dtype = _check_pair(a, b, precision, ("a", "b"))
     (n, d), m = a.shape, b.shape[0]
     spec = _spec(kernel, block, dtype, a.device, precision, n, m, d)
-    centre = None
-    if _centred(kernel):
-        centre = (a.detach().to(dtype).sum(0, keepdim=True) + b.detach().to(dtype).sum(0, keepdim=True)) / (n + m)
+    centre = _centre(kernel, dtype, a, b)
     params = [kernel.scalar_params()[i] for i in spec.param_index]
-    out = _CrossBlock.apply(_prepared(a, dtype, centre), _prepared(b, dtype, centre), spec, rows, *params)
+    out = _CrossBlock.apply(_prepared(a, dtype, centre), _prepared(b, dtype, centre), centre.reshape(-1), spec, rows,
+                            *params)
     return tuple(out) if rows else (out, None, None, None)
 
 
@@ -784,7 +799,7 @@ def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool
 def _aot_fwd(name, kind, *, r=1, degree=0, same=False, tri=False, rows=True, lo=False, hi=False, direct=False,
              precision="ieee", dt="fp32", bk=32, tensor_cores=False):
     ptr = f"*{dt}"
-    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "p_ptr", "aux_ptr")}
+    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "ea_ptr", "eb_ptr", "p_ptr", "aux_ptr")}
     sig.update({k: "*fp64" for k in ("s_ptr", "q_ptr", "r_ptr")})
     sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
     const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, TRI=tri, ROWS=rows, CLAMP_LO=lo, CLAMP_HI=hi,
@@ -796,7 +811,8 @@ def _aot_fwd(name, kind, *, r=1, degree=0, same=False, tri=False, rows=True, lo=
 def _aot_bwd(name, kind, *, r=1, degree=0, same=False, al=True, be=True, q=True, grad=True, params=True, lo=False,
              hi=False, direct=False, precision="ieee", mem_acc=False, dt="fp32", bk=32, bd=64, tensor_cores=False):
     ptr = f"*{dt}"
-    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "p_ptr", "aux_ptr", "al_ptr", "be_ptr", "g_ptr")}
+    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "ea_ptr", "eb_ptr", "ctr_ptr", "p_ptr", "aux_ptr",
+                            "al_ptr", "be_ptr", "g_ptr")}
     sig["pg_ptr"] = "*fp64"
     sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
     const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, HAS_AL=al, HAS_BE=be, HAS_Q=q, GRAD=grad, PARAMS=params,
