@@ -1,0 +1,500 @@
+r"""Tiled torch backend (``"tiled"``): row tiles of x against all of y, BLAS distances, float64 accumulation.
+
+The CPU workhorse for problems too large for the dense reference. Every op walks over row tiles
+``x[s:e]`` (``rows = max(1, TILE_ELEMENTS // m)`` rows, so a tile holds about :data:`TILE_ELEMENTS` entries),
+forms squared distances with one matrix product per tile (:math:`t = \|a\|^2 + \|b\|^2 - 2ab^\top` after centring
+on the pooled mean, clamped at 0), evaluates the kernel profile from :mod:`kernelmmd.kernels` in the input dtype
+and adds the tile's partial sums into float64 accumulators. Memory is O(rows·m + (n + m)·d), in the forward and
+in the backward pass; no n × m matrix ever exists.
+
+* :func:`block_stats` is one ``autograd.Function`` per kernel block. Within-sample blocks (xx, yy) visit only the
+  upper triangle of tiles (half the kernel evaluations); the diagonal is excluded exactly (masked, and the traces
+  are computed from ``kernel.pairwise(x, x)``, where t = 0 exactly). When only the sums are requested
+  (``variance=False``) and an input needs a gradient, the gradients of the sums are formed in the same pass as the
+  values (one kernel evaluation per pair for value *and* gradient); with ``variance=True`` the backward pass
+  recomputes the tiles, weighting each pair by the incoming gradients of the sums, row/column sums and squared
+  sums. Differentiable once (in x, y and tensor kernel parameters); a second differentiation raises PyTorch's
+  "marked with @once_differentiable" error instead of returning a wrong zero.
+* :func:`kernel_mv`, :func:`kernel_grad_mv` and :func:`a_matvec` compute their output rows tile by tile with
+  differentiable torch code under per-tile activation checkpointing (``torch.utils.checkpoint``, non-reentrant):
+  differentiable to any order (double backward for gradient penalties), still O(rows·m) memory in backward.
+* :func:`a_diag` and :func:`a_column` are O(M d) already and come from the reference backend.
+
+Precision: kernel values and within-tile products (``P @ y`` in the gradients) are formed in the input dtype; every
+sum across tiles, every statistic and every returned matrix-vector product is float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..kernels import DotKernel, Energy, Kernel, Laplacian, RadialKernel, _safe_sqrt
+from .reference import _twice, a_column, a_diag
+from .types import BlockStats
+
+__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "TILE_ELEMENTS"]
+
+#: kernel entries per tile (rows × columns); about 4 MiB of float32 per temporary. Measured on the 2-core CPU:
+#: 2**18 .. 2**21 are within a few percent of each other; smaller tiles lose to per-tile overhead.
+TILE_ELEMENTS = 1 << 20
+
+
+#: kernels of √t: their derivative g'(t) ∝ t^{-1/2} amplifies the rounding of t at close points, so their
+#: distances are formed in float64 (then rounded to the input dtype) also for float32 inputs
+_SQRT_KERNELS = (Laplacian, Energy)
+
+
+def _rows(m: int) -> int:
+    return max(1, TILE_ELEMENTS // max(1, m))
+
+
+def _tensor_params(kernel: Kernel) -> tuple[list[int], list[torch.Tensor]]:
+    """Indices (into ``scalar_params``) and values of the kernel parameters that are tensors."""
+    idx, ps = [], []
+    for i, p in enumerate(kernel.scalar_params()):
+        if isinstance(p, torch.Tensor):
+            idx.append(i)
+            ps.append(p)
+    return idx, ps
+
+
+def _check_kernel(kernel: Kernel, op: str) -> None:
+    if not isinstance(kernel, (RadialKernel, DotKernel)):
+        raise TypeError(f"{op} on the tiled backend needs a radial or dot-product kernel, got {kernel!r}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tiles of one kernel block k(a_i, b_j) (no autograd: used inside the Function's forward and backward)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Block:
+    """Evaluates tiles k(a[r0:r1], b[c0:c1]) of one kernel block, and accumulates pair-weighted gradients.
+
+    For a radial kernel the tile is g(clamp(t)) (+ ‖a_i‖ + ‖b_j‖ for the energy kernel) and its t-derivative
+    g'(clamp(t))·1[lo ≤ t ≤ hi]; for a dot-product kernel h(aᵀb) and h'(aᵀb).
+    """
+
+    def __init__(self, kernel: Kernel, a: torch.Tensor, b: torch.Tensor, block: str):
+        self.kernel, self.block = kernel, block
+        self.radial = isinstance(kernel, RadialKernel)
+        self.a, self.b = a, b
+        if self.radial:
+            c = a.mean(0) if b is a else torch.cat([a, b]).mean(0)  # (d,)
+            self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
+            self.bc = self.ac if b is a else b - c  # (m, d)
+            # distances from (td_a, td_b): the centred inputs, in float64 for √t kernels
+            self.exact = isinstance(kernel, _SQRT_KERNELS) and a.dtype != torch.float64
+            self.ta = self.ac.double() if self.exact else self.ac
+            self.tb = self.ta if b is a else (self.bc.double() if self.exact else self.bc)
+            self.an = (self.ta * self.ta).sum(1)  # (n,)
+            self.bn = self.an if b is a else (self.tb * self.tb).sum(1)  # (m,)
+            lo, hi = kernel.block_bounds(block)
+            self.lo, self.hi = max(lo, 0.0), hi
+            self.bounded_lo, self.bounded_hi = lo > 0, hi < math.inf
+            self.norms = bool(getattr(kernel, "norm_terms", False))
+            if self.norms:  # energy kernel: k = ‖a‖ + ‖b‖ + g(t)
+                self.na = _safe_sqrt((a * a).sum(1))  # (n,)
+                self.nb = self.na if b is a else _safe_sqrt((b * b).sum(1))  # (m,)
+                self.ua = torch.where(self.na[:, None] > 0, a / self.na.clamp_min(1e-300)[:, None], torch.zeros_like(a))
+                self.ub = self.ua if b is a else torch.where(
+                    self.nb[:, None] > 0, b / self.nb.clamp_min(1e-300)[:, None], torch.zeros_like(b)
+                )
+
+    def tile(self, r0: int, r1: int, c0: int, c1: int, grad: bool):
+        """(K, D, T): kernel values, their derivative in t (or u) if ``grad``, and the (clamped) t or u."""
+        if self.radial:
+            t = torch.addmm(self.bn[None, c0:c1], self.ta[r0:r1], self.tb[c0:c1].T, alpha=-2.0)  # (B, C)
+            t.add_(self.an[r0:r1, None])
+            if self.exact:
+                t = t.to(self.a.dtype)
+            mask = None
+            if grad and (self.bounded_lo or self.bounded_hi):
+                mask = torch.ones_like(t, dtype=torch.bool)
+                if self.bounded_lo:
+                    mask &= t >= self.lo
+                if self.bounded_hi:
+                    mask &= t <= self.hi
+            t.clamp_(min=self.lo, max=self.hi if self.bounded_hi else None)
+            if grad:
+                k, dk = self.kernel.profiles(t, (0, 1))
+                if mask is not None:
+                    dk = dk * mask
+            else:
+                k, dk = self.kernel.profile(t, 0), None
+            if self.norms:
+                k = k + self.na[r0:r1, None] + self.nb[None, c0:c1]
+            return k, dk, t
+        u = self.a[r0:r1] @ self.b[c0:c1].T  # (B, C)
+        if grad:
+            k, dk = self.kernel.profiles(u, (0, 1))
+        else:
+            k, dk = self.kernel.profile(u, 0), None
+        return k, dk, u
+
+    def add_grads(self, w, dk, r0, r1, c0, c1, ga, gb):
+        """ga[r0:r1] += Σ_j w_ij ∂k(a_i, b_j)/∂a_i and gb[c0:c1] += Σ_i w_ij ∂k(a_i, b_j)/∂b_j (gb may be None)."""
+        p = w * dk  # (B, C)
+        if self.radial:
+            ar, bc = self.ac[r0:r1], self.bc[c0:c1]
+            if self.exact:  # g' ∝ t^{-1/2}: a_i Σ p − Σ p b_j cancels heavily at close points; form it in float64
+                p, ar, bc = p.double(), self.ta[r0:r1], self.tb[c0:c1]
+            ga[r0:r1] += 2.0 * (ar * p.sum(1, keepdim=True) - p @ bc)  # Σ_j 2 g' w (a_i − b_j)
+            if gb is not None:
+                gb[c0:c1] += 2.0 * (bc * p.sum(0)[:, None] - p.T @ ar)
+            if self.norms:  # ∂(‖a_i‖ + ‖b_j‖)/∂a_i = a_i / ‖a_i‖
+                if not isinstance(w, torch.Tensor):
+                    w = torch.full_like(p, w)
+                ga[r0:r1] += self.ua[r0:r1] * w.sum(1, keepdim=True)
+                if gb is not None:
+                    gb[c0:c1] += self.ub[c0:c1] * w.sum(0)[:, None]
+        else:
+            ga[r0:r1] += p @ self.b[c0:c1]  # Σ_j h' w b_j
+            if gb is not None:
+                gb[c0:c1] += p.T @ self.a[r0:r1]
+
+
+def _param_grads(kernel, t, w, idx, scale=1.0):
+    """Σ w ∂g/∂θ_r over the tile, for the tensor parameters ``idx``."""
+    if not idx:
+        return []
+    pg = kernel.param_grads(t)
+    return [scale * (w * pg[i]).sum(dtype=torch.float64) for i in idx]
+
+
+def _tiles_sym(n: int):
+    """Upper-triangular tiling of an n × n block: (r0, r1) with columns [r0, n) ([r0, r1) is the diagonal square)."""
+    rows = _rows(n)
+    for r0 in range(0, n, rows):
+        yield r0, min(n, r0 + rows)
+
+
+_ONCE = (
+    b"the tiled backend's block_stats is differentiable once (its backward pass is not itself differentiable); "
+    b"for higher derivatives use backend='torch' or backend='keops'"
+)
+
+
+def _once_differentiable(backward):
+    """Like ``torch.autograd.function.once_differentiable``, but the returned gradients raise on *any* further
+    differentiation under ``create_graph=True`` — also when the incoming gradient is a constant (the case that
+    ``once_differentiable`` lets through as a silent constant)."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            out = backward(ctx, *grads)
+        if not torch.is_grad_enabled():
+            return out
+        live = [o for o in out if isinstance(o, torch.Tensor)]
+        err = torch._C._functions.DelayedError(_ONCE, len(live))
+        res = err(*[o.detach().requires_grad_() for o in live])
+        wrapped = iter((res,) if isinstance(res, torch.Tensor) else res)
+        return tuple(next(wrapped) if isinstance(o, torch.Tensor) else o for o in out)
+
+    return wrapper
+
+
+def _zero_diag(mat: torch.Tensor) -> torch.Tensor:
+    mat.diagonal().zero_()
+    return mat
+
+
+class _BlockSums(torch.autograd.Function):
+    """Sums over one kernel block, in float64.
+
+    forward(spec, a, b, *params) with spec = (kernel, block name, variance, param indices); ``b is None`` marks a
+    within-sample block k(a_i, a_i') whose diagonal is excluded. Returns (S,) or, with variance,
+    (S, Q, r) for a within-sample block and (S, Q, r, c) for the cross block: the sum, the sum of squares, the row
+    sums and the column sums.
+    """
+
+    @staticmethod
+    def forward(ctx, spec, a, b, *params):
+        kernel, block, variance, idx = spec
+        sym = b is None
+        bb = a if sym else b
+        n, m = a.shape[0], bb.shape[0]
+        need = ctx.needs_input_grad
+        eager = not variance and any(need[1:])  # gradients of S formed in this pass
+        blk = _Block(kernel, a, bb, block)
+        f64 = torch.float64
+        S = torch.zeros((), dtype=f64, device=a.device)
+        Q = torch.zeros((), dtype=f64, device=a.device)
+        r = torch.zeros(n, dtype=f64, device=a.device) if variance else None
+        c = torch.zeros(m, dtype=f64, device=a.device) if variance and not sym else None
+        ga = torch.zeros_like(a, dtype=f64) if eager else None  # float64 accumulators across tiles
+        gb = torch.zeros_like(bb, dtype=f64) if eager and not sym else None
+        gp = [torch.zeros((), dtype=f64, device=a.device) for _ in idx] if eager else []
+        if sym:
+            for r0, r1 in _tiles_sym(n):
+                k, dk, t = blk.tile(r0, r1, r0, n, eager)  # (B, n − r0): square [r0, r1) then rectangle
+                B = r1 - r0
+                _zero_diag(k[:, :B])
+                if eager:
+                    _zero_diag(dk[:, :B])
+                sq, rect = k[:, :B], k[:, B:]
+                S += sq.sum(dtype=f64) + 2.0 * rect.sum(dtype=f64)
+                if variance:
+                    k2 = k * k
+                    Q += k2[:, :B].sum(dtype=f64) + 2.0 * k2[:, B:].sum(dtype=f64)
+                    r[r0:r1] += k.sum(1, dtype=f64)
+                    r[r1:] += rect.sum(0, dtype=f64)
+                if eager:  # S = Σ_{i≠j} k_ij: weight 2 per unordered pair (see backward)
+                    blk.add_grads(_zero_diag(torch.full_like(sq, 2.0)), dk[:, :B], r0, r1, r0, r1, ga, None)
+                    blk.add_grads(2.0, dk[:, B:], r0, r1, r1, n, ga, ga)
+                    if idx:
+                        w = torch.full_like(k, 2.0)
+                        w[:, :B] = 1.0
+                        _zero_diag(w[:, :B])
+                        for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
+                            acc += v
+        else:
+            rows = _rows(m)
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                k, dk, t = blk.tile(r0, r1, 0, m, eager)  # (B, m)
+                S += k.sum(dtype=f64)
+                if variance:
+                    Q += (k * k).sum(dtype=f64)
+                    r[r0:r1] = k.sum(1, dtype=f64)
+                    c += k.sum(0, dtype=f64)
+                if eager:
+                    blk.add_grads(1.0, dk, r0, r1, 0, m, ga, gb)
+                    for acc, v in zip(gp, _param_grads(kernel, t, torch.ones_like(k), idx)):
+                        acc += v
+        ctx.spec, ctx.eager, ctx.dtype = spec, eager, a.dtype
+        if eager:
+            ctx.save_for_backward(ga, gb, *gp)
+        else:
+            ctx.save_for_backward(a, b, *params)
+        if not variance:
+            return (S,)
+        return (S, Q, r) if sym else (S, Q, r, c)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, *grads):
+        kernel, block, variance, idx = ctx.spec
+        need = ctx.needs_input_grad
+        if ctx.eager:
+            ga, gb, *gp = ctx.saved_tensors
+            gS = grads[0]
+            out_a = (gS * ga).to(ctx.dtype) if need[1] else None
+            out_b = (gS * gb).to(ctx.dtype) if gb is not None and need[2] else None
+            return (None, out_a, out_b, *[gS * g for g in gp])
+        a, b, *params = ctx.saved_tensors
+        sym = b is None
+        gS, gQ, gr = grads[0], grads[1], grads[2]
+        gc = None if sym else grads[3]
+        bb = a if sym else b
+        n, m = a.shape[0], bb.shape[0]
+        blk = _Block(kernel, a, bb, block)
+        dt = a.dtype
+        ga = torch.zeros_like(a, dtype=torch.float64)
+        gb = None if sym else torch.zeros_like(b, dtype=torch.float64)
+        gp = [torch.zeros((), dtype=torch.float64, device=a.device) for _ in idx]
+        gSv, gQv = float(gS), float(gQ)
+        grv = gr.to(dt)
+        if sym:
+            # L = gS·Σ_{i≠j} k + gQ·Σ_{i≠j} k² + Σ_i gr_i Σ_{j≠i} k_ij; per unordered pair the weight is
+            # W_ij = 2 gS + 4 gQ k_ij + gr_i + gr_j and ∂L/∂a_i = Σ_{j≠i} W_ij ∂₁k(a_i, a_j)
+            for r0, r1 in _tiles_sym(n):
+                k, dk, t = blk.tile(r0, r1, r0, n, True)
+                B = r1 - r0
+                w = (2.0 * gSv + 4.0 * gQv * k) + grv[r0:r1, None] + grv[None, r0:]
+                _zero_diag(w[:, :B])
+                blk.add_grads(w[:, :B], dk[:, :B], r0, r1, r0, r1, ga, None)
+                blk.add_grads(w[:, B:], dk[:, B:], r0, r1, r1, n, ga, ga)
+                if idx:
+                    w[:, :B] *= 0.5  # the square holds both orders of each pair
+                    for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
+                        acc += v
+        else:
+            gcv = gc.to(dt)
+            rows = _rows(m)
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                k, dk, t = blk.tile(r0, r1, 0, m, True)
+                w = (gSv + 2.0 * gQv * k) + grv[r0:r1, None] + gcv[None, :]
+                blk.add_grads(w, dk, r0, r1, 0, m, ga, gb)
+                for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
+                    acc += v
+        out_a = ga.to(dt) if need[1] else None
+        out_b = gb.to(dt) if gb is not None and need[2] else None
+        return (None, out_a, out_b, *gp)
+
+
+def _block(kernel, a, b, block, variance):
+    idx, ps = _tensor_params(kernel)
+    return _BlockSums.apply((kernel, block, variance, tuple(idx)), a, b, *ps)
+
+
+def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool = False) -> BlockStats:
+    """Block sums of K_XX, K_YY, K_XY (diagonals excluded exactly from the within-sample sums) and, with
+    ``variance``, row/column sums and sums of squared entries (SPEC §3), float64, O(rows·m) memory."""
+    _check_kernel(kernel, "block_stats")
+    n, m = x.shape[0], y.shape[0]
+    oxx = _block(kernel, x, None, "xx", variance)
+    oyy = _block(kernel, y, None, "yy", variance)
+    oxy = _block(kernel, x, y, "xy", variance)
+    dxx = kernel.pairwise(x, x, "xx").double().sum()
+    dyy = kernel.pairwise(y, y, "yy").double().sum()
+    st = BlockStats(n=n, m=m, sxx=oxx[0], syy=oyy[0], sxy=oxy[0], dxx=dxx, dyy=dyy)
+    if variance:
+        st.qxx, st.rxx = oxx[1], oxx[2]
+        st.qyy, st.ryy = oyy[1], oyy[2]
+        st.qxy, st.rxy, st.cxy = oxy[1], oxy[2], oxy[3]
+    return st
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Row-separable ops: per-tile differentiable torch code under activation checkpointing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _by_rows(fn, x: torch.Tensor, m: int, track: bool) -> torch.Tensor:
+    """cat over row tiles of fn(x[r0:r1], r0); checkpointed per tile when ``track`` (a gradient may be needed):
+    the tile's temporaries are dropped after the forward pass and recomputed in the backward pass."""
+    rows = _rows(m)
+    track = track and torch.is_grad_enabled()
+    out = []
+    for r0 in range(0, x.shape[0], rows):
+        xb = x[r0 : r0 + rows]
+        out.append(checkpoint(fn, xb, r0, use_reentrant=False) if track else fn(xb, r0))
+    return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def _needs_grad(*ts) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
+
+
+def _centre(kernel, *ts):
+    """Shift radial-kernel inputs by their pooled mean (detached; distances are unchanged)."""
+    if isinstance(kernel, RadialKernel):
+        c = torch.cat([t.detach() for t in ts]).mean(0, keepdim=True)
+        return tuple(t - c for t in ts)
+    return ts
+
+
+def _sq(a, b, kernel, diag_at=None):
+    """Squared distances of the tile a = rows [r0, r0 + B) against b, value clamped at 0 with the gradient passed
+    through (as kernels.sqdist). √t kernels: formed in float64, then rounded to the input dtype. ``diag_at = r0``
+    when a and b are the same point set: the entries (i, r0 + i) are set to exactly 0."""
+    exact = isinstance(kernel, _SQRT_KERNELS)
+    a2, b2 = (a.double(), b.double()) if exact else (a, b)
+    t = (a2 * a2).sum(1)[:, None] + (b2 * b2).sum(1)[None, :] - 2.0 * (a2 @ b2.T)  # (B, m)
+    t = t.to(a.dtype)
+    if diag_at is not None:
+        i = torch.arange(a.shape[0], device=a.device)
+        mask = torch.zeros_like(t, dtype=torch.bool)
+        keep = i + diag_at < b.shape[0]
+        mask[i[keep], (i + diag_at)[keep]] = True
+        t = t.masked_fill(mask, 0.0)
+    return t + (t.clamp_min(0.0) - t).detach()
+
+
+def _k_tile(xb, y, kernel, block, diag_at=None):
+    """Differentiable tile k(xb, y) in the input dtype (inputs already centred for radial kernels)."""
+    if isinstance(kernel, RadialKernel):
+        t = _sq(xb, y, kernel, diag_at)
+        lo, hi = kernel.block_bounds(block)
+        if lo > 0 or hi < math.inf:
+            t = t.clamp(lo, hi)
+        return kernel.profile(t, 0)
+    return kernel.profile(xb @ y.T, 0)
+
+
+def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel, block: str = "xy") -> torch.Tensor:
+    """K(x, y) @ v for v of shape (m,) or (m, B); float64 result of shape (n,) or (n, B). Any-order differentiable."""
+    _check_kernel(kernel, "kernel_mv")
+    same = x is y
+    xc, yc = _centre(kernel, x, y)
+    yc = xc if same else yc
+    vd = v.double()
+
+    def fn(xb, r0):
+        return _k_tile(xb, yc, kernel, block, r0 if same else None).double() @ vd  # (B,) or (B, B')
+
+    out = _by_rows(fn, xc, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
+    if getattr(kernel, "norm_terms", False):  # energy kernel: + ‖x_i‖ Σ_j v_j + Σ_j ‖y_j‖ v_j, on raw inputs
+        xn, yn = _safe_sqrt((x * x).sum(1)).double(), _safe_sqrt((y * y).sum(1)).double()
+        out = out + (xn[:, None] * vd.sum(0) + yn @ vd if vd.ndim == 2 else xn * vd.sum() + yn @ vd)
+    return out
+
+
+def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel) -> torch.Tensor:
+    r""":math:`\sum_j v_j \nabla_a k(a, y_j)|_{a = x_i}`, shape (n, d), float64. Any-order differentiable."""
+    _check_kernel(kernel, "kernel_grad_mv")
+    vd = v.double()
+    if isinstance(kernel, RadialKernel):
+        xc, yc = _centre(kernel, x, y)
+        lo, hi = kernel.block_bounds("xy")
+        yd = yc.double()
+
+        same = x is y
+        yc = xc if same else yc
+
+        def fn(xb, r0):
+            t = _sq(xb, yc, kernel, r0 if same else None)  # (B, m)
+            gp = kernel.profile(t.clamp(lo, hi) if (lo > 0 or hi < math.inf) else t, 1)
+            if lo > 0 or hi < math.inf:
+                gp = gp * ((t >= lo) & (t <= hi))  # the clamp's derivative
+            p = gp.double() * vd[None, :]  # (B, m)
+            return 2.0 * (xb.double() * p.sum(1, keepdim=True) - p @ yd)  # (B, d)
+
+        out = _by_rows(fn, xc, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
+        if getattr(kernel, "norm_terms", False):
+            xd = x.double()
+            nx = _safe_sqrt((xd * xd).sum(1, keepdim=True))  # (n, 1)
+            out = out + torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd)) * vd.sum()
+        return out
+    yd = y.double()
+
+    def fn_dot(xb, r0):
+        p = kernel.profile(xb @ y.T, 1).double() * vd[None, :]  # (B, m)
+        return p @ yd
+
+    return _by_rows(fn_dot, x, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
+
+
+def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""A·u for A = [[K, Gᵀ], [G, H]] over Z (SPEC §2), u = [u0 (M,); u1 (M, d)], by row tiles of Z.
+
+    Returns (K u0 + Gᵀ u1 of shape (M,), G u0 + H u1 of shape (M, d)) in the input dtype, formed from float64
+    products. O(rows·M + M d) memory; any-order differentiable.
+    """
+    _twice(kernel, "a_matvec")
+    M, d = z.shape
+    radial = isinstance(kernel, RadialKernel)
+    zc = _centre(kernel, z)[0]
+    zd, u0d, u1d = zc.double(), u0.double(), u1.double()
+    s = (zd * u1d).sum(1)  # (M,)  z_l' · u1_l'
+
+    def fn(zb, r0):  # a row tile of the centred Z
+        zbd = zb.double()
+        c = zbd @ u1d.T  # (B, M)  c[l, l'] = z_l · u1_l'
+        if radial:
+            g0, g1, g2 = (g.double() for g in kernel.profiles(_sq(zb, zc, kernel, r0), (0, 1, 2)))  # (B, M)
+            p = g1 * u0d[None, :]
+            gu0 = 2.0 * (zbd * p.sum(1, keepdim=True) - p @ zd)  # G u0
+            g1u1 = g1 @ u1d  # (B, d)
+            gtu1 = 2.0 * (g1 @ s - (zbd * g1u1).sum(1))  # Gᵀ u1
+            wc = g2 * c
+            hu1 = -2.0 * g1u1 - 4.0 * (
+                zbd * wc.sum(1, keepdim=True) - zbd * (g2 @ s)[:, None] - wc @ zd + g2 @ (s[:, None] * zd)
+            )
+        else:
+            h0, h1, h2 = (h.double() for h in kernel.profiles(zb @ zc.T, (0, 1, 2)))
+            gu0 = (h1 * u0d[None, :]) @ zd
+            gtu1 = (h1 * c).sum(1)
+            hu1 = h1 @ u1d + (h2 * c) @ zd
+            g0 = h0
+        return torch.cat([(g0 @ u0d + gtu1)[:, None], gu0 + hu1], 1)  # (B, 1 + d)
+
+    out = _by_rows(fn, zc, M, _needs_grad(z, u0, u1, *kernel.scalar_params()))
+    return out[:, 0].to(z.dtype), out[:, 1:].to(z.dtype)
