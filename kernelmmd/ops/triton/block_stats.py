@@ -30,16 +30,18 @@ for a dot kernel :math:`\nabla_{a_i} L = \sum_j w_{ij} h'(u_{ij}) b_j`, and for 
 :math:`\partial L/\partial\theta = \sum_{ij} w_{ij}\, \partial k_{ij}/\partial\theta`. The row pass computes
 P·B with ``tl.dot`` (the flash-attention structure, SPEC §13); the gradient in b is the same pass over K_BA.
 For a within-sample block a point sits in both arguments: the pass runs with the symmetrised weights
-w_ij + w_ji (c → 2c, β = α, q → 2q) and the parameter sums are halved. Up to d = BLOCK_D the (BLOCK_M, d)
+w_ij + w_ji (c → 2c, β = α, q → 2q) and the parameter sums are halved. Up to d = ``block_d`` the (BLOCK_M, d)
 accumulator of P·B lives in registers; above it the program accumulates into its own rows of the output (a
-read-modify-write per column tile and BLOCK_D-wide chunk, L2/HBM traffic instead of recomputing t per chunk).
+read-modify-write per column tile and ``chunk_d``-wide chunk: L2/HBM traffic instead of recomputing t per chunk).
 
 **Precision.** ``precision="ieee"`` (default): fp32 products, exact to fp32 rounding. ``"tf32"``: tensor cores for
 the aᵀb and P·B products (about 10 bits of mantissa in the inputs; t loses accuracy for nearby points).
 ``"tf32x3"``: split-precision TF32 (three tensor-core products), close to fp32 accuracy. The error of the
 tensor-core modes can only be measured on a GPU (the interpreter computes in fp32/fp64 numpy); see
 ``benchmarks/RESULTS.md`` once it has been measured. float16/bfloat16 inputs are computed in fp32; float64 inputs
-in float64 (``precision`` must then be ``"ieee"``).
+in float64 (``precision`` must then be ``"ieee"``). For d > 8, t carries an absolute rounding error of order
+√d·ε·(‖a‖² + ‖b‖²) on the centred points: at (near-)coincident points the laplacian and energy kernels, whose
+derivative is unbounded at t = 0, see that noise in their gradients (d ≤ 8 uses exact differences: t = 0 exactly).
 
 **Autograd.** Gradients flow to a, b and every tensor-valued kernel parameter. The backward kernels are not
 themselves differentiable: under ``create_graph=True`` the gradients they return are tied to the inputs through a
