@@ -394,7 +394,7 @@ def _pow2(v: int) -> int:
 
 @dataclass(frozen=True)
 class _Spec:
-    """Everything a launch needs besides the tensors (hashable constexpr choices and launch-time constants)."""
+    """Everything a launch needs besides the point sets: constexpr choices, parameter values, launch config."""
 
     kind: int
     r: int
@@ -406,10 +406,6 @@ class _Spec:
     precision: str
     cfg: LaunchConfig
     param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Function
-
-    @property
-    def radial(self) -> bool:
-        return self.kind < 10
 
 
 def _interpreting() -> bool:
