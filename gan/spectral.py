@@ -7,7 +7,8 @@ r"""Critic parametrisations that control the spectral norm of each layer (SPEC �
 * ``"pico"`` — power iteration for convolution (Wang et al., seed 002 App. B.1): the spectral norm of the
   convolution *as a linear map* on feature maps, by power iteration that alternates ``conv2d`` and
   ``conv_transpose2d`` on a feature-map-shaped vector. Linear layers use the matrix power iteration (for them the
-  two coincide). This bound is the true operator norm, so it is never smaller than the reshaped-matrix estimate.
+  two coincide). This is the layer's true operator norm; seed 002 found it larger than the reshaped-matrix estimate
+  in practice (a stronger constraint).
 * ``"none"`` — no constraint.
 
 The power-iteration vectors are buffers (saved in checkpoints) updated in place under ``no_grad`` in training

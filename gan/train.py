@@ -49,7 +49,7 @@ __all__ = ["Config", "NonFiniteLossError", "Run", "train", "build_parser", "main
            "clip_per_tensor", "load_generator", "DEFAULT_STEPS"]
 
 #: default --steps: a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
-DEFAULT_STEPS = 120
+DEFAULT_STEPS = 60
 #: settings that a resumed run may change; every other setting must match the saved config
 RESUMABLE = ("steps", "out", "device", "log_every", "sample_every", "checkpoint_every", "keep", "progress", "resume")
 
@@ -83,8 +83,8 @@ class Config:
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
-    sample_every: int = 50
-    checkpoint_every: int = 50
+    sample_every: int = 250
+    checkpoint_every: int = 1000
     keep: int = 3
     progress: bool = True
 
@@ -249,7 +249,8 @@ class Run:
         return loss.detach(), terms
 
     def iteration(self) -> dict:
-        """Critic updates then one generator update; returns this step's losses (tensors)."""
+        """Critic updates then one generator update; returns this step's losses (tensors): the last critic update's
+        loss and terms, the generator update's, and the number of critic updates."""
         n_critic = critic_steps_at(self.step, self.cfg.critic_steps, self.cfg.start_critic_steps)
         c_loss, c_terms = torch.zeros(()), {}
         for k in range(n_critic):
@@ -441,8 +442,10 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
                 run.plot()
             if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
                 path = run.save_checkpoint(callbacks)
-        if stop["signal"] is not None and run.step % cfg.checkpoint_every != 0 and run.step != cfg.steps:
-            path = run.save_checkpoint(callbacks)
+        if stop["signal"] is not None:
+            saved = ckpt.list_checkpoints(run_dir)
+            if not saved or saved[-1][0] != run.step:  # not already saved at this step
+                path = run.save_checkpoint(callbacks)
             run.save_samples()
             run.plot()
     finally:
@@ -473,10 +476,10 @@ def load_generator(run_dir: str | os.PathLike, *, device: str = "cpu", checkpoin
     state = ckpt.load(path, map_location=device)
     cfg = Config(**state["config"])
     loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight, rep_lam=cfg.rep_lam)
-    shape = tuple(json.loads((Path(run_dir) / "config.json").read_text())["sample_shape"]) \
-        if (Path(run_dir) / "config.json").is_file() else None
-    if shape is None:
+    resolved = Path(run_dir) / "config.json"
+    if not resolved.is_file():
         raise FileNotFoundError(f"no config.json in {run_dir}")
+    shape = tuple(json.loads(resolved.read_text())["sample_shape"])
     g, _ = build_models(cfg.arch, shape, z_dim=cfg.z_dim, width=cfg.width, critic_dim=loss.critic_dim)
     g.load_state_dict(state["generator"])
     return g.to(device).eval(), cfg
