@@ -22,6 +22,7 @@ returns gradients for them). ``sigma="median"`` (or ``"mean"``) is resolved on t
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -687,6 +688,13 @@ KERNELS: dict[str, type[Kernel]] = {
 }
 
 
+def _init_params(cls) -> list[str]:
+    """Keyword parameters of a kernel class's constructor (none for Linear and Energy)."""
+    if cls.__init__ is object.__init__:
+        return []
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
 def get_kernel(kernel: Kernel | str, **params) -> Kernel:
     """Build a kernel from a name and parameters, or pass a :class:`Kernel` object through.
 
@@ -705,15 +713,9 @@ def get_kernel(kernel: Kernel | str, **params) -> Kernel:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)} or a Kernel object, got {kernel!r}")
         cls = KERNELS[kernel]
-        try:
-            return cls(**params)
-        except TypeError as e:
-            if "unexpected keyword" in str(e) or "positional argument" in str(e):
-                import inspect
-
-                accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-                raise TypeError(
-                    f"kernel {kernel!r} takes parameters {accepted}, got {sorted(params)}"
-                ) from None
-            raise
+        accepted = _init_params(cls)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise TypeError(f"kernel {kernel!r} takes parameters {accepted}, got {sorted(params)}")
+        return cls(**params)
     raise TypeError(f"kernel must be a kernel name (str) or a Kernel object, got {type(kernel).__name__}")

@@ -158,3 +158,8 @@ def test_validate_helpers():
         V.check_choice("solver", "c", {"a", "b"})
     with pytest.raises(TypeError, match="n must be an integer >= 1, got bool True"):
         V.check_int("n", True, minimum=1)
+
+
+def test_parameters_for_a_kernel_without_parameters():
+    with pytest.raises(TypeError, match=r"kernel 'linear' takes parameters \[\], got \['sigma'\]"):
+        km.mmd2_unbiased(X, Y, "linear", sigma=1.0)
