@@ -347,7 +347,7 @@ def _prep_z(z: torch.Tensor, spec: Spec):
 
 def _geometry(zc: torch.Tensor, spec: Spec, heavy: bool):
     M, d = zc.shape
-    tiles = tiles_for(zc.device, spec.dtype, d, heavy)
+    tiles = tiles_for(zc.device, spec.dtype, d, heavy, spec.precision)
     bk = max(16, min(_pow2(d), tiles.block_k))
     bd = max(16, min(_pow2(d), tiles.block_d))
     direct = d <= tiles.direct_max_d
@@ -409,7 +409,7 @@ def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
 def adiag_launch(z, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     zf = _flat(z, spec.dtype)
     M, d = zf.shape
-    tiles = tiles_for(zf.device, spec.dtype, d)
+    tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
     bd = max(16, min(_pow2(d), tiles.block_d))
     top = torch.empty(M, dtype=torch.float64, device=zf.device)
     bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
@@ -425,7 +425,7 @@ def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     M, d = zf.shape
     first = index < M
     point, j = (index, 0) if first else divmod(index - M, d)
-    tiles = tiles_for(zf.device, spec.dtype, d)
+    tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
     bd = max(16, min(_pow2(d), tiles.block_d))
     top = torch.empty(M, dtype=torch.float64, device=zf.device)
     bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
@@ -669,14 +669,14 @@ def _aot(name, fn, ptrs, outs, ints, const, dt, tensor_cores):
     return {"name": name, "fn": fn, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
 
 
-def _aot_amv(name, kind, *, r=1, degree=0, direct=False, precision="ieee", dt="fp32", bk=32, bd=64):
-    const = dict(KIND=kind, R=r, DEGREE=degree, DIRECT=direct, PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd)
+def _aot_amv(name, kind, *, r=1, degree=0, direct=False, precision="ieee", dt="fp32", bk=16, bd=64):
+    const = dict(KIND=kind, R=r, DEGREE=degree, DIRECT=direct, PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd)
     return _aot(name, _amv_kernel, ("z_ptr", "nz_ptr", "u0_ptr", "u1_ptr", "s_ptr", "p_ptr"), ("top_ptr", "bot_ptr"),
                 ("M", "d", "tiles_per_split"), const, dt, precision != "ieee")
 
 
-def _aot_bwd(name, kind, *, r=1, degree=0, pg=False, n_params=1, direct=False, precision="ieee", dt="fp32", bk=32,
-             bd=64):
+def _aot_bwd(name, kind, *, r=1, degree=0, pg=False, n_params=1, direct=False, precision="ieee", dt="fp32", bk=16,
+             bd=32):
     const = dict(KIND=kind, R=r, DEGREE=degree, PG=pg, NP=n_params, DIRECT=direct, PRECISION=precision,
                  BM=32, BN=32, BK=bk, BD=bd, RP=_pow2(max(1, n_params)))
     ptrs = ("z_ptr", "nz_ptr", "u0_ptr", "u1_ptr", "a_ptr", "b_ptr", "szu_ptr", "szb_ptr", "p_ptr")
@@ -695,7 +695,7 @@ def _aot_row(name, fn, kind, *, r=1, degree=0, first=None, dt="fp32"):
 
 AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, parameter gradients
     _aot_amv("amv_rbf", 0),
-    _aot_amv("amv_rq_tf32x3", 2, precision="tf32x3"),
+    _aot_amv("amv_rq_tf32x3", 2, precision="tf32x3", bd=32),
     _aot_amv("amv_poly_tf32", 11, r=2, degree=3, precision="tf32"),
     _aot_amv("amv_rbf_fp64", 0, dt="fp64", bk=16),
     _aot_bwd("amv_bwd_rbf", 0),

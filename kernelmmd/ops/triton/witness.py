@@ -377,18 +377,25 @@ def _pow2(v: int) -> int:
     return 1 << max(0, (int(v) - 1).bit_length())
 
 
-def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = False) -> Tiles:
-    """Tile sizes for the device. Under the interpreter (CPU tensors) wide tiles, one program per row tile."""
+def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = False,
+              precision: str = "ieee") -> Tiles:
+    """Tile sizes for the device. Under the interpreter (CPU tensors) wide tiles, one program per row tile.
+
+    CUDA defaults come from the sm_90 ``ptxas -v`` register report of the AOT-compiled kernels (no GPU was
+    available to time them): 64 × 32 tiles with 8 warps keep the fp32 FMA and TF32 paths free of register spills
+    (fp64 accumulators included); split-precision TF32 (three products) gets 32-wide output chunks; the
+    derivative-block backward (seven pairwise products per tile, ``heavy``) uses 32 × 32 tiles.
+    """
     if TILES_OVERRIDE is not None:
         return TILES_OVERRIDE
     if device.type != "cuda":
         return Tiles(block_m=32, block_n=32, block_k=min(256, max(16, _pow2(d))), block_d=min(512, max(16, _pow2(d))),
                      block_b=32, split=1)
-    if heavy:  # many live (BM, BN) tiles (derivative-block backward)
-        return Tiles(block_m=32, block_n=32, block_k=32, block_d=64, block_b=32, num_warps=4)
-    if dtype == torch.float64:
-        return Tiles(block_m=64, block_n=64, block_k=16, block_d=64, block_b=32, num_warps=4)
-    return Tiles(block_m=64, block_n=64, block_k=32, block_d=64, block_b=64, num_warps=4, num_stages=3)
+    if heavy:
+        return Tiles(block_m=32, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
+    if precision == "tf32x3":
+        return Tiles(block_m=64, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
+    return Tiles(block_m=64, block_n=32, block_k=16, block_d=64, block_b=64, num_warps=8)
 
 
 @functools.cache
@@ -516,7 +523,7 @@ def _flat(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _common(a: torch.Tensor, b: torch.Tensor, spec: Spec, heavy: bool = False):
     n, d = a.shape
     m = b.shape[0]
-    tiles = tiles_for(a.device, spec.dtype, d, heavy)
+    tiles = tiles_for(a.device, spec.dtype, d, heavy, spec.precision)
     bk = max(16, min(_pow2(d), tiles.block_k))
     direct = d <= tiles.direct_max_d
     return n, m, d, tiles, bk, direct
@@ -899,24 +906,24 @@ def _aot(name, fn, ptrs, ints, const, dt, tensor_cores, out="out_ptr"):
 
 
 def _aot_mv(name, kind, *, r=1, degree=0, mode=0, vec=False, lo=False, hi=False, direct=False, precision="ieee",
-            dt="fp32", bk=32, bb=64):
+            dt="fp32", bk=16, bb=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
-                 PRECISION=precision, BM=64, BN=64, BK=bk, BB=16 if vec else bb)
+                 PRECISION=precision, BM=64, BN=32, BK=bk, BB=16 if vec else bb)
     return _aot(name, _mv_kernel, _PTRS_MV, ("n", "m", "d", "nv", "tiles_per_split"), const, dt, precision != "ieee")
 
 
 def _aot_grad(name, kind, *, r=1, degree=0, vec=True, lo=False, hi=False, direct=False, precision="ieee", dt="fp32",
-              bk=32, bd=64):
+              bk=16, bd=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
-                 PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd, BB=16 if vec else 32)
+                 PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd, BB=16 if vec else 32)
     return _aot(name, _grad_kernel, _PTRS_GRAD, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
                 precision != "ieee")
 
 
 def _aot_grad2(name, kind, *, r=1, degree=0, xv=True, vec=True, lo=False, hi=False, direct=False, precision="ieee",
-               dt="fp32", bk=32, bd=64):
+               dt="fp32", bk=16, bd=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, XV=xv, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
-                 PRECISION=precision, BM=64, BN=64, BK=bk, BD=bd, BB=16 if vec else 32)
+                 PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd, BB=16 if vec else 32)
     return _aot(name, _grad2_kernel, _PTRS_GRAD2, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
                 precision != "ieee")
 
@@ -924,7 +931,7 @@ def _aot_grad2(name, kind, *, r=1, degree=0, xv=True, vec=True, lo=False, hi=Fal
 def _aot_param(name, kind, *, r=1, degree=0, n_params=1, mode=0, vec=False, lo=False, hi=False, precision="ieee",
                dt="fp32"):
     const = dict(KIND=kind, R=r, DEGREE=degree, NP=n_params, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi,
-                 DIRECT=False, PRECISION=precision, BM=64, BN=64, BK=32, BB=16 if vec else 32,
+                 DIRECT=False, PRECISION=precision, BM=64, BN=32, BK=16, BB=16 if vec else 32,
                  RP=_pow2(max(1, n_params)))
     return _aot(name, _param_kernel, _PTRS_GRAD2, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
                 precision != "ieee")
@@ -934,14 +941,14 @@ AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp6
     _aot_mv("mv_rbf_vec", 0, vec=True),
     _aot_mv("mv_mix_rq_tf32", 3, r=5, precision="tf32"),
     _aot_mv("mv_rbf_bounded_direct", 0, lo=True, hi=True, direct=True),
-    _aot_mv("mv_poly_colaux_tf32x3", 11, r=2, degree=3, mode=2, precision="tf32x3"),
+    _aot_mv("mv_poly_colaux_tf32x3", 11, r=2, degree=3, mode=2, precision="tf32x3", bb=32),
     _aot_mv("mv_rbf_fp64", 0, dt="fp64", bk=16, bb=32),
     _aot_grad("grad_rbf_vec", 0),
-    _aot_grad("grad_rq_tf32x3", 2, vec=False, precision="tf32x3"),
+    _aot_grad("grad_rq_tf32x3", 2, vec=False, precision="tf32x3", bd=32),
     _aot_grad("grad_poly_tf32", 11, r=2, degree=3, precision="tf32"),
     _aot_grad2("grad2_rbf_x", 0),
     _aot_grad2("grad2_rq_y_tf32", 2, xv=False, vec=False, precision="tf32"),
-    _aot_grad2("grad2_poly_y_tf32x3", 11, r=2, degree=3, xv=False, precision="tf32x3"),
+    _aot_grad2("grad2_poly_y_tf32x3", 11, r=2, degree=3, xv=False, precision="tf32x3", bd=32),
     _aot_param("param_mix_rbf_mv", 1, r=5, n_params=5),
     _aot_param("param_poly_grad_tf32", 11, r=2, degree=3, n_params=2, mode=1, vec=True, precision="tf32"),
 ]
