@@ -198,7 +198,10 @@ class MMDGP(MMD):
     def critic_loss(self, critic, real, fake, rng):
         fr, ff = _features(critic, real), _features(critic, fake)  # (n, s), (m, s)
         value = kernelmmd.mmd2_unbiased(fr, ff, kernel=self.kernel)
-        witness = lambda x: kernelmmd.witness(fr, ff, _features(critic, x), kernel=self.kernel)  # noqa: E731
+        # the penalty differentiates ∇_x̃ η̂ once more: the dense backend supports any order, the fused CUDA ones
+        # refuse a double backward (and 2 × 64 × 64 kernel values are nothing to fuse)
+        witness = lambda x: kernelmmd.witness(fr, ff, _features(critic, x), kernel=self.kernel,  # noqa: E731
+                                              backend="torch")
         penalty = gradient_penalty(witness, interpolate(real, fake, rng))
         return -value + self.gp_weight * penalty, {"mmd2": value.detach(), "gp": penalty.detach()}
 
