@@ -300,7 +300,7 @@ def test_errors_inputs(monkeypatch):
 @pytest.mark.parametrize("kind", KINDS)
 def test_gpu_kernel_mv_and_grad(kind):
     for (n, m, d) in [(1000, 777, 3), (300, 513, 784)]:
-        x, y = points(n, m, d, torch.float32)
+        x, y = points(n, m, d, torch.float32, scale=d**-0.5)
         x, y = x.detach().cuda().requires_grad_(), y.detach().cuda().requires_grad_()
         k = make_kernel(kind)
         v = torch.randn(m, 5, device="cuda")
