@@ -391,3 +391,17 @@ def test_kernelmmd_is_the_only_source_of_kernel_maths():
         assert "kernelmmd.ops" not in text and "from kernelmmd import ops" not in text, path
         assert ".exp(" not in text and "torch.exp" not in text, path
     assert kernelmmd.smmd_loss and kernelmmd.swgan_loss and kernelmmd.gcmmd2
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_grid_png(channels, tmp_path):
+    import matplotlib.image as mpimg
+
+    from gan.plots import image_grid, save_image_grid
+
+    x = torch.linspace(-1, 1, 5 * channels * 4 * 4).view(5, channels, 4, 4)
+    grid = image_grid(x, nrow=3, pad=1)
+    assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, channels)  # 2 rows x 3 columns of 4x4 tiles, 1-pixel padding
+    torch.testing.assert_close(grid[1:5, 1:5].permute(2, 0, 1), (x[0] + 1) / 2)
+    save_image_grid(x, tmp_path / "g.png", nrow=3)
+    assert mpimg.imread(tmp_path / "g.png").shape[:2] == (14, 20)  # default 2-pixel padding
