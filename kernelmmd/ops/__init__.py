@@ -1,10 +1,44 @@
-"""Low-level ops and the backend dispatch table.
+r"""Low-level ops and the backend dispatch table.
 
 Every op has the same signature on every backend; estimators never import a backend module, they call
-:func:`routine` (``routines[op][backend]``). Backends:
+:func:`select_backend` then :func:`routine` (``routines[op][backend]``).
 
-* ``"torch"`` — dense reference (:mod:`kernelmmd.ops.reference`): exact, differentiable to any order,
-  O(n·m) memory. Always available.
+Backends
+--------
+
+=========  ==========================================  =========================  ===========================
+name       what                                        memory                     differentiable
+=========  ==========================================  =========================  ===========================
+``torch``  dense reference (:mod:`.reference`)          O(n·m)                     any order, every op
+``tiled``  torch, row tiles of x against all of y,      O(rows·m + (n + m)·d)      ``block_stats``: once (a 2nd
+           BLAS distances, float64 accumulation                                   derivative raises); other ops:
+           (:mod:`.tiled`)                                                        any order
+``keops``  pykeops LazyTensor reductions, CPU and GPU   O((n + m)·d)               any order, every op
+           (:mod:`.keops`, needs ``kernelmmd[keops]``)
+``triton`` fused Triton kernels (:mod:`.triton`,        O((n + m)·d)               see :mod:`.triton`
+           needs ``kernelmmd[triton]``; CUDA float32 /
+           half, or CPU under ``TRITON_INTERPRET=1``)
+=========  ==========================================  =========================  ===========================
+
+Precision: every sum and statistic is float64 on every backend. ``torch`` and ``tiled`` evaluate kernels in the
+input dtype and accumulate in float64 (``tiled``: within-tile matrix products in the input dtype, every sum across
+tiles in float64); ``keops`` reduces float32 inputs with ``dtype_acc="float64"`` and computes float64 inputs in
+float64. float16/bfloat16 inputs are upcast to float32 by the estimators before they reach an op.
+
+``backend="auto"`` (the default everywhere, same as ``backend=Auto()``) picks, from the tensors' device, dtype and
+size, with ``pairs`` = n·m (the row counts of the first two tensors, M² for ops over one set Z) and d the feature
+dimension — the thresholds are the fields of :class:`Auto`, so they are arguments, never hidden:
+
+1. CUDA tensors of float32 / half: ``triton``; if triton is not installed, ``keops``; else rule 3.
+2. CUDA tensors of float64 (Triton refuses float64): ``keops`` if installed, else rule 3.
+3. Otherwise (CPU): ``torch`` while ``pairs <= dense_max_pairs``; above it ``keops`` if installed and
+   ``keops_min_pairs <= pairs`` and ``d <= keops_max_dim`` (``keops_min_pairs=None``, the CPU default, never picks
+   KeOps: the tiled backend was faster at every measured point of the CPU grid, see ``benchmarks/RESULTS.md``);
+   else ``tiled``.
+
+When a rule would pick a backend whose package is missing, ``auto`` uses the next choice and emits one
+:class:`~kernelmmd.errors.BackendFallbackWarning` per process and missing package, naming it. Asking for a missing
+backend explicitly raises ``ImportError`` naming the package and the pip extra.
 
 Ops (all take already-validated 2-D tensors and a resolved, non-deep :class:`~kernelmmd.kernels.Kernel`):
 
@@ -18,32 +52,204 @@ Ops (all take already-validated 2-D tensors and a resolved, non-deep :class:`~ke
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
+
+from ..errors import BackendFallbackWarning
 from .types import BlockStats
 
-__all__ = ["BlockStats", "BACKENDS", "OPS", "routine", "select_backend"]
+__all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "available", "routine", "select_backend"]
 
 #: backend name -> module implementing the ops (imported lazily; fused backends need optional packages)
-_MODULES = {"torch": "kernelmmd.ops.reference"}
+_MODULES = {
+    "torch": "kernelmmd.ops.reference",
+    "tiled": "kernelmmd.ops.tiled",
+    "keops": "kernelmmd.ops.keops",
+    "triton": "kernelmmd.ops.triton",
+}
+#: backend name -> (package it needs, pip extra)
+_PACKAGES = {"keops": ("pykeops", "keops"), "triton": ("triton", "triton")}
 BACKENDS = ("auto", *_MODULES)
 OPS = ("block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column")
 
 
-def select_backend(backend, *tensors, op: str = "block_stats") -> str:
-    """Resolve ``backend`` ("auto" or an explicit name) to a concrete backend name for these tensors."""
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, one of {list(BACKENDS)}, got {type(backend).__name__}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "auto":
+@dataclass(frozen=True)
+class Auto:
+    """The rules of ``backend="auto"``, with their thresholds as documented fields (see :mod:`kernelmmd.ops`).
+
+    Pass ``backend=kernelmmd.Auto(dense_max_pairs=...)`` to any estimator to change them; ``backend="auto"`` is
+    ``Auto()``. ``pairs`` is n·m (the row counts of the first two point sets; M² for ops over one set Z).
+
+    Attributes:
+        dense_max_pairs: on CPU (and on CUDA when no fused backend is installed) the dense ``torch`` backend is used
+            while ``pairs <= dense_max_pairs``, the ``tiled`` one above. Default 1024²: on the 2-core CPU the
+            tiled backend wins from n = m ≈ 1000 on (value and value + gradient of MMD²_u, every d of the
+            benchmark grid), and the dense backend's n × m temporaries stay below a few tens of MB.
+        keops_min_pairs: on CPU, use ``keops`` (when installed) from this many pairs on, if also
+            ``d <= keops_max_dim``. ``None`` (default): never on CPU.
+        keops_max_dim: largest feature dimension for which ``auto`` picks KeOps on CPU (KeOps has no BLAS: its cost
+            per pair grows with d much faster than a tiled matrix product's).
+
+    Raises:
+        TypeError, ValueError: on thresholds that are not integers ≥ 0 (or ``None`` for ``keops_min_pairs``).
+
+    Example:
+        >>> import torch, kernelmmd
+        >>> x, y = torch.randn(50, 3), torch.randn(40, 3)
+        >>> v = kernelmmd.mmd2_unbiased(x, y, backend=kernelmmd.Auto(dense_max_pairs=0))  # tiled from 1 pair on
+    """
+
+    dense_max_pairs: int = 1024 * 1024
+    keops_min_pairs: int | None = None
+    keops_max_dim: int = 64
+
+    def __post_init__(self):
+        from .._validate import check_int
+
+        check_int("dense_max_pairs", self.dense_max_pairs, minimum=0)
+        if self.keops_min_pairs is not None:
+            check_int("keops_min_pairs", self.keops_min_pairs, minimum=0)
+        check_int("keops_max_dim", self.keops_max_dim, minimum=0)
+
+
+_IMPORT_ERRORS: dict[str, ImportError | None] = {}
+_WARNED: set[str] = set()
+
+
+def _load(backend: str):
+    """Import a backend module; ImportError (a missing package) is recorded, not raised."""
+    if backend not in _IMPORT_ERRORS:
+        try:
+            importlib.import_module(_MODULES[backend])
+            _IMPORT_ERRORS[backend] = None
+        except ImportError as e:  # catch ImportError only: any other error is a bug and must surface
+            _IMPORT_ERRORS[backend] = e
+    return _IMPORT_ERRORS[backend]
+
+
+def available(backend: str) -> bool:
+    """Whether ``backend``'s module (and the optional package it needs) can be imported."""
+    if backend not in _MODULES:
+        raise ValueError(f"backend must be one of {list(_MODULES)}, got {backend!r}")
+    return _load(backend) is None
+
+
+def _missing_message(backend: str, err: ImportError) -> str:
+    pkg, extra = _PACKAGES.get(backend, (None, None))
+    if pkg is None:
+        return f"backend={backend!r} could not be imported: {err}"
+    return (
+        f"backend={backend!r} needs the {pkg!r} package, which could not be imported ({err}); "
+        f"install it with: pip install 'kernelmmd[{extra}]'"
+    )
+
+
+def _fallback(backend: str, why: str, instead: str) -> None:
+    if backend in _WARNED:
+        return
+    _WARNED.add(backend)
+    pkg, extra = _PACKAGES[backend]
+    warnings.warn(
+        f"backend='auto' would use {backend!r} {why}, but the {pkg!r} package is not available "
+        f"({_IMPORT_ERRORS[backend]}); using {instead!r} instead. Install it with: pip install 'kernelmmd[{extra}]' "
+        "(this warning is shown once per process)",
+        BackendFallbackWarning,
+        stacklevel=4,
+    )
+
+
+def _pairs_and_dim(tensors) -> tuple[int, int]:
+    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if not ts:
+        return 0, 0
+    n = ts[0].shape[0] if ts[0].ndim else 1
+    m = ts[1].shape[0] if len(ts) > 1 and ts[1].ndim else n
+    d = ts[0].shape[1] if ts[0].ndim > 1 else 1
+    return int(n) * int(m), int(d)
+
+
+def _cpu_choice(rules: Auto, pairs: int, d: int, op: str) -> str:
+    if pairs <= rules.dense_max_pairs:
         return "torch"
+    if rules.keops_min_pairs is not None and pairs >= rules.keops_min_pairs and d <= rules.keops_max_dim:
+        if available("keops"):
+            return "keops"
+        _fallback("keops", f"for n·m = {pairs} >= keops_min_pairs = {rules.keops_min_pairs}", "tiled")
+    return "tiled"
+
+
+def _has_op(backend: str, op: str) -> bool:
+    return available(backend) and hasattr(importlib.import_module(_MODULES[backend]), op)
+
+
+def _is_cuda(t: torch.Tensor) -> bool:
+    return t.is_cuda
+
+
+def _auto(rules: Auto, tensors, op: str) -> str:
+    pairs, d = _pairs_and_dim(tensors)
+    t0 = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if t0 is not None and _is_cuda(t0):
+        if t0.dtype != torch.float64:
+            if _has_op("triton", op):
+                return "triton"
+            if not available("triton"):
+                nxt = "keops" if available("keops") else _cpu_choice(rules, pairs, d, op)
+                _fallback("triton", f"for CUDA {t0.dtype} tensors", nxt)
+        if available("keops"):
+            return "keops"
+        nxt = _cpu_choice(rules, pairs, d, op)
+        _fallback("keops", f"for CUDA {t0.dtype} tensors", nxt)
+        return nxt
+    return _cpu_choice(rules, pairs, d, op)
+
+
+def select_backend(backend, *tensors, op: str = "block_stats") -> str:
+    """Resolve ``backend`` (``"auto"``, an :class:`Auto`, or an explicit name) to a concrete backend name.
+
+    Raises:
+        TypeError: ``backend`` is neither a string nor an :class:`Auto`.
+        ValueError: unknown backend name.
+        ImportError: an explicitly requested backend whose package is not installed (names the pip extra).
+    """
+    if isinstance(backend, Auto):
+        return _auto(backend, tensors, op)
+    if not isinstance(backend, str):
+        raise TypeError(
+            f"backend must be a string, one of {list(BACKENDS)}, or a kernelmmd.Auto(...), got {type(backend).__name__}"
+        )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)} or a kernelmmd.Auto(...), got {backend!r}")
+    if backend == "auto":
+        return _auto(_DEFAULT_AUTO, tensors, op)
+    err = _load(backend)
+    if err is not None:
+        raise ImportError(_missing_message(backend, err)) from err
     return backend
 
 
+_DEFAULT_AUTO = Auto()
+
+
 def routine(op: str, backend: str) -> Callable:
-    """The implementation of ``op`` on the concrete ``backend``."""
+    """The implementation of ``op`` on the concrete ``backend``.
+
+    Raises:
+        ValueError: unknown op or backend name. ImportError: the backend's package is missing.
+        NotImplementedError: the backend does not (yet) provide this op.
+    """
     if op not in OPS:
         raise ValueError(f"op must be one of {list(OPS)}, got {op!r}")
+    if backend not in _MODULES:
+        raise ValueError(f"backend must be one of {list(_MODULES)} (a concrete backend), got {backend!r}")
+    err = _load(backend)
+    if err is not None:
+        raise ImportError(_missing_message(backend, err)) from err
     module = importlib.import_module(_MODULES[backend])
-    return getattr(module, op)
+    fn = getattr(module, op, None)
+    if fn is None:
+        raise NotImplementedError(f"backend {backend!r} does not provide the op {op!r}")
+    return fn

@@ -38,8 +38,11 @@ from .types import BlockStats
 
 __all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "TILE_ELEMENTS"]
 
-#: kernel entries per tile (rows × columns); about 4 MiB of float32 per temporary. Measured on the 2-core CPU:
-#: 2**18 .. 2**21 are within a few percent of each other; smaller tiles lose to per-tile overhead.
+#: kernel entries per tile (rows × columns): about 4 MiB of float32 per temporary. Measured on the 2-core CPU
+#: (value + gradient of the block sums, n = m = 4096): at d ≤ 128, 2^18 to 2^20 are within 10 % of each other while
+#: 2^16 is 1.6× and 2^22 1.4× slower; at large d the distance product needs more rows to run at BLAS speed, so
+#: tiles get at least d/2 rows (capped at 8 × TILE_ELEMENTS entries): d = 784 takes 3.0 s with 256 rows and
+#: 2.6 s with 512, d = 2048 10.4 s with 256 rows and 7.3 s with 1024.
 TILE_ELEMENTS = 1 << 20
 
 
@@ -48,8 +51,10 @@ TILE_ELEMENTS = 1 << 20
 _SQRT_KERNELS = (Laplacian, Energy)
 
 
-def _rows(m: int) -> int:
-    return max(1, TILE_ELEMENTS // max(1, m))
+def _rows(m: int, d: int = 0) -> int:
+    """Rows per tile against m columns of dimension d."""
+    m = max(1, m)
+    return max(1, TILE_ELEMENTS // m, min(d // 2, 8 * TILE_ELEMENTS // m))
 
 
 def _tensor_params(kernel: Kernel) -> tuple[list[int], list[torch.Tensor]]:
@@ -166,9 +171,9 @@ def _param_grads(kernel, t, w, idx, scale=1.0):
     return [scale * (w * pg[i]).sum(dtype=torch.float64) for i in idx]
 
 
-def _tiles_sym(n: int):
+def _tiles_sym(n: int, d: int):
     """Upper-triangular tiling of an n × n block: (r0, r1) with columns [r0, n) ([r0, r1) is the diagonal square)."""
-    rows = _rows(n)
+    rows = _rows(n, d)
     for r0 in range(0, n, rows):
         yield r0, min(n, r0 + rows)
 
@@ -231,7 +236,7 @@ class _BlockSums(torch.autograd.Function):
         gb = torch.zeros_like(bb, dtype=f64) if eager and not sym else None
         gp = [torch.zeros((), dtype=f64, device=a.device) for _ in idx] if eager else []
         if sym:
-            for r0, r1 in _tiles_sym(n):
+            for r0, r1 in _tiles_sym(n, a.shape[1]):
                 k, dk, t = blk.tile(r0, r1, r0, n, eager)  # (B, n − r0): square [r0, r1) then rectangle
                 B = r1 - r0
                 _zero_diag(k[:, :B])
@@ -254,7 +259,7 @@ class _BlockSums(torch.autograd.Function):
                         for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
                             acc += v
         else:
-            rows = _rows(m)
+            rows = _rows(m, a.shape[1])
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
                 k, dk, t = blk.tile(r0, r1, 0, m, eager)  # (B, m)
@@ -303,7 +308,7 @@ class _BlockSums(torch.autograd.Function):
         if sym:
             # L = gS·Σ_{i≠j} k + gQ·Σ_{i≠j} k² + Σ_i gr_i Σ_{j≠i} k_ij; per unordered pair the weight is
             # W_ij = 2 gS + 4 gQ k_ij + gr_i + gr_j and ∂L/∂a_i = Σ_{j≠i} W_ij ∂₁k(a_i, a_j)
-            for r0, r1 in _tiles_sym(n):
+            for r0, r1 in _tiles_sym(n, a.shape[1]):
                 k, dk, t = blk.tile(r0, r1, r0, n, True)
                 B = r1 - r0
                 w = (2.0 * gSv + 4.0 * gQv * k) + grv[r0:r1, None] + grv[None, r0:]
@@ -316,7 +321,7 @@ class _BlockSums(torch.autograd.Function):
                         acc += v
         else:
             gcv = gc.to(dt)
-            rows = _rows(m)
+            rows = _rows(m, a.shape[1])
             for r0 in range(0, n, rows):
                 r1 = min(n, r0 + rows)
                 k, dk, t = blk.tile(r0, r1, 0, m, True)
@@ -360,7 +365,7 @@ def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool
 def _by_rows(fn, x: torch.Tensor, m: int, track: bool) -> torch.Tensor:
     """cat over row tiles of fn(x[r0:r1], r0); checkpointed per tile when ``track`` (a gradient may be needed):
     the tile's temporaries are dropped after the forward pass and recomputed in the backward pass."""
-    rows = _rows(m)
+    rows = _rows(m, x.shape[1])
     track = track and torch.is_grad_enabled()
     out = []
     for r0 in range(0, x.shape[0], rows):

@@ -1,0 +1,199 @@
+"""MMD²_u benchmarks: value and value + gradient for every backend side by side (``pytest --benchmark-only``).
+
+Grid: n = m ∈ {1024, 4096, 16384, 65536 (CUDA only)}, d ∈ {2, 16, 128, 784, 2048}, Gaussian kernel (σ = √d), float32,
+backends ``torch`` (dense), ``tiled``, ``keops``, ``triton`` (CUDA only) and ``auto``. Every case records in
+``benchmark.extra_info``: the backend that ``auto`` resolved to, peak memory (CUDA: ``max_memory_allocated``; CPU:
+the peak resident-set growth sampled every 2 ms from /proc/self/statm, or ``null`` where that is not available),
+the process CPU time, and the machine load average.
+
+Environment variables restrict the grid (the full CPU grid takes hours on 2 cores):
+
+* ``KERNELMMD_BENCH_MAX_N`` — largest n (default 4096 on CPU, 65536 on CUDA);
+* ``KERNELMMD_BENCH_N`` / ``KERNELMMD_BENCH_D`` — comma-separated lists replacing the default n / d values;
+* ``KERNELMMD_BENCH_BACKENDS`` — comma-separated subset of backends;
+* ``KERNELMMD_BENCH_MODES`` — ``value``, ``grad`` or both (default);
+* ``KERNELMMD_BENCH_DENSE_MAX_GB`` — skip the dense backend where its estimated peak exceeds this (default 6 on
+  CPU; on CUDA the device memory decides);
+* ``KERNELMMD_BENCH_DEVICE`` — ``cpu`` or ``cuda`` (default: cuda when available).
+
+Example (the CPU subset recorded in RESULTS.md)::
+
+    KERNELMMD_BENCH_MAX_N=4096 pytest benchmarks/bench_mmd.py --benchmark-only \\
+        --benchmark-json=benchmarks/cpu.json
+
+Slow cases (first call ≥ 2 s) run one timed round after a warm-up call (which also compiles KeOps formulas);
+fast ones run at least 3 rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+import pytest
+import torch
+
+import kernelmmd as km
+from kernelmmd import ops
+
+CUDA = torch.cuda.is_available()
+DEVICE = os.environ.get("KERNELMMD_BENCH_DEVICE", "cuda" if CUDA else "cpu")
+_DEFAULT_MAX_N = 65536 if DEVICE == "cuda" else 4096
+MAX_N = int(os.environ.get("KERNELMMD_BENCH_MAX_N", _DEFAULT_MAX_N))
+
+
+def _ints(name, default):
+    raw = os.environ.get(name)
+    return [int(v) for v in raw.split(",")] if raw else default
+
+
+NS = [n for n in _ints("KERNELMMD_BENCH_N", [1024, 4096, 16384, 65536]) if n <= MAX_N]
+DS = _ints("KERNELMMD_BENCH_D", [2, 16, 128, 784, 2048])
+BACKENDS = os.environ.get("KERNELMMD_BENCH_BACKENDS", "torch,tiled,keops,triton,auto").split(",")
+_MODE_SETS = {"value": ["value"], "grad": ["value+grad"]}
+MODES = _MODE_SETS.get(os.environ.get("KERNELMMD_BENCH_MODES", ""), ["value", "value+grad"])
+DENSE_MAX_GB = float(os.environ.get("KERNELMMD_BENCH_DENSE_MAX_GB", "6"))
+
+
+class _PeakRSS:
+    """Peak growth of the resident set while the block runs (sampled from /proc/self/statm every 2 ms)."""
+
+    def __init__(self):
+        self.ok = os.path.exists("/proc/self/statm")
+        self.page = os.sysconf("SC_PAGE_SIZE") if self.ok else 0
+        self.peak = 0
+
+    def _rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self.base)
+            time.sleep(0.002)
+
+    def __enter__(self):
+        if self.ok:
+            self.base, self.peak = self._rss(), 0
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.ok:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss() - self.base)
+
+    @property
+    def mb(self):
+        return round(self.peak / 2**20, 1) if self.ok else None
+
+
+def _skip_reason(backend: str, n: int, d: int, mode: str) -> str | None:
+    if n > 16384 and DEVICE != "cuda":
+        return "n = 65536 runs on CUDA only"
+    if backend == "triton" and DEVICE != "cuda":
+        return "triton is benchmarked on CUDA only (the CPU interpreter is for tests)"
+    if backend not in ("torch", "auto") and not ops.available(backend):
+        return f"{backend} is not installed"
+    if backend == "torch" and DEVICE != "cuda":
+        # dense value + gradient keeps ~8 float32 n × n temporaries (3 blocks, their exp, autograd buffers)
+        gb = (8 if mode == "value+grad" else 4) * 3 * n * n * 4 / 2**30
+        if gb > DENSE_MAX_GB:
+            return f"dense backend would need ~{gb:.0f} GB (> KERNELMMD_BENCH_DENSE_MAX_GB = {DENSE_MAX_GB:g})"
+    return None
+
+
+def _data(n, d):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g)
+    y = torch.randn(n, d, generator=g) * 1.1 + 0.1
+    return x.to(DEVICE), y.to(DEVICE)
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", DS)
+@pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("mode", MODES)
+def test_mmd2_unbiased(benchmark, mode, n, d, backend):
+    reason = _skip_reason(backend, n, d, mode)
+    if reason:
+        pytest.skip(reason)
+    x, y = _data(n, d)
+    kernel = km.RBF(float(d) ** 0.5)
+    grad = mode == "value+grad"
+    resolved = ops.select_backend(backend, x, y) if backend == "auto" else backend
+    if backend == "auto" and resolved == "torch" and _skip_reason("torch", n, d, mode):
+        pytest.skip("auto resolves to the dense backend, which is skipped here")
+
+    def run():
+        if grad:
+            xs, ys = x.detach().requires_grad_(), y.detach().requires_grad_()
+            v = km.mmd2_unbiased(xs, ys, kernel, backend=backend)
+            v.backward()
+        else:
+            with torch.no_grad():
+                v = km.mmd2_unbiased(x, y, kernel, backend=backend)
+        _sync()
+        return float(v)
+
+    t0 = time.perf_counter()
+    first = run()  # warm-up (KeOps compilation, Triton autotuning, allocator)
+    first_s = time.perf_counter() - t0
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    cpu0 = time.process_time()
+    with _PeakRSS() as rss:
+        if first_s >= 2.0:
+            value = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+        else:
+            value = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+    rounds = 1 if first_s >= 2.0 else 3
+    info = benchmark.extra_info
+    info.update(
+        backend=backend, resolved=resolved, n=n, d=d, mode=mode, device=DEVICE, value=value,
+        first_call_s=round(first_s, 3), cpu_s_per_round=round((time.process_time() - cpu0) / rounds, 3),
+        load_avg=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        torch_threads=torch.get_num_threads(),
+    )
+    if DEVICE == "cuda":
+        info["peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+    else:
+        info["peak_mb"] = rss.mb
+        info["maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    assert abs(value - first) <= 1e-5 * max(1.0, abs(first))
+
+
+def test_mmd2_unbiased_100k_cpu(benchmark):
+    """n = m = 100 000, d = 16 on the tiled backend, value + gradient, once (the dense backend would need ~40 GB
+    for one float32 n × m block alone). Runs only when KERNELMMD_BENCH_100K=1."""
+    if os.environ.get("KERNELMMD_BENCH_100K") != "1":
+        pytest.skip("set KERNELMMD_BENCH_100K=1 to run the n = m = 100 000 case (minutes on 2 cores)")
+    n, d = 100_000, 16
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g).requires_grad_()
+    y = (torch.randn(n, d, generator=g) + 0.05).requires_grad_()
+    kernel = km.RBF(4.0)
+
+    def run():
+        v = km.mmd2_unbiased(x, y, kernel)  # backend="auto" -> tiled at this size on CPU
+        v.backward()
+        return float(v)
+
+    with _PeakRSS() as rss:
+        value = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update(
+        n=n, d=d, mode="value+grad", resolved=ops.select_backend("auto", x, y), value=value, peak_mb=rss.mb,
+        maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        load_avg=round(os.getloadavg()[0], 2),
+    )
