@@ -35,6 +35,7 @@ from .mmd import (
     witness,
     witness_grad,
 )
+from .ops import Auto
 from .scaled import jacobian_sqnorm, sigma2_inv, smmd2, smmd_loss, swgan_loss
 from .scores import KIDResult, fid, frechet_distance, kid
 from .solvers import conjugate_gradient, pivoted_cholesky, woodbury_solve
@@ -82,6 +83,7 @@ __all__ = [
     "KERNELS",
     "RBF",
     "RQ",
+    "Auto",
     "BackendFallbackWarning",
     "ConvergenceWarning",
     "DeepKernel",
