@@ -101,7 +101,7 @@ def test_spectral_param_learns_gamma():
     with torch.no_grad():
         gammas[2].fill_(2.5)
     net.eval()
-    w = net[4].weight
+    w = net[4].weight.detach()
     assert float(torch.linalg.matrix_norm(w, 2)) == pytest.approx(2.5, rel=1e-6)
     net.train()
     net(torch.randn(3, 2, 6, 6, dtype=torch.float64)).sum().backward()
