@@ -109,6 +109,9 @@ def test_block_stats_second_derivative_raises():
         assert gx.requires_grad
         with pytest.raises(RuntimeError, match="block_stats is differentiable once"):
             (gx * gx).sum().backward()
+        (gx,) = torch.autograd.grad(tiled.block_stats(x, y, km.RBF(1.0), variance).sxy, x, create_graph=True)
+        with pytest.raises(RuntimeError, match="block_stats is differentiable once"):
+            torch.autograd.grad((gx * gx).sum(), x, allow_unused=True)
     st = tiled.block_stats(x, y, km.RBF(1.0))
     (gx,) = torch.autograd.grad(st.sxy, x)  # without create_graph: a plain tensor
     assert not gx.requires_grad

@@ -179,27 +179,37 @@ def _tiles_sym(n: int, d: int):
 
 
 _ONCE = (
-    b"the tiled backend's block_stats is differentiable once (its backward pass is not itself differentiable); "
-    b"for higher derivatives use backend='torch' or backend='keops'"
+    "the tiled backend's block_stats is differentiable once (its backward pass is not itself differentiable); "
+    "for higher derivatives use backend='torch' or backend='keops'"
 )
 
 
+class _Refuse(torch.autograd.Function):
+    """Identity on a gradient, linked to the op's inputs, that raises when differentiated: under
+    ``create_graph=True`` a second derivative through block_stats is an error (also for ``torch.autograd.grad``
+    with ``allow_unused=True``), never a silent constant."""
+
+    @staticmethod
+    def forward(ctx, value, *links):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_ONCE)
+
+
 def _once_differentiable(backward):
-    """Like ``torch.autograd.function.once_differentiable``, but the returned gradients raise on *any* further
-    differentiation under ``create_graph=True`` — also when the incoming gradient is a constant (the case that
-    ``once_differentiable`` lets through as a silent constant)."""
+    """Runs the backward pass without building a graph; under ``create_graph=True`` its results are wrapped in
+    :class:`_Refuse` nodes linked to the Function's inputs (the saved tensors after the first ``ctx.n_eager``)."""
 
     @functools.wraps(backward)
     def wrapper(ctx, *grads):
         with torch.no_grad():
             out = backward(ctx, *grads)
-        if not torch.is_grad_enabled():
+        links = [t for t in ctx.saved_tensors[ctx.n_eager :] if t is not None and t.requires_grad]
+        if not torch.is_grad_enabled() or not links:
             return out
-        live = [o for o in out if isinstance(o, torch.Tensor)]
-        err = torch._C._functions.DelayedError(_ONCE, len(live))
-        res = err(*[o.detach().requires_grad_() for o in live])
-        wrapped = iter((res,) if isinstance(res, torch.Tensor) else res)
-        return tuple(next(wrapped) if isinstance(o, torch.Tensor) else o for o in out)
+        return tuple(_Refuse.apply(o, *links) if isinstance(o, torch.Tensor) else o for o in out)
 
     return wrapper
 
@@ -273,10 +283,8 @@ class _BlockSums(torch.autograd.Function):
                     for acc, v in zip(gp, _param_grads(kernel, t, torch.ones_like(k), idx)):
                         acc += v
         ctx.spec, ctx.eager, ctx.dtype = spec, eager, a.dtype
-        if eager:
-            ctx.save_for_backward(ga, gb, *gp)
-        else:
-            ctx.save_for_backward(a, b, *params)
+        ctx.n_eager = (2 + len(gp)) if eager else 0
+        ctx.save_for_backward(*((ga, gb, *gp) if eager else ()), a, b, *params)
         if not variance:
             return (S,)
         return (S, Q, r) if sym else (S, Q, r, c)
@@ -287,12 +295,12 @@ class _BlockSums(torch.autograd.Function):
         kernel, block, variance, idx = ctx.spec
         need = ctx.needs_input_grad
         if ctx.eager:
-            ga, gb, *gp = ctx.saved_tensors
+            ga, gb, *gp = ctx.saved_tensors[: ctx.n_eager]
             gS = grads[0]
             out_a = (gS * ga).to(ctx.dtype) if need[1] else None
             out_b = (gS * gb).to(ctx.dtype) if gb is not None and need[2] else None
             return (None, out_a, out_b, *[gS * g for g in gp])
-        a, b, *params = ctx.saved_tensors
+        a, b, *params = ctx.saved_tensors[ctx.n_eager :]
         sym = b is None
         gS, gQ, gr = grads[0], grads[1], grads[2]
         gc = None if sym else grads[3]
