@@ -14,7 +14,11 @@ Environment variables restrict the grid (the full CPU grid takes hours on 2 core
 * ``KERNELMMD_BENCH_MODES`` — ``value``, ``grad`` or both (default);
 * ``KERNELMMD_BENCH_DENSE_MAX_GB`` — skip the dense backend where its estimated peak exceeds this (default 6 on
   CPU; on CUDA the device memory decides);
-* ``KERNELMMD_BENCH_DEVICE`` — ``cpu`` or ``cuda`` (default: cuda when available).
+* ``KERNELMMD_BENCH_DEVICE`` — ``cpu`` or ``cuda`` (default: cuda when available);
+* ``KERNELMMD_BENCH_THREADS`` — torch intra-op threads (1 on a CPU shared with other jobs, where OpenMP spin-waits
+  distort timings; set ``OMP_NUM_THREADS`` too, which KeOps' CPU reductions read);
+* ``KERNELMMD_BENCH_MAX_SECONDS`` — skip a case whose estimated time per call exceeds this (default 300; KeOps on CPU
+  at large d, whose cost grows like n²·d without BLAS).
 
 Example (the CPU subset recorded in RESULTS.md)::
 
@@ -55,6 +59,12 @@ BACKENDS = os.environ.get("KERNELMMD_BENCH_BACKENDS", "torch,tiled,keops,triton,
 _MODE_SETS = {"value": ["value"], "grad": ["value+grad"]}
 MODES = _MODE_SETS.get(os.environ.get("KERNELMMD_BENCH_MODES", ""), ["value", "value+grad"])
 DENSE_MAX_GB = float(os.environ.get("KERNELMMD_BENCH_DENSE_MAX_GB", "6"))
+MAX_SECONDS = float(os.environ.get("KERNELMMD_BENCH_MAX_SECONDS", "300"))
+if os.environ.get("KERNELMMD_BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["KERNELMMD_BENCH_THREADS"]))
+#: KeOps CPU throughput used to skip hopeless cases: pair-dimensions per second (measured on the 2-core CPU,
+#: one thread: ≈ 1e8 pairs/s at d = 16, falling roughly like 1/d)
+_KEOPS_CPU_PAIR_DIMS_PER_S = 1.5e9
 
 
 class _PeakRSS:
@@ -100,6 +110,10 @@ def _skip_reason(backend: str, n: int, d: int, mode: str) -> str | None:
         return "triton is benchmarked on CUDA only (the CPU interpreter is for tests)"
     if backend not in ("torch", "auto") and not ops.available(backend):
         return f"{backend} is not installed"
+    if backend == "keops" and DEVICE != "cuda":
+        seconds = (3 if mode == "value+grad" else 1) * 3 * n * n * max(d, 16) / _KEOPS_CPU_PAIR_DIMS_PER_S
+        if seconds > MAX_SECONDS:
+            return f"keops on CPU: ~{seconds:.0f} s per call estimated (> KERNELMMD_BENCH_MAX_SECONDS={MAX_SECONDS:g})"
     if backend == "torch" and DEVICE != "cuda":
         # dense value + gradient keeps ~8 float32 n × n temporaries (3 blocks, their exp, autograd buffers)
         gb = (8 if mode == "value+grad" else 4) * 3 * n * n * 4 / 2**30

@@ -57,16 +57,21 @@ def points(n, m, d, dtype, seed=0, scale=1.0):
 
 
 def _up(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().double().requires_grad_()
+    return t.detach().double().requires_grad_(t.requires_grad)
 
 
 def _grads(out, inputs):
-    gs = torch.autograd.grad(out, inputs, allow_unused=True)
-    return [torch.zeros_like(i) if g is None else g for g, i in zip(gs, inputs)]
+    live = [i for i in inputs if i.requires_grad]
+    gs = iter(torch.autograd.grad(out, live, allow_unused=True))
+    out = []
+    for i in inputs:
+        g = next(gs) if i.requires_grad else None
+        out.append(torch.zeros_like(i) if g is None else g)
+    return out
 
 
 def _same(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().requires_grad_()
+    return t.detach().clone().requires_grad_(t.requires_grad)
 
 
 def assert_grads(names, got, want, base, grel, what):
@@ -195,12 +200,13 @@ def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=Fals
     assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 1e-5, f"{kind} kernel_grad_mv")
 
 
-def check_a_matvec(mod, kind, M, d, dtype, grad=True, tensor_param=False):
+def check_a_matvec(mod, kind, M, d, dtype, grad=True, tensor_param=False, wrt=("z", "u0", "u1")):
+    """``wrt``: the inputs that require a gradient (the others are constants)."""
     kernel = make_kernel(kind, tensor_param)
     g = torch.Generator().manual_seed(4)
-    z = torch.randn(M, d, generator=g, dtype=F64).to(dtype).requires_grad_()
-    u0 = torch.randn(M, generator=g, dtype=F64).to(dtype).requires_grad_()
-    u1 = torch.randn(M, d, generator=g, dtype=F64).to(dtype).requires_grad_()
+    z = torch.randn(M, d, generator=g, dtype=F64).to(dtype).requires_grad_("z" in wrt)
+    u0 = torch.randn(M, generator=g, dtype=F64).to(dtype).requires_grad_("u0" in wrt)
+    u1 = torch.randn(M, d, generator=g, dtype=F64).to(dtype).requires_grad_("u1" in wrt)
     got = mod.a_matvec(z, u0, u1, kernel)
     zr, u0r, u1r = _up(z), _up(u0), _up(u1)
     want = R.a_matvec(zr, u0r, u1r, kernel)

@@ -85,9 +85,11 @@ class Auto:
 
     Attributes:
         dense_max_pairs: on CPU (and on CUDA when no fused backend is installed) the dense ``torch`` backend is used
-            while ``pairs <= dense_max_pairs``, the ``tiled`` one above. Default 1024²: on the 2-core CPU the
-            tiled backend wins from n = m ≈ 1000 on (value and value + gradient of MMD²_u, every d of the
-            benchmark grid), and the dense backend's n × m temporaries stay below a few tens of MB.
+            while ``pairs <= dense_max_pairs``, the ``tiled`` one above. Default 256² = 65 536 (n = m = 256): on the
+            2-core CPU the two are within measurement noise around n = 128-256 (the dense one slightly ahead for
+            value + gradient at d ≥ 784, the tiled one ahead at small d), and the tiled backend is faster from
+            n = 512 on at every d of the benchmark grid (n = 1024: 1.5-3× for value + gradient). Small problems
+            keep the dense backend's any-order differentiability.
         keops_min_pairs: on CPU, use ``keops`` (when installed) from this many pairs on, if also
             ``d <= keops_max_dim``. ``None`` (default): never on CPU.
         keops_max_dim: largest feature dimension for which ``auto`` picks KeOps on CPU (KeOps has no BLAS: its cost
@@ -102,7 +104,7 @@ class Auto:
         >>> v = kernelmmd.mmd2_unbiased(x, y, backend=kernelmmd.Auto(dense_max_pairs=0))  # tiled from 1 pair on
     """
 
-    dense_max_pairs: int = 1024 * 1024
+    dense_max_pairs: int = 256 * 256
     keops_min_pairs: int | None = None
     keops_max_dim: int = 64
 
