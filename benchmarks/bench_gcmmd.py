@@ -30,6 +30,8 @@ import torch
 
 import kernelmmd as km
 
+from ._memory import peak_mib, reset_peak
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if os.environ.get("KERNELMMD_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["KERNELMMD_BENCH_THREADS"]))
@@ -46,28 +48,11 @@ def _sync():
 
 
 def _reset_peak():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:  # Linux: writing 5 resets the peak RSS (VmHWM) of this process
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    reset_peak(DEVICE)
 
 
 def _peak_mib() -> float:
-    if DEVICE == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return peak_mib(DEVICE)
 
 
 def _mnist(n: int, offset: int = 0) -> torch.Tensor:

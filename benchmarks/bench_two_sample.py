@@ -30,6 +30,8 @@ import torch
 import kernelmmd as km
 from kernelmmd import ops
 
+from ._memory import peak_mib, reset_peak
+
 DIM = 64
 N_PER_SAMPLE = int(os.environ.get("KERNELMMD_BENCH_PERM_N", "10000"))
 PERMUTATIONS = int(os.environ.get("KERNELMMD_BENCH_PERMUTATIONS", "1000"))
@@ -45,29 +47,11 @@ if os.environ.get("KERNELMMD_BENCH_THREADS"):  # e.g. 1 on a CPU shared with oth
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _reset_peak():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:  # Linux: writing 5 resets the peak RSS (VmHWM) of this process
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    reset_peak(DEVICE)
 
 
 def _peak_mib() -> float:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return peak_mib(DEVICE)
 
 
 def _skip_unavailable(backend: str) -> None:
