@@ -110,8 +110,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
         width, feature_dim: LeNet size.
 
     Returns:
-        (model in eval mode, info) with info = {"test_accuracy", "train_accuracy", "n_train", "n_test", "epochs",
-        "seconds"}.
+        (model in eval mode, info) with info = {"test_accuracy", "train_accuracy", "feature_scale" (the RMS of the
+        features over the training images), "n_train", "n_test", "epochs", "seconds"}.
 
     Raises:
         ValueError: images not (N, C, 28, 28), labels not (N,) in 0 … 9, bad hyper-parameters.
@@ -158,8 +158,13 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     test_idx, train_idx = test_idx.to(device), train_idx.to(device)
+    model.eval()
+    with torch.no_grad():  # RMS of the features over the training images: the extractor divides by it
+        sq = sum(float((model.features(x[train_idx[i : i + 500]]).double() ** 2).sum())
+                 for i in range(0, len(train_idx), 500))
     info = {"test_accuracy": _accuracy(model, x[test_idx], y[test_idx]),
             "train_accuracy": _accuracy(model, x[train_idx], y[train_idx]),
+            "feature_scale": math.sqrt(sq / (len(train_idx) * feature_dim)) or 1.0,
             "n_train": len(train_idx), "n_test": len(test_idx), "epochs": epochs,
             "seconds": round(time.perf_counter() - t0, 2)}
     return model.eval(), info
@@ -264,7 +269,9 @@ def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = Non
     """A :class:`FeatureExtractor` by name.
 
     * ``"lenet"``: the penultimate layer of the LeNet trained by ``python -m gan.features --data DATA``, read from
-      ``weights`` or :func:`default_weights_path` (``data``) — for MNIST / Fashion-MNIST (28 × 28 grey images);
+      ``weights`` or :func:`default_weights_path` (``data``) — for MNIST / Fashion-MNIST (28 × 28 grey images) —
+      divided by its RMS over the training images (``feature_scale``, saved with the weights), so that aᵀb/d is of
+      order 1 as for Inception features and the cubic KID kernel sees the same balance of terms;
     * ``"inception"``: torch-fidelity's Inception-v3 pool3 features (2048-d; grey images are repeated to RGB),
       weights from ``weights``, ``$KERNELMMD_INCEPTION_WEIGHTS`` or torch.hub's cache / download;
     * ``"identity"``: the flattened samples themselves (2-D toys).
@@ -286,8 +293,10 @@ def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = Non
     if name == "inception":
         return _inception(weights, device)
     path = Path(weights) if weights is not None else default_weights_path(data)
-    model, _ = load_classifier(path, device)
-    return FeatureExtractor("lenet", model.features, model.config["feature_dim"], str(path), device)
+    model, info = load_classifier(path, device)
+    scale = float(info.get("feature_scale", 1.0))
+    return FeatureExtractor("lenet", lambda x: model.features(x) / scale, model.config["feature_dim"], str(path),
+                            device)
 
 
 def featurize(extractor, images, *, batch_size: int = 500, progress: bool = False, desc: str = "features"):

@@ -52,7 +52,15 @@ def test_save_load_round_trip(trained, tmp_path, digits):
     fx = F.load_feature_extractor("lenet", weights=path)
     assert fx.name == "lenet" and fx.dim == 16 and fx.source == str(path)
     out = fx(digits[0][:20])  # uint8 images are converted to [-1, 1] by the extractor
-    torch.testing.assert_close(out, model.features(x))
+    torch.testing.assert_close(out, model.features(x) / info["feature_scale"])
+
+
+def test_feature_scale_is_rms_over_training_images(trained, digits):
+    model, info = trained
+    train_idx, _ = F._split(1500, 0.2, 0)
+    with torch.no_grad():
+        f = model.features(F._as_float_images(digits[0][train_idx])).double()
+    assert info["feature_scale"] == pytest.approx(float(f.pow(2).mean().sqrt()), rel=1e-6)
 
 
 def test_default_weights_path_env(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ scripts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["normal_quantiles", "uniform_quantiles", "write_json", "output_dir", "base_parser", "finite_or_none"]
+__all__ = ["normal_quantiles", "uniform_quantiles", "write_json", "output_dir", "base_parser", "finite_or_none",
+           "one_thread"]
 
 
 def normal_quantiles(n: int, mean: float = 0.0, std: float = 1.0, dtype=torch.float64) -> torch.Tensor:
@@ -62,3 +64,16 @@ def base_parser(prog: str, description: str, default_out: str) -> argparse.Argum
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=default_out, help="output folder for the PNGs and the JSON of numbers")
     return p
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one torch thread (restored afterwards). The experiments evaluate thousands of tiny kernel
+    sums (≤ 400 points in R¹): threads only add OpenMP synchronisation, which on a CPU shared with other jobs can
+    make them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -43,7 +43,7 @@ import torch
 
 import kernelmmd
 
-from . import base_parser, normal_quantiles, output_dir, uniform_quantiles, write_json
+from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_json
 
 __all__ = ["LOSSES", "STARTS", "Setup", "critic_objective", "generator_objective", "field", "trajectory", "run",
            "main"]
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.grid < 2 or args.mu_points < 1 or not args.lr > 0:
         p.error("--steps and --mu-points must be >= 1, --grid >= 2 and --lr > 0")
     setup = Setup(mu=args.gcmmd_mu, mu_points=args.mu_points)
-    res = run(args.out, steps=args.steps, lr=args.lr, grid=args.grid, setup=setup)
+    with one_thread():
+        res = run(args.out, steps=args.steps, lr=args.lr, grid=args.grid, setup=setup)
     for name, rows in res["results"].items():
         cells = ", ".join(f"{k}: θ {v['start'][0]:g} → {v['final_theta']:.3g}"
                           + (" (converged)" if v["converged"] else " (stalled)" if v["stalled"] else "")

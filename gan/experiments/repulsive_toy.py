@@ -32,7 +32,7 @@ import torch
 
 import kernelmmd
 
-from . import base_parser, normal_quantiles, output_dir, uniform_quantiles, write_json
+from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_json
 
 __all__ = ["MODELS", "DATA", "STARTS", "SIGMA", "samples", "losses", "field", "trajectory", "run", "main"]
 
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.points < 2 or args.steps < 1 or args.grid < 2 or not (args.lr_g > 0 and args.lr_d > 0):
         p.error("--points and --grid must be >= 2, --steps >= 1, --lr-g and --lr-d > 0")
-    res = run(args.out, points=args.points, steps=args.steps, lr_g=args.lr_g, lr_d=args.lr_d, grid=args.grid)
+    with one_thread():
+        res = run(args.out, points=args.points, steps=args.steps, lr_g=args.lr_g, lr_d=args.lr_d, grid=args.grid)
     for key, v in res["settled"].items():
         print(f"{key:18s} settles at w1 = {v['w1']:.3f}, w2 = {v['w2']:.3f}")
     print("paper (seed 002, Fig. S1 c/d): w1 ≈ 1.55 for both models on P_X = N(0, 1)")
