@@ -87,6 +87,15 @@ class Config:
     checkpoint_every: int = 1000
     keep: int = 3
     progress: bool = True
+    # KID-adaptive learning rate (gan/schedule.py, seed 001 §4); off by default
+    kid_lr: bool = False
+    kid_every: int = 2000
+    kid_lookback: int = 20000
+    kid_patience: int = 3
+    kid_factor: float = 0.8
+    kid_samples: int = 2048
+    kid_features: str | None = None  # None: gan.evaluate.default_features(data)
+    kid_feature_weights: str | None = None
 
     def resolved(self) -> Config:
         """A copy with the data-/loss-dependent defaults (arch, sn, out) filled in; raises ValueError on bad values."""
@@ -116,7 +125,34 @@ class Config:
             if not ok or (name.startswith("beta") and v >= 1):
                 accepted = {"lr": "a number > 0", "clip": "a number >= 0"}.get(name, "a number in [0, 1)")
                 raise ValueError(f"{name} must be {accepted}, got {v!r}")
+        if c.kid_lr:
+            _kid_schedule_args(c)  # validates the --kid-* settings
         return c
+
+
+def _kid_schedule_args(cfg: Config) -> dict:
+    """The KIDAdaptiveLR arguments of ``cfg`` (ValueError on bad ones)."""
+    from .schedule import KIDAdaptiveLR
+
+    args = dict(every=cfg.kid_every, lookback=cfg.kid_lookback, patience=cfg.kid_patience, factor=cfg.kid_factor)
+    KIDAdaptiveLR([torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)], **args)
+    if cfg.kid_features is not None:
+        _check_choice("kid_features", cfg.kid_features, ("lenet", "inception", "identity"))
+    return args
+
+
+def _kid_callback(cfg: Config, run: Run):
+    """The KID-adaptive learning-rate callback of ``--kid-lr`` (features as ``gan.evaluate`` picks them)."""
+    from .evaluate import default_features
+    from .features import FeaturesUnavailable, load_feature_extractor
+    from .schedule import KIDScheduleCallback
+
+    name = cfg.kid_features or default_features(cfg.data)
+    try:
+        fx = load_feature_extractor(name, weights=cfg.kid_feature_weights, data=cfg.data, device=run.device)
+    except FeaturesUnavailable as e:
+        raise ValueError(f"--kid-lr: {e}") from None
+    return KIDScheduleCallback(fx, n_samples=cfg.kid_samples, seed=cfg.seed + 6, **_kid_schedule_args(cfg))
 
 
 def _check_choice(name, value, choices):
@@ -389,6 +425,8 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
                               "run or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(cfg, verbose=verbose)
+    if cfg.kid_lr:  # after the user's callbacks, so that checkpointed callback states keep their order
+        callbacks = (*callbacks, _kid_callback(cfg, run))
     if cfg.resume:
         run.load_state_dict(ckpt.load(latest, map_location=run.device), callbacks)
         run.rows = _read_rows(run_dir / "metrics.jsonl", run.step)
@@ -576,6 +614,21 @@ def build_parser() -> argparse.ArgumentParser:
     a("--checkpoint-every", type=_positive_int, default=d.checkpoint_every, help="generator steps between checkpoints")
     a("--keep", type=_positive_int, default=d.keep, help="checkpoints kept")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    a("--kid-lr", action="store_true", help="KID-adaptive learning rate (seed 001 §4): every --kid-every steps compare "
+      "samples with those of --kid-lookback steps ago by the relative KID test; after --kid-patience failures to "
+      "show improvement multiply both learning rates by --kid-factor (gan/schedule.py)")
+    a("--kid-every", type=_positive_int, default=d.kid_every, help="--kid-lr: generator steps between evaluations")
+    a("--kid-lookback", type=_positive_int, default=d.kid_lookback,
+      help="--kid-lr: steps between the compared samples (a multiple of --kid-every)")
+    a("--kid-patience", type=_positive_int, default=d.kid_patience,
+      help="--kid-lr: consecutive failures before a decay")
+    a("--kid-factor", type=_positive_float, default=d.kid_factor, help="--kid-lr: learning-rate decay factor")
+    a("--kid-samples", type=_positive_int, default=d.kid_samples, help="--kid-lr: samples per evaluation")
+    a("--kid-features", choices=["lenet", "inception", "identity"], default=d.kid_features,
+      help="--kid-lr: feature extractor (default: lenet for mnist/fashion-mnist, inception for cifar10, identity for "
+      "gaussians-2d; see python -m gan.features)")
+    a("--kid-feature-weights", default=d.kid_feature_weights,
+      help="--kid-lr: LeNet / Inception weights file (default: gan.features' default locations)")
     return p
 
 

@@ -193,3 +193,44 @@ def test_callback_in_training_loop(tmp_path):
 
     state = ckpt.load(ckpt.latest_checkpoint(tmp_path / "run"))
     assert state["callbacks"][0]["schedule"]["decays"] == cb.schedule.decays
+
+
+# ------------------------------------------------------------------------------ wired into python -m gan.train
+
+
+def _cli(out, steps, *extra):
+    from gan.train import main
+
+    return main(["--loss", "mmd", "--data", "gaussians-2d", "--steps", str(steps), "--width", "8", "--critic-steps",
+                 "1", "--start-critic-steps", "1", "--log-every", "1", "--out", str(out), "--no-progress",
+                 "--kid-lr", "--kid-every", "2", "--kid-lookback", "4", "--kid-patience", "2", "--kid-samples", "128",
+                 *extra])
+
+
+def test_train_cli_kid_lr_and_resume(tmp_path):
+    """--kid-lr logs the decisions, decays the rates of a barely moving generator, and a run resumed from a
+    checkpoint makes exactly the decisions of an uninterrupted one (the schedule's state is checkpointed)."""
+    assert _cli(tmp_path / "full", 14) == 0
+    assert _cli(tmp_path / "part", 8) == 0
+    assert _cli(tmp_path / "part", 14, "--resume") == 0
+    full = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    part = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    keys = ("step", "lr_decision", "lr_p_value", "lr_g", "lr_c", "critic_loss", "generator_loss")
+    assert [[r.get(k) for k in keys] for r in full] == [[r.get(k) for k in keys] for r in part]
+    decisions = [r["lr_decision"] for r in full if "lr_decision" in r]
+    assert len(decisions) == 7 and decisions[:2] == ["filling", "filling"] and "decayed" in decisions
+    assert full[-1]["lr_g"] < 1e-4
+    cfg = json.loads((tmp_path / "full" / "config.json").read_text())["config"]
+    assert cfg["kid_lr"] is True and cfg["kid_every"] == 2
+
+
+def test_train_cli_kid_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _cli(tmp_path / "a", 4, "--kid-lookback", "5")
+    assert "lookback must be a multiple of every = 2, got 5" in capsys.readouterr().err
+    from gan.train import main
+
+    code = main(["--loss", "smmd", "--data", "mnist", "--steps", "1", "--out", str(tmp_path / "b"), "--kid-lr",
+                 "--kid-feature-weights", str(tmp_path / "none.pt"), "--no-progress"])
+    assert code == 2
+    assert "--kid-lr: no LeNet feature weights" in capsys.readouterr().err
