@@ -9,29 +9,32 @@ The generator moves θ to decrease the loss, the critic moves ψ to increase its
 steps (the vector field :math:`v(\theta, \psi) = (-\partial_\theta L_G, \partial_\psi L_C)`). Losses, each computed
 by kernelmmd on the one-point samples X = {0}, Y = {θ}:
 
-========  ===========================================================================================================
-``mmd``   L_C = L_G = MMD²_b(X, Y) (``kernelmmd.mmd2_biased`` with the deep kernel).
-``mmd-gp`` L_C = MMD² − λ_GP E_P (‖∇η̂(x)‖ − 1)², L_G = MMD² (Bińkowski et al.: the penalty on the witness η̂,
-          its gradient by ``kernelmmd.witness_grad``, taken under P as in App. B), λ_GP = 1.
-``smmd``  L = SMMD²_{P, k_ψ, λ} = MMD² / (λ + 1 + ψ²) (``kernelmmd.smmd2`` with µ = P). For φ_ψ(x) = ψx the
-          Jacobian is ψ everywhere, so this is also Fig. 1 (b)'s µ = Uniform(0, θ).
-``gcmmd`` L = GCMMD²_{µ, k_ψ, λ} (``kernelmmd.gcmmd2``), λ = 1, with µ (``--gcmmd-mu``):
-          ``uniform`` (default) — Uniform(0, θ), the WGAN-GP measure of Fig. 1 (b), as ``--mu-points`` midpoint
-          quantiles of the segment, held fixed within each step (not differentiated, like WGAN-GP's
-          interpolates); ``normal`` — App. B's N(0, 10²) as ``--mu-points`` midpoint quantiles; ``p`` — µ = P.
-========  ===========================================================================================================
+* ``mmd``: L_C = L_G = MMD²_b(X, Y) (``kernelmmd.mmd2_biased`` with the deep kernel).
+* ``mmd-gp``: L_C = MMD² − λ_GP E_P (‖∇η̂(x)‖ − 1)², L_G = MMD² (Bińkowski et al.: the penalty on the witness η̂,
+  its gradient by ``kernelmmd.witness_grad``, taken under P as in App. B), λ_GP = 1.
+* ``smmd``: L = SMMD²_{P, k_ψ, λ} = MMD² / (λ + 1 + ψ²) (``kernelmmd.smmd2`` with µ = P). For φ_ψ(x) = ψx the
+  Jacobian is ψ everywhere, so this is also Fig. 1 (b)'s µ = Uniform(0, θ).
+* ``gcmmd``: L = GCMMD²_{µ, k_ψ, λ} (``kernelmmd.gcmmd2``), λ = 1, with µ (``--gcmmd-mu``): ``uniform`` (default) —
+  Uniform(0, θ), the WGAN-GP measure of Fig. 1 (b), as ``--mu-points`` midpoint quantiles of the segment, held
+  fixed within each step (not differentiated, like WGAN-GP's interpolates); ``normal`` — App. B's N(0, 10²) as
+  ``--mu-points`` midpoint quantiles; ``p`` — µ = P.
 
 The paper's observation, checked by ``tests/test_gan_experiments.py``: from a far start point (C: θ = 4, ψ = 4,
 where ψθ = 16 and the MMD gradient is e^{-128}-small) the MMD does not move at all, while SMMD and GCMMD first shrink
 ψ (widen the kernel) until a signal appears and then drive θ to 0.
 
-Measured choices (``diracgan.json`` records them): with µ = Uniform(0, θ) GCMMD converges from A, B and C. With
-App. B's µ = N(0, 10²) GCMMD also leaves C (ψ shrinks, θ starts moving) but with simultaneous steps it then circles
-around θ = 0 instead of settling (|θ| keeps crossing 0 with amplitude ~1 after 500 steps at lr 0.2–0.5), and with
-µ = P (one point) it stalls at C like the MMD: a constraint on f and ∇f at 0 alone says nothing about the kernel's
-behaviour between 0 and θ. Outputs: ``diracgan_fields.png`` (one panel per
-loss: normalised vector field over (θ, 1/ψ) as in Fig. 1 and the three trajectories), ``diracgan_losses.png``
-(|θ| along each trajectory) and ``diracgan.json``.
+The default run (lr 0.2, 600 steps, written to ``diracgan.json``): MMD converges from A, drifts from B with ψ
+growing (the critic sharpens the kernel faster than θ moves: θ 3 → 2.69 with ψ 1 → 1.67) and stalls at C; MMD-GP
+converges from A, ends at θ ≈ 0.23 from B (after passing near 0) and stalls at C; SMMD and GCMMD converge from A, B and C (C: |θ| < 0.05
+after 261 and 199 steps). With larger steps the MMD is unstable near θ = 0 once ψ has grown (at lr 0.5 the run from
+A overshoots and ends at θ ≈ 1.8). Other choices of GCMMD's µ: with App. B's µ = N(0, 10²) GCMMD also leaves C (ψ
+shrinks, θ starts moving) but with simultaneous steps it then circles around θ = 0 instead of settling (|θ| keeps
+crossing 0 with amplitude ~1 after 500 steps at lr 0.2–0.5, µ as 64 or 128 quantiles), and with µ = P (one point)
+it stalls at C like the MMD: a constraint on f and ∇f at 0 alone says nothing about the kernel between 0 and θ.
+
+Outputs: ``diracgan_fields.png`` (one panel per loss: normalised vector field over (θ, 1/ψ) as in Fig. 1, coloured by
+log₁₀ of its magnitude, and the three trajectories), ``diracgan_theta.png`` (|θ| along each trajectory) and
+``diracgan.json``.
 """
 
 from __future__ import annotations
