@@ -16,8 +16,22 @@ import numpy as np
 import pytest
 import torch
 
-from gan.experiments import diracgan, gaussians, normal_quantiles, repulsive_toy, uniform_quantiles
+from gan.experiments import diracgan, gaussians, normal_quantiles, one_thread, repulsive_toy, uniform_quantiles
 from tests import reference_np as ref
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Thousands of tiny kernel sums: one thread, as the experiment commands use (restored afterwards)."""
+    with one_thread():
+        yield
+
+
+def test_one_thread_restores():
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_quantile_samples():

@@ -9,9 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from gan.experiments import one_thread
 from gan.schedule import KIDAdaptiveLR, KIDScheduleCallback
 
 D, N = 8, 200
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors only: one torch thread avoids OpenMP spin-waits on a shared CPU (restored afterwards)."""
+    with one_thread():
+        yield
 
 
 def _opts(lr=1.0):
