@@ -133,7 +133,8 @@ def test_main_unreadable_inputs_exit_2(samples, capsys, setup, message):
 def test_main_kernel_parameter_errors_exit_2(samples, capsys):
     tmp, _, _ = samples
     code, _, err = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--kernel", "linear", "--sigma", "1.0")
-    assert code == 2 and err.startswith("error: --kernel linear: ") and "kernel 'linear' takes parameters [], got ['sigma']" in err
+    assert code == 2 and err.startswith("error: --kernel linear: ")
+    assert "kernel 'linear' takes parameters [], got ['sigma']" in err
     code, _, err = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--kernel", "rq", "--param", "beta=2")
     assert code == 2 and "kernel 'rq' takes parameters ['alpha'], got ['beta']" in err
     code, _, err = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--sigma", "-1")
