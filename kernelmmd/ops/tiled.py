@@ -113,8 +113,11 @@ class _Block:
     def tile(self, r0: int, r1: int, c0: int, c1: int, grad: bool):
         """(K, D, T): kernel values, their derivative in t (or u) if ``grad``, and the (clamped) t or u."""
         if self.radial:
-            t = torch.addmm(self.bn[None, c0:c1], self.ta[r0:r1], self.tb[c0:c1].T, alpha=-2.0)  # (B, C)
-            t.add_(self.an[r0:r1, None])
+            if self.ta.shape[1] == 1:  # d = 1: exact differences (a matrix product with inner size 1 is slow)
+                t = (self.ta[r0:r1] - self.tb[c0:c1].T).square_()  # (B, C)
+            else:
+                t = torch.addmm(self.bn[None, c0:c1], self.ta[r0:r1], self.tb[c0:c1].T, alpha=-2.0)  # (B, C)
+                t.add_(self.an[r0:r1, None])
             if self.exact:
                 t = t.to(self.a.dtype)
             mask = None
@@ -400,7 +403,10 @@ def _sq(a, b, kernel, diag_at=None):
     when a and b are the same point set: the entries (i, r0 + i) are set to exactly 0."""
     exact = isinstance(kernel, _SQRT_KERNELS)
     a2, b2 = (a.double(), b.double()) if exact else (a, b)
-    t = (a2 * a2).sum(1)[:, None] + (b2 * b2).sum(1)[None, :] - 2.0 * (a2 @ b2.T)  # (B, m)
+    if a.shape[1] == 1:  # d = 1: exact differences
+        t = (a2 - b2.T).square()  # (B, m)
+    else:
+        t = (a2 * a2).sum(1)[:, None] + (b2 * b2).sum(1)[None, :] - 2.0 * (a2 @ b2.T)  # (B, m)
     t = t.to(a.dtype)
     if diag_at is not None:
         i = torch.arange(a.shape[0], device=a.device)
