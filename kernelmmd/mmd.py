@@ -313,10 +313,50 @@ def witness(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
     return to_output(ops.routine("kernel_mv", b)(tt, s, w, p.kernel).to(p.dtype), p.numpy)
 
 
+def _deep_witness_grad(x, y, t, k: DeepKernel, backend: str):
+    """``witness_grad`` for K∘φ: the top kernel's fused gradient at φ(t), pulled back through φ by one VJP."""
+    s = as_samples(("x", x), ("y", y), ("t", t), any_shape=True)
+    xt, yt, tt = s.tensors
+    keep_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        tq = tt if tt.requires_grad else tt.detach().requires_grad_(True)
+        ft = k.features(tq)
+        with torch.set_grad_enabled(keep_graph):
+            fx, fy = k.features(xt), k.features(yt)
+        g = witness_grad(fx, fy, ft, k.top, backend=backend)  # (T, s), differentiable in ft when keep_graph
+        (out,) = torch.autograd.grad(ft, tq, grad_outputs=g.to(ft.dtype), create_graph=keep_graph)
+    return to_output(out if keep_graph else out.detach(), s.numpy)
+
+
 def witness_grad(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
-    r"""Gradient of the witness :math:`\nabla\hat\eta(t)`, shape (T, d) (SPEC §4). Needs a differentiable kernel
-    (at coincident points the laplacian and energy kernels use the zero subgradient)."""
-    p = prepare([("x", x), ("y", y), ("t", t)], kernel, params)
+    r"""Gradient of the witness :math:`\nabla_t\hat\eta(t)` at query points (SPEC §4), in the input space of ``t``.
+
+    For a deep kernel :math:`k = K\circ\varphi` this is the chain rule
+    :math:`\nabla_t\hat\eta(t) = J_\varphi(t)^\top\,\nabla_a\hat\eta_K(a)\big|_{a=\varphi(t)}`: the feature-space
+    gradient comes from the fused ``kernel_grad_mv`` product, and one vector–Jacobian product through φ maps it back
+    (φ must act on each row independently, e.g. a network with BatchNorm in eval mode). Under grad mode the result is
+    differentiable (with respect to x, y, t and φ's parameters), as a gradient penalty needs.
+
+    Needs a differentiable kernel (at coincident points the laplacian and energy kernels use the zero subgradient).
+
+    Args:
+        x: (n, d) samples of P. y: (m, d) samples of Q. t: (T, d) query points (for a deep kernel: any
+            shape (T, ...) that φ accepts, the same as x and y).
+        kernel: a kernel name, a :class:`~kernelmmd.Kernel` or a :class:`~kernelmmd.DeepKernel`.
+        backend: see :func:`mmd2_unbiased`.
+
+    Returns:
+        shape of ``t``: (T, d), or (T, ...) for a deep kernel; in the input dtype.
+
+    Example:
+        >>> x, y = torch.randn(100, 3), torch.randn(80, 3) + 1
+        >>> kernelmmd.witness_grad(x, y, x[:5], "rbf", sigma=1.0).shape
+        torch.Size([5, 3])
+    """
+    k = get_kernel(kernel, **params)
+    if isinstance(k, DeepKernel):
+        return _deep_witness_grad(x, y, t, k, backend)
+    p = prepare([("x", x), ("y", y), ("t", t)], k, {})
     xt, yt, tt = p.tensors
     s, w = _witness_weights(xt, yt)
     b = ops.select_backend(backend, tt, s, op="kernel_grad_mv")

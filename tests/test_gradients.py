@@ -76,3 +76,35 @@ def test_gradgradcheck_at_coincident_points():
     x = torch.tensor([[0.0, 1.0], [0.5, -0.2], [1.0, 1.0]], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], dtype=torch.float64, requires_grad=True)
     assert gradgradcheck(lambda a, b: km.mmd2_unbiased(a, b, "rbf"), (x, y))
+
+
+def test_witness_grad_deep_kernel_is_the_input_space_gradient():
+    """For k = rbf∘φ, witness_grad is ∇_t η̂(t) in the input space (T, 2, 3) — not the feature-space (T, s) gradient —
+    and is differentiable in t and φ's parameters (as a gradient penalty needs)."""
+    torch.manual_seed(0)
+    phi = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    phi = phi.double()
+    x, y = torch.randn(7, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64) + 0.5
+    t = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    kern = km.DeepKernel(phi, "rbf", sigma=1.3)
+    g = km.witness_grad(x, y, t, kern)
+    assert g.shape == t.shape
+    # independent reference: autograd of the explicitly written witness of rbf(φ(·), φ(·))
+    def eta(tt):
+        ft, fx, fy = phi(tt), phi(x), phi(y)
+        k = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / (2 * 1.3**2))  # noqa: E731
+        return k(ft, fx).mean(1) - k(ft, fy).mean(1)
+
+    (want,) = torch.autograd.grad(eta(t).sum(), t)
+    torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-12)
+    assert gradcheck(lambda tt: km.witness_grad(x, y, tt, kern), (t,))
+    # the penalty's gradient with respect to φ's parameters matches the reference's
+    w = phi[1].weight
+    (gp,) = torch.autograd.grad(km.witness_grad(x, y, t, kern).square().sum(), w)
+    (gp_ref,) = torch.autograd.grad(
+        torch.autograd.grad(eta(t).sum(), t, create_graph=True)[0].square().sum(), w
+    )
+    torch.testing.assert_close(gp, gp_ref, rtol=1e-10, atol=1e-12)
+    # outside grad mode the result carries no graph
+    with torch.no_grad():
+        assert not km.witness_grad(x, y, t, kern).requires_grad

@@ -115,9 +115,8 @@ def critic_objective(name: str, theta: torch.Tensor, psi: torch.Tensor, setup: S
     value = _value(name, theta, psi, setup)
     if name == "mmd-gp":
         x, y = _samples(theta)
-        # witness_grad of a deep kernel is ∇_a η̂ at a = φ(x) (feature space); the input-space gradient is
-        # J(x)ᵀ ∇_a η̂ with J = ψ for φ_ψ(x) = ψx.
-        grad = psi * kernelmmd.witness_grad(x, y, x, _kernel(psi))  # (1, 1): ∇η̂ at the samples of P
+        # input-space ∇_x η̂(x) of the deep kernel k_ψ = rbf∘φ_ψ (kernelmmd applies the chain rule, J = ψ)
+        grad = kernelmmd.witness_grad(x, y, x, _kernel(psi))  # (1, 1): ∇η̂ at the samples of P
         norm = torch.linalg.vector_norm(grad, dim=1)  # (1,)
         value = value - setup.gp_weight * ((norm - 1.0) ** 2).mean()
     return value
