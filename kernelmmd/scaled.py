@@ -81,6 +81,17 @@ def _jacobian(f: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Ten
     return torch.stack(rows, 1)  # (n, s, D)
 
 
+def _scale_needs_graph(phi, x: torch.Tensor) -> bool:
+    """Whether the Jacobian term of a loss can carry gradient: grad mode is on and either ``x`` has a graph or φ is
+    not an ``nn.Module`` whose parameters are all frozen. In a generator step (critic ``requires_grad_(False)``, real
+    batch without a graph) it cannot, and the double-backward graph is not built."""
+    if not torch.is_grad_enabled():
+        return False
+    if x.requires_grad or not isinstance(phi, torch.nn.Module):
+        return True
+    return any(p.requires_grad for p in phi.parameters())
+
+
 def _features_and_jacobian(phi, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(φ(x) (n, s), J (n, s, D)), both differentiable when ``create_graph``."""
     with torch.enable_grad():
@@ -299,7 +310,10 @@ def smmd_loss(phi, x_real, x_fake, *, scale=10.0, kernel="rbf", sigma=1.0, backe
 
     with X = ``x_real`` (µ = P: the Jacobian is taken at the real batch) and Y = ``x_fake``. The critic φ
     *maximises* this loss, the generator *minimises* it. As in the authors' code the critic is differentiated through
-    the scale too (no stop-gradient), so the Jacobian is built with ``create_graph`` whenever gradients are enabled.
+    the scale too (no stop-gradient), so the Jacobian is built with ``create_graph`` whenever gradients are enabled —
+    except when φ is an ``nn.Module`` whose parameters are all frozen and ``x_real`` has no graph (a generator step
+    with ``critic.requires_grad_(False)``): then the scale is a constant for every tensor that can receive a gradient,
+    the generator's gradient is the same, and the double-backward graph is skipped.
     The kernel acts on critic outputs (the paper: Gaussian, σ = 1, scalar critic).
 
     Args:
@@ -335,7 +349,7 @@ def smmd_loss(phi, x_real, x_fake, *, scale=10.0, kernel="rbf", sigma=1.0, backe
     if isinstance(k, DeepKernel):
         raise TypeError("kernel must act on critic outputs; pass the critic as phi, not a DeepKernel")
     _check_twice(k, "smmd_loss")
-    fr, J = _features_and_jacobian(phi, xr, torch.is_grad_enabled())
+    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr))
     ff = _phi_out(phi, xf)
     if fr.dtype in (torch.float16, torch.bfloat16):
         fr, ff = fr.float(), ff.float()
@@ -353,7 +367,8 @@ def swgan_loss(phi, x_real, x_fake, *, scale=10.0):
         {\sqrt{1 + \mathrm{scale}\cdot\bigl(\hat E_P|\varphi(x)|^2 + \hat E_P\|\nabla\varphi(x)\|_F^2\bigr)}}
 
     with the expectations under P over ``x_real`` (µ = P) and under Q over ``x_fake``. The critic maximises, the
-    generator minimises; the critic is differentiated through the scale (no stop-gradient).
+    generator minimises; the critic is differentiated through the scale (no stop-gradient); as in
+    :func:`smmd_loss`, a frozen ``nn.Module`` critic with a graph-free ``x_real`` skips the double-backward graph.
 
     Args:
         phi: scalar critic mapping (n, ...) to (n,) or (n, 1).
@@ -375,7 +390,7 @@ def swgan_loss(phi, x_real, x_fake, *, scale=10.0):
     """
     xr, xf = _loss_inputs(phi, x_real, x_fake, 1)
     check_nonnegative("scale", scale)
-    fr, J = _features_and_jacobian(phi, xr, torch.is_grad_enabled())
+    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr))
     if fr.shape[1] != 1:
         raise ValueError(
             f"swgan_loss needs a scalar critic (output (n,) or (n, 1)), got outputs of shape {tuple(fr.shape)}"
