@@ -51,18 +51,39 @@ a constant (use the torch or KeOps backends for higher-order derivatives).
 
 from __future__ import annotations
 
-import functools
-import math
-import os
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
-from ...kernels import DotKernel, Kernel, RadialKernel
+from ...kernels import Kernel, RadialKernel
 from ..types import BlockStats
-from ._profiles import dot_param_grad, dot_profile, kernel_launch_args, radial_param_grad, radial_profile
+from ._launch import (
+    PRECISIONS,
+    Spec,
+    Tiles,
+    aot_spec,
+    check_points,
+    check_tensor,
+    dtype_for,
+    make_spec,
+    param_grads,
+    pow2,
+    refuse,
+    split_for,
+    tensor_params,
+    tile_width,
+)
+from ._profiles import dot_param_grad, radial_param_grad
+from ._tiles import (
+    add_param_sum,
+    clamp_arg,
+    energy_norm_tile,
+    kernel_tile,
+    load_bounds,
+    load_vec,
+    pair_arg_tile,
+    split_range,
+)
 
 __all__ = [
     "block_stats",
@@ -74,96 +95,12 @@ __all__ = [
     "AOT_SPECS",
 ]
 
-#: values accepted by ``precision``
-PRECISIONS = ("ieee", "tf32", "tf32x3")
+#: tile sizes and launch parameters (:class:`._launch.Tiles`; ``chunk_d`` and ``block_m == block_n`` matter here)
+LaunchConfig = Tiles
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tile helpers (reusable by other fused ops: witness, kernel-matrix products)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
-                  RADIAL: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
-                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (RADIAL) or u = a_iᵀb_j, in the pointers' dtype.
-
-    ``a``/``b`` are row-major (n, d)/(m, d); ``na``/``nb`` their squared row norms (used by the radial
-    ``tl.dot`` path: t = na + nb − 2aᵀb, clamped at 0). DIRECT sums exact per-coordinate products/differences
-    instead (small d). Rows/columns outside the ranges read zeros: the caller masks them.
-    """
-    rmask = rows < n
-    cmask = cols < m
-    arow = a_ptr + rows.to(tl.int64) * d  # (BM,) row pointers
-    brow = b_ptr + cols.to(tl.int64) * d  # (BN,)
-    acc = tl.zeros((BM, BN), dtype=a_ptr.dtype.element_ty)
-    if DIRECT:
-        for k in range(0, d):
-            av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
-            bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
-            if RADIAL:
-                diff = av[:, None] - bv[None, :]
-                acc += diff * diff
-            else:
-                acc += av[:, None] * bv[None, :]
-        out = acc
-    else:
-        for k0 in range(0, d, BK):
-            kk = k0 + tl.arange(0, BK)
-            kmask = kk < d
-            a = tl.load(arow[:, None] + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
-            b = tl.load(brow[:, None] + kk[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)  # (BN, BK)
-            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)  # (BM, BN)
-        if RADIAL:
-            na = tl.load(na_ptr + rows, mask=rmask, other=0.0)
-            nb = tl.load(nb_ptr + cols, mask=cmask, other=0.0)
-            out = tl.maximum(na[:, None] + nb[None, :] - 2.0 * acc, 0.0)
-        else:
-            out = acc
-    return out
-
-
-@triton.jit
-def clamp_arg(t, lo, hi, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
-    """t clamped to [lo, hi] (RBF-B block bounds); each side only when its flag is set."""
-    out = t
-    if CLAMP_LO:
-        out = tl.maximum(out, lo)
-    if CLAMP_HI:
-        out = tl.minimum(out, hi)
-    return out
-
-
-@triton.jit
-def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr,
-                ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
-    """g^(ORDER)(clamp t) for radial kinds (zero where clamped when ORDER ≥ 1), h^(ORDER)(u) for dot kinds.
-
-    The energy kernel's norm terms ‖a‖ + ‖b‖ are not included (see :func:`energy_norm_tile`).
-    """
-    if KIND < 10:
-        out = radial_profile(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, R, ORDER)
-        if ORDER > 0:
-            if CLAMP_LO:
-                out = tl.where(arg >= lo, out, 0.0)
-            if CLAMP_HI:
-                out = tl.where(arg <= hi, out, 0.0)
-    else:
-        out = dot_profile(arg, p_ptr, KIND, DEGREE, ORDER)
-    return out
-
-
-@triton.jit
-def energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m):
-    """‖a_i‖ + ‖b_j‖ for a (BM, BN) tile from the norms of the uncentred points (the energy kernel's norm terms)."""
-    ea = tl.load(ea_ptr + rows, mask=rows < n, other=0.0)
-    eb = tl.load(eb_ptr + cols, mask=cols < m, other=0.0)
-    return ea[:, None] + eb[None, :]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Kernels
+# Kernels (tile helpers: :mod:`._tiles`)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -182,10 +119,8 @@ def _block_stats_fwd(
     n_split = tl.num_programs(1)
     rows = pid_i * BM + tl.arange(0, BM)
     rmask = rows < n
-    lo = tl.load(aux_ptr)
-    hi = tl.load(aux_ptr + 1)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    lo, hi = load_bounds(aux_ptr)
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     if TRI:  # within-sample block without row sums: tiles on and above the diagonal (BM == BN)
         j_lo = tl.maximum(j_lo, pid_i)
     acc_r = tl.zeros((BM,), dtype=tl.float64)  # row sums (S = their total)
@@ -233,16 +168,14 @@ def _block_stats_bwd(
     rmask = rows < n
     rows64 = rows.to(tl.int64)
     dr = tl.arange(0, BD)
-    lo = tl.load(aux_ptr)
-    hi = tl.load(aux_ptr + 1)
+    lo, hi = load_bounds(aux_ptr)
     c = tl.load(aux_ptr + 2)
     q = tl.load(aux_ptr + 3)
     dt = a_ptr.dtype.element_ty
     g_base = g_ptr + pid_s.to(tl.int64) * n * d  # this split's (n, d) slab; rows of this program are its own
     if HAS_AL:
-        al = tl.load(al_ptr + rows, mask=rmask, other=0.0)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+        al = load_vec(al_ptr, rows, n)
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     psum = tl.zeros((BM,), dtype=dt)  # Σ_j p_ij
     wsum = tl.zeros((BM,), dtype=dt)  # Σ_j w_ij (energy norm terms)
     acc = tl.zeros((BM, BD), dtype=dt)  # Σ_j p_ij b_j when d ≤ BD
@@ -261,7 +194,7 @@ def _block_stats_bwd(
         if HAS_AL:
             w += al[:, None]
         if HAS_BE:
-            be = tl.load(be_ptr + cols, mask=cmask, other=0.0)
+            be = load_vec(be_ptr, cols, m)
             w += be[None, :]
         if HAS_Q:
             kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
@@ -296,11 +229,10 @@ def _block_stats_bwd(
                     dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
                 else:
                     dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
-                ts = tl.sum(tl.sum(w * dk, 1).to(tl.float64), 0)
-                pvec += tl.where(ridx == r, ts, 0.0)
+                pvec = add_param_sum(pvec, ridx, r, w * dk)
     if GRAD:
         if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ for the uncentred a_i (0 at a_i = 0)
-            nrm = tl.load(ea_ptr + rows, mask=rmask, other=0.0)
+            nrm = load_vec(ea_ptr, rows, n)
             winv = wsum * tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
         for d0 in range(0, d, BD):  # a single chunk unless MEM_ACC
             dc = d0 + dr
@@ -314,7 +246,7 @@ def _block_stats_bwd(
                 at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
                 out = 2.0 * (at * psum[:, None] - pb)
                 if KIND == 5:
-                    ctr = tl.load(ctr_ptr + dc, mask=dc < d, other=0.0)
+                    ctr = load_vec(ctr_ptr, dc, d)
                     out += winv[:, None] * (at + ctr[None, :])
             else:
                 out = pb
@@ -323,35 +255,10 @@ def _block_stats_bwd(
         tl.store(pg_ptr + (pid_i * n_split + pid_s) * RP + ridx, pvec)
 
 
+
 # ---------------------------------------------------------------------------------------------------------------
-# Host launchers
+# Host launchers (shared checks, tiles and grids: :mod:`._launch`)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Tile sizes and launch parameters. ``split=None`` picks the column split that fills the device.
-
-    ``block_m == block_n`` enables the triangular schedule of within-sample blocks. ``direct_max_d``: up to this
-    d the pair argument is summed coordinate by coordinate (exact, cheaper than a padded ``tl.dot``). Backward:
-    up to d = ``block_d`` the P·B accumulator is held in registers; above, it is accumulated in memory in
-    ``chunk_d``-wide column chunks.
-    """
-
-    block_m: int = 64
-    block_n: int = 64
-    block_k: int = 32
-    block_d: int = 64
-    chunk_d: int = 32
-    num_warps: int = 4
-    num_stages: int = 2
-    split: int | None = None
-    direct_max_d: int = 8
-
-
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def launch_config(n: int, m: int, d: int, dtype: torch.dtype, precision: str, device: torch.device) -> LaunchConfig:
@@ -371,96 +278,21 @@ def launch_config(n: int, m: int, d: int, dtype: torch.dtype, precision: str, de
     return LaunchConfig(block_m=64, block_n=64, block_k=32, block_d=64, chunk_d=32, num_warps=8, num_stages=3)
 
 
-def _split(cfg: LaunchConfig, tiles_i: int, tiles_j: int, device: torch.device,
-           max_split: int | None = None) -> tuple[int, int]:
-    """(split, tiles_per_split): column tiles per program so that there are ≳ 4 programs per SM."""
-    if cfg.split is not None:
-        want = max(1, cfg.split)
-    elif device.type == "cuda":
-        target = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        want = max(1, -(-target // tiles_i))
-        if max_split is not None:
-            want = min(want, max_split)
-    else:
-        want = 1
-    want = min(want, tiles_j)
-    per = -(-tiles_j // want)
-    return -(-tiles_j // per), per
-
-
-def _pow2(v: int) -> int:
-    return 1 << max(0, (int(v) - 1).bit_length())
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """Everything a launch needs besides the point sets: constexpr choices, parameter values, launch config."""
-
-    kind: int
-    r: int
-    degree: int
-    params: torch.Tensor  # (R,) compute dtype, detached values
-    aux: tuple[float, float]  # (lo, hi) clamp bounds of t
-    clamp_lo: bool
-    clamp_hi: bool
-    precision: str
-    cfg: LaunchConfig
-    param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Function
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _compute_dtype(name: str, t: torch.Tensor, precision: str) -> torch.dtype:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cuda" and not (t.device.type == "cpu" and _interpreting()):
-        raise ValueError(
-            f"{name} must be a CUDA tensor for the triton backend (CPU tensors only run under the Triton "
-            f"interpreter, TRITON_INTERPRET=1), got a tensor on {t.device}"
-        )
-    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (n, d) with n, d >= 1, got {tuple(t.shape)}")
-    if t.dtype in (torch.float16, torch.bfloat16, torch.float32):
-        return torch.float32
-    if t.dtype == torch.float64:
-        if precision != "ieee":
-            raise ValueError(
-                f"precision={precision!r} applies to float32 inputs; float64 inputs are computed in float64 "
-                "with precision='ieee'"
-            )
-        return torch.float64
-    raise TypeError(
-        f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype {t.dtype}"
-    )
+    check_tensor(name, t)
+    check_points(name, t)
+    return dtype_for(name, t, precision)
 
 
-def _spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision: str, n: int, m: int, d: int) -> _Spec:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if not isinstance(kernel, (RadialKernel, DotKernel)):
-        raise TypeError(f"the triton backend supports radial and dot-product kernels, got {kernel!r}")
-    kind, r, degree, params = kernel_launch_args(kernel, device)
-    lo, hi = kernel.block_bounds(block) if isinstance(kernel, RadialKernel) else (0.0, math.inf)
-    sp = kernel.scalar_params()
-    index = tuple(i for i, p in enumerate(sp) if isinstance(p, torch.Tensor))
-    cfg = launch_config(n, m, d, dtype, precision, torch.device(device))
-    bounds = (float(lo), float(hi))
-    return _Spec(kind, r, degree, params.to(dtype), bounds, lo > 0, hi < math.inf, precision, cfg, index)
-
-
-def _aux(spec: _Spec, device, dtype, c=None, q=None) -> torch.Tensor:
-    """[lo, hi, c, q] on the device in the compute dtype (c, q may be device tensors: no host sync)."""
-    lo, hi = spec.aux
-    base = torch.tensor([lo if spec.clamp_lo else 0.0, hi if spec.clamp_hi else 0.0], dtype=dtype, device=device)
+def _aux(spec: Spec, c=None, q=None) -> torch.Tensor:
+    """[lo, hi] or [lo, hi, c, q] on the device in the compute dtype (c, q may be device tensors: no host sync)."""
     if c is None:
-        return base
-    cq = torch.stack([c.reshape(()).to(dtype), q.reshape(()).to(dtype)])
-    return torch.cat([base, cq])
+        return spec.lohi
+    cq = torch.stack([c.reshape(()).to(spec.dtype), q.reshape(()).to(spec.dtype)])
+    return torch.cat([spec.lohi, cq])
 
 
-def _norms(a: torch.Tensor, ctr: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor]:
+def _norms(a: torch.Tensor, ctr: torch.Tensor, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared norms of the centred rows (for t), and for the energy kernel the norms of the uncentred rows."""
     na = (a * a).sum(1)  # (n,)
     if spec.kind != 5:
@@ -469,7 +301,7 @@ def _norms(a: torch.Tensor, ctr: torch.Tensor, spec: _Spec) -> tuple[torch.Tenso
     return na, (raw * raw).sum(1).sqrt()
 
 
-def _forward_launch(a, b, na, nb, ea, eb, spec: _Spec, same: bool, rows: bool):
+def _forward_launch(a, b, na, nb, ea, eb, spec: Spec, same: bool, rows: bool):
     """Launch the forward pass over K_AB; returns (S, row sums or None, Q or None), float64.
 
     a, b: centred points (n, d), (m, d); na, nb: their squared norms; ea, eb: norms of the uncentred points (energy
@@ -477,21 +309,19 @@ def _forward_launch(a, b, na, nb, ea, eb, spec: _Spec, same: bool, rows: bool):
     """
     n, d = a.shape
     m = b.shape[0]
-    cfg = spec.cfg
+    cfg = launch_config(n, m, d, a.dtype, spec.precision, a.device)
     tiles_i, tiles_j = triton.cdiv(n, cfg.block_m), triton.cdiv(m, cfg.block_n)
-    split, per = _split(cfg, tiles_i, tiles_j, a.device)
+    split, per = split_for(cfg, tiles_i, tiles_j, a.device)
     tri = same and not rows and cfg.block_m == cfg.block_n
     f64 = dict(dtype=torch.float64, device=a.device)
     s_part = torch.empty(tiles_i * split, **f64)
     q_part = torch.empty(tiles_i * split, **f64) if rows else s_part
     r_part = torch.empty(split, n, **f64) if rows else s_part
-    direct = d <= cfg.direct_max_d
-    bk = max(16, min(_pow2(d), cfg.block_k))
     _block_stats_fwd[(tiles_i, split)](
-        a, b, na, nb, ea, eb, spec.params, _aux(spec, a.device, a.dtype), s_part, q_part, r_part,
+        a, b, na, nb, ea, eb, spec.params, _aux(spec), s_part, q_part, r_part,
         n, m, d, per,
-        spec.kind, spec.r, spec.degree, same, tri, rows, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
-        cfg.block_m, cfg.block_n, bk,
+        spec.kind, spec.r, spec.degree, same, tri, rows, spec.clamp_lo, spec.clamp_hi, d <= cfg.direct_max_d,
+        spec.precision, cfg.block_m, cfg.block_n, tile_width(d, cfg.block_k),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if not rows:
@@ -499,7 +329,7 @@ def _forward_launch(a, b, na, nb, ea, eb, spec: _Spec, same: bool, rows: bool):
     return s_part.sum(), r_part.sum(0), q_part.sum()
 
 
-def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: _Spec, same: bool, c, q, alpha, beta, want_grad: bool,
+def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: Spec, same: bool, c, q, alpha, beta, want_grad: bool,
                      want_params: bool):
     """Launch the backward pass over K_AB with weights w_ij = c + α_i + β_j + 2q k_ij (i ≠ j when ``same``).
 
@@ -507,17 +337,15 @@ def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: _Spec, same: bool, c, q, a
     """
     n, d = a.shape
     m = b.shape[0]
-    cfg = spec.cfg
+    cfg = launch_config(n, m, d, a.dtype, spec.precision, a.device)
     tiles_i, tiles_j = triton.cdiv(n, cfg.block_m), triton.cdiv(m, cfg.block_n)
     # the gradient partials take split·n·d elements: no split beyond 2^24 of them (64 MB in fp32)
-    split, per = _split(cfg, tiles_i, tiles_j, a.device, max_split=max(1, 2**24 // (n * d)))
-    direct = d <= cfg.direct_max_d
-    bk = max(16, min(_pow2(d), cfg.block_k))
+    split, per = split_for(cfg, tiles_i, tiles_j, a.device, max_split=max(1, 2**24 // (n * d)))
     mem_acc = d > cfg.block_d
-    bd = cfg.chunk_d if mem_acc else max(16, min(_pow2(d), cfg.block_d))
-    rp = _pow2(spec.r)
+    bd = cfg.chunk_d if mem_acc else tile_width(d, cfg.block_d)
+    rp = pow2(spec.r)
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
-    aux = _aux(spec, a.device, a.dtype, zero if c is None else c, zero if q is None else q)
+    aux = _aux(spec, zero if c is None else c, zero if q is None else q)
     g_part = torch.empty(split, n, d, dtype=a.dtype, device=a.device) if want_grad else aux
     pg_part = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=a.device) if want_params else aux
     al = alpha.to(a.dtype).contiguous() if alpha is not None else aux
@@ -526,8 +354,8 @@ def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: _Spec, same: bool, c, q, a
         a, b, na, nb, ea, eb, ctr, spec.params, aux, al, be, g_part, pg_part,
         n, m, d, per,
         spec.kind, spec.r, spec.degree, same, alpha is not None, beta is not None, q is not None,
-        want_grad, want_params, spec.clamp_lo, spec.clamp_hi, direct, spec.precision, mem_acc,
-        cfg.block_m, cfg.block_n, bk, bd, rp,
+        want_grad, want_params, spec.clamp_lo, spec.clamp_hi, d <= cfg.direct_max_d, spec.precision, mem_acc,
+        cfg.block_m, cfg.block_n, tile_width(d, cfg.block_k), bd, rp,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     grad = None
@@ -535,15 +363,6 @@ def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: _Spec, same: bool, c, q, a
         grad = g_part[0] if split == 1 else g_part.sum(0, dtype=torch.float64).to(a.dtype)
     pgrad = pg_part.sum(0)[: spec.r] if want_params else None
     return grad, pgrad
-
-
-def _param_grads(pgrad, index, params, needs) -> list:
-    """Per tensor parameter: its gradient (device, dtype and shape of the parameter) or None."""
-    out = []
-    for idx, p, need in zip(index, params, needs):
-        g = None if pgrad is None or not need else pgrad[idx].to(device=p.device, dtype=p.dtype).reshape(p.shape)
-        out.append(g)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -556,31 +375,6 @@ _TWICE = (
     "own, so its gradient cannot be differentiated again (double backward). Use backend='torch' or "
     "backend='keops' for higher-order derivatives"
 )
-
-
-class _OnceDifferentiable(torch.autograd.Function):
-    """Identity on a gradient produced by a fused backward; differentiating through it raises ``RuntimeError``.
-
-    Attached (under ``create_graph=True``) to the inputs that require grad, so that a double backward fails loudly
-    instead of treating the gradient as a constant.
-    """
-
-    @staticmethod
-    def forward(ctx, grad, *anchors):
-        return grad.clone()
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(_TWICE)
-
-
-def _once(results: tuple, anchors) -> tuple:
-    if not torch.is_grad_enabled():
-        return results
-    anchors = [t for t in anchors if isinstance(t, torch.Tensor) and t.requires_grad]
-    if not anchors:
-        return results
-    return tuple(r if r is None else _OnceDifferentiable.apply(r, *anchors) for r in results)
 
 
 class _SameBlock(torch.autograd.Function):
@@ -614,8 +408,8 @@ class _SameBlock(torch.autograd.Function):
                                            want_params)
             if pgrad is not None:
                 pgrad = 0.5 * pgrad  # Σ (w + wᵀ) ∂k = 2 Σ w ∂k
-            out = (grad, *_param_grads(pgrad, spec.param_index, params, needs))
-        out = _once(out, (a, *params, *grads))
+            out = (grad, *param_grads(pgrad, spec.param_index, params, needs))
+        out = refuse(_TWICE, out, (a, *params, *grads))
         return (out[0], None, None, None, *out[1:])
 
 
@@ -652,8 +446,8 @@ class _CrossBlock(torch.autograd.Function):
                                                  want_params)
             if need_b:  # rows = b over K_BA: the roles of α and β swap
                 grad_b, _ = _backward_launch(b, a, nb, na, eb, ea, ctr, spec, False, gs, gq, gc, gr, True, False)
-            out = (grad_a, grad_b, *_param_grads(pgrad, spec.param_index, params, needs))
-        out = _once(out, (a, b, *params, *grads))
+            out = (grad_a, grad_b, *param_grads(pgrad, spec.param_index, params, needs))
+        out = refuse(_TWICE, out, (a, b, *params, *grads))
         return (out[0], out[1], None, None, None, *out[2:])
 
 
@@ -696,10 +490,9 @@ def same_block_stats(a: torch.Tensor, kernel: Kernel, block: str = "xx", *, rows
         unsupported kernel.
     """
     dtype = _compute_dtype("a", a, precision)
-    n, d = a.shape
-    spec = _spec(kernel, block, dtype, a.device, precision, n, n, d)
+    spec = make_spec(kernel, block, dtype, a.device, precision)
     centre = _centre(kernel, dtype, a)
-    params = [kernel.scalar_params()[i] for i in spec.param_index]
+    params = tensor_params(kernel, spec)
     out = _SameBlock.apply(_prepared(a, dtype, centre), centre.reshape(-1), spec, rows, *params)
     return tuple(out) if rows else (out, None, None)
 
@@ -723,10 +516,9 @@ def cross_block_stats(a: torch.Tensor, b: torch.Tensor, kernel: Kernel, block: s
         ValueError / TypeError: as :func:`same_block_stats`, and for a and b of different d, device or dtype.
     """
     dtype = _check_pair(a, b, precision, ("a", "b"))
-    (n, d), m = a.shape, b.shape[0]
-    spec = _spec(kernel, block, dtype, a.device, precision, n, m, d)
+    spec = make_spec(kernel, block, dtype, a.device, precision)
     centre = _centre(kernel, dtype, a, b)
-    params = [kernel.scalar_params()[i] for i in spec.param_index]
+    params = tensor_params(kernel, spec)
     out = _CrossBlock.apply(_prepared(a, dtype, centre), _prepared(b, dtype, centre), centre.reshape(-1), spec, rows,
                             *params)
     return tuple(out) if rows else (out, None, None, None)
@@ -796,28 +588,17 @@ def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool
 
 def _aot_fwd(name, kind, *, r=1, degree=0, same=False, tri=False, rows=True, lo=False, hi=False, direct=False,
              precision="ieee", dt="fp32", bk=32, tensor_cores=False):
-    ptr = f"*{dt}"
-    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "ea_ptr", "eb_ptr", "p_ptr", "aux_ptr")}
-    sig.update({k: "*fp64" for k in ("s_ptr", "q_ptr", "r_ptr")})
-    sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
     const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, TRI=tri, ROWS=rows, CLAMP_LO=lo, CLAMP_HI=hi,
                  DIRECT=direct, PRECISION=precision, BM=64, BN=64, BK=bk)
-    sig.update({k: "constexpr" for k in const})
-    return {"name": name, "fn": _block_stats_fwd, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+    return aot_spec(name, _block_stats_fwd, const, dt=dt, f64=("s_ptr", "q_ptr", "r_ptr"), tensor_cores=tensor_cores)
 
 
 def _aot_bwd(name, kind, *, r=1, degree=0, same=False, al=True, be=True, q=True, grad=True, params=True, lo=False,
              hi=False, direct=False, precision="ieee", mem_acc=False, dt="fp32", bk=32, bd=64, tensor_cores=False):
-    ptr = f"*{dt}"
-    sig = {k: ptr for k in ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "ea_ptr", "eb_ptr", "ctr_ptr", "p_ptr", "aux_ptr",
-                            "al_ptr", "be_ptr", "g_ptr")}
-    sig["pg_ptr"] = "*fp64"
-    sig.update({k: "i32" for k in ("n", "m", "d", "tiles_per_split")})
     const = dict(KIND=kind, R=r, DEGREE=degree, SAME=same, HAS_AL=al, HAS_BE=be, HAS_Q=q, GRAD=grad, PARAMS=params,
                  CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct, PRECISION=precision, MEM_ACC=mem_acc, BM=64, BN=64, BK=bk,
-                 BD=bd, RP=_pow2(r))
-    sig.update({k: "constexpr" for k in const})
-    return {"name": name, "fn": _block_stats_bwd, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+                 BD=bd, RP=pow2(r))
+    return aot_spec(name, _block_stats_bwd, const, dt=dt, f64=("pg_ptr",), tensor_cores=tensor_cores)
 
 
 AOT_SPECS = [

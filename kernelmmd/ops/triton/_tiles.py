@@ -1,0 +1,239 @@
+"""Tile library of the Triton kernels: the ``@triton.jit`` helpers every fused op is written with.
+
+Triton inlines a jit function called from a kernel, so these cost nothing at run time: the kernels of
+:mod:`.block_stats`, :mod:`.witness` and :mod:`.derivative_blocks` read as the maths of their op, and the tile
+mechanics — masked loads and stores, the pair argument t = ‖a − b‖² or u = aᵀb accumulated over d in BK-wide
+chunks with ``tl.dot`` at the chosen ``input_precision`` (``"ieee"`` / ``"tf32"`` / ``"tf32x3"``), RBF-B clamps,
+profile evaluation, a program's share of the column tiles — are written once, here. Kernel formulas themselves
+live in :mod:`._profiles` (twins of :mod:`kernelmmd.kernels`).
+
+Conventions: ``rows`` (BM,) and ``cols`` (BN,) are index vectors of a tile (``start + tl.arange``); a point set is a
+row-major (n, d) array; rows or columns past the end read as zeros and are never written.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ._profiles import dot_param_grad_order, dot_profile, radial_param_grad_order, radial_profile
+
+# -------------------------------------------------------------------------------------------------- program layout
+
+
+@triton.jit
+def split_range(pid_s, tiles_per_split, m, BN: tl.constexpr):
+    """[j_lo, j_hi): the column tiles (of BN columns over m) swept by split ``pid_s`` of a row tile."""
+    j_lo = pid_s * tiles_per_split
+    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    return j_lo, j_hi
+
+
+@triton.jit
+def load_bounds(lohi_ptr):
+    """(lo, hi): the RBF-B bounds of t, the first two entries of ``lohi_ptr``."""
+    return tl.load(lohi_ptr), tl.load(lohi_ptr + 1)
+
+
+# -------------------------------------------------------------------------------------------------- loads, stores
+
+
+@triton.jit
+def load_vec(ptr, idx, n):
+    """``ptr[idx]`` for a vector of length n; zeros past the end."""
+    return tl.load(ptr + idx, mask=idx < n, other=0.0)
+
+
+@triton.jit
+def load_rows(p_ptr, rows, cols, n, width):
+    """Tile P[rows, cols] of a row-major (n, width) matrix; zeros outside."""
+    mask = (rows < n)[:, None] & (cols < width)[None, :]
+    return tl.load(p_ptr + rows.to(tl.int64)[:, None] * width + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def store_rows(p_ptr, rows, cols, n, width, value):
+    """P[rows, cols] = value for a row-major (n, width) matrix; entries outside are not written."""
+    mask = (rows < n)[:, None] & (cols < width)[None, :]
+    tl.store(p_ptr + rows.to(tl.int64)[:, None] * width + cols[None, :], value, mask=mask)
+
+
+# -------------------------------------------------------------------------------------------------- pair products
+
+
+@triton.jit
+def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
+                  RADIAL: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (RADIAL) or u = a_iᵀb_j, in the pointers' dtype.
+
+    ``a``/``b`` are row-major (n, d)/(m, d); ``na``/``nb`` their squared row norms (used by the radial
+    ``tl.dot`` path: t = na + nb − 2aᵀb, clamped at 0). DIRECT sums exact per-coordinate products/differences
+    instead (small d). Rows/columns outside the ranges read zeros: the caller masks them.
+    """
+    rmask = rows < n
+    cmask = cols < m
+    arow = a_ptr + rows.to(tl.int64) * d  # (BM,) row pointers
+    brow = b_ptr + cols.to(tl.int64) * d  # (BN,)
+    acc = tl.zeros((BM, BN), dtype=a_ptr.dtype.element_ty)
+    if DIRECT:
+        for k in range(0, d):
+            av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+            bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+            if RADIAL:
+                diff = av[:, None] - bv[None, :]
+                acc += diff * diff
+            else:
+                acc += av[:, None] * bv[None, :]
+        out = acc
+    else:
+        for k0 in range(0, d, BK):
+            kk = k0 + tl.arange(0, BK)
+            kmask = kk < d
+            a = tl.load(arow[:, None] + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
+            b = tl.load(brow[:, None] + kk[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)  # (BN, BK)
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)  # (BM, BN)
+        if RADIAL:
+            na = tl.load(na_ptr + rows, mask=rmask, other=0.0)
+            nb = tl.load(nb_ptr + cols, mask=cmask, other=0.0)
+            out = tl.maximum(na[:, None] + nb[None, :] - 2.0 * acc, 0.0)
+        else:
+            out = acc
+    return out
+
+
+@triton.jit
+def dot_tile(a_ptr, b_ptr, rows, cols, n, m, d, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Inner products a_iᵀb_j of a (BM, BN) tile (:func:`pair_arg_tile` without norms)."""
+    return pair_arg_tile(a_ptr, b_ptr, a_ptr, b_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION, BM, BN, BK)
+
+
+@triton.jit
+def row_scalars(s_ptr, rows, n, LOAD: tl.constexpr):
+    """``s[rows]`` when LOAD (per-row scalars loaded once per program), else zeros of the same shape (unused)."""
+    if LOAD:
+        out = load_vec(s_ptr, rows, n)
+    else:
+        out = tl.zeros(rows.shape, s_ptr.dtype.element_ty)
+    return out
+
+
+@triton.jit
+def direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW_AUX: tl.constexpr,
+                   DIRECT: tl.constexpr, PRECISION: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                   BK: tl.constexpr):
+    """(X, s) of a directional derivative Γ·∇k on a tile, as (BM, BN) and broadcastable (BM, 1) or (1, BN).
+
+    ROW_AUX: directions Γ (n, d) on the rows, X_ij = Γ_i·b_j and s = ``s_row`` (s_i = Γ_i·a_i, loaded once per
+    program by the caller with :func:`row_scalars`). Otherwise Γ (m, d) on the columns, X_ij = a_i·Γ_j and
+    s_j = Γ_j·b_j from ``s_ptr``.
+    """
+    if ROW_AUX:
+        x = dot_tile(aux_ptr, b_ptr, rows, cols, n, m, d, DIRECT, PRECISION, BM, BN, BK)
+        sv = s_row[:, None]
+    else:
+        x = dot_tile(a_ptr, aux_ptr, rows, cols, n, m, d, DIRECT, PRECISION, BM, BN, BK)
+        sv = load_vec(s_ptr, cols, m)[None, :]
+    return x, sv
+
+
+@triton.jit
+def lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC: tl.constexpr, PRECISION: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
+    """W_ij = L_i · R_j for L (n, nb), R (m, nb) row-major: a (BM, BN) tile (an outer product when VEC, nb = 1)."""
+    rmask = rows < n
+    cmask = cols < m
+    if VEC:
+        lv = tl.load(l_ptr + rows, mask=rmask, other=0.0)
+        rv = tl.load(r_ptr + cols, mask=cmask, other=0.0)
+        w = lv[:, None] * rv[None, :]
+    else:
+        w = tl.zeros((BM, BN), dtype=l_ptr.dtype.element_ty)
+        for b0 in range(0, nb, BB):
+            bb = b0 + tl.arange(0, BB)
+            bmask = bb < nb
+            lt = tl.load(l_ptr + rows.to(tl.int64)[:, None] * nb + bb[None, :],
+                         mask=rmask[:, None] & bmask[None, :], other=0.0)  # (BM, BB)
+            rt = tl.load(r_ptr + cols.to(tl.int64)[None, :] * nb + bb[:, None],
+                         mask=cmask[None, :] & bmask[:, None], other=0.0)  # (BB, BN)
+            w = tl.dot(lt, rt, w, input_precision=PRECISION)
+    return w
+
+
+# -------------------------------------------------------------------------------------------------- profiles
+
+
+@triton.jit
+def clamp_arg(t, lo, hi, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """t clamped to [lo, hi] (RBF-B block bounds); each side only when its flag is set."""
+    out = t
+    if CLAMP_LO:
+        out = tl.maximum(out, lo)
+    if CLAMP_HI:
+        out = tl.minimum(out, hi)
+    return out
+
+
+@triton.jit
+def zero_where_clamped(value, t, lo, hi, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """``value`` with zeros where t lies outside [lo, hi] (a derivative through the clamp of t)."""
+    out = value
+    if CLAMP_LO:
+        out = tl.where(t >= lo, out, 0.0)
+    if CLAMP_HI:
+        out = tl.where(t <= hi, out, 0.0)
+    return out
+
+
+@triton.jit
+def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr,
+                ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """g^(ORDER)(clamp t) for radial kinds (zero where clamped when ORDER ≥ 1), h^(ORDER)(u) for dot kinds.
+
+    The energy kernel's norm terms ‖a‖ + ‖b‖ are not included (see :func:`energy_norm_tile`).
+    """
+    if KIND < 10:
+        out = radial_profile(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, R, ORDER)
+        if ORDER > 0:
+            out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
+    else:
+        out = dot_profile(arg, p_ptr, KIND, DEGREE, ORDER)
+    return out
+
+
+@triton.jit
+def profile_tile(arg, p_ptr, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, ORDER: tl.constexpr):
+    """g^(ORDER)(t) or h^(ORDER)(u) without RBF-B clamps (:func:`kernel_tile` of an unbounded kernel)."""
+    return kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, ORDER, False, False)
+
+
+@triton.jit
+def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
+                    ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """∂g^(ORDER)(clamp t)/∂θ_IDX (zero where clamped when ORDER ≥ 1) or ∂h^(ORDER)(u)/∂θ_IDX, elementwise."""
+    if KIND < 10:
+        out = radial_param_grad_order(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, IDX, ORDER)
+        if ORDER > 0:
+            out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
+    else:
+        out = dot_param_grad_order(arg, p_ptr, KIND, DEGREE, IDX, ORDER)
+    return out
+
+
+@triton.jit
+def energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m):
+    """‖a_i‖ + ‖b_j‖ for a (BM, BN) tile from the norms of the uncentred points (the energy kernel's norm terms)."""
+    ea = tl.load(ea_ptr + rows, mask=rows < n, other=0.0)
+    eb = tl.load(eb_ptr + cols, mask=cols < m, other=0.0)
+    return ea[:, None] + eb[None, :]
+
+
+# -------------------------------------------------------------------------------------------------- reductions
+
+
+@triton.jit
+def add_param_sum(pvec, ridx, r, tile):
+    """``pvec`` with Σ tile (fp32 rows, float64 across rows) added at entry r: parameter-gradient partials."""
+    ts = tl.sum(tl.sum(tile, 1).to(tl.float64), 0)
+    return pvec + tl.where(ridx == r, ts, 0.0)
