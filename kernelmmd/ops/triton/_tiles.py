@@ -35,6 +35,14 @@ def load_bounds(lohi_ptr):
     return tl.load(lohi_ptr), tl.load(lohi_ptr + 1)
 
 
+@triton.jit
+def grid_tile(BM: tl.constexpr, BC: tl.constexpr):
+    """(rows, output columns, split) of a program on the grid (row tiles, output-column chunks, column splits)."""
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    ocols = tl.program_id(1) * BC + tl.arange(0, BC)
+    return rows, ocols, tl.program_id(2)
+
+
 # -------------------------------------------------------------------------------------------------- loads, stores
 
 
@@ -56,6 +64,12 @@ def store_rows(p_ptr, rows, cols, n, width, value):
     """P[rows, cols] = value for a row-major (n, width) matrix; entries outside are not written."""
     mask = (rows < n)[:, None] & (cols < width)[None, :]
     tl.store(p_ptr + rows.to(tl.int64)[:, None] * width + cols[None, :], value, mask=mask)
+
+
+@triton.jit
+def scaled_rows(p_ptr, rows, cols, n, width, s):
+    """Tile P[rows, cols] of a row-major (n, width) matrix in float64, row i scaled by s_i (s: (BM,) float64)."""
+    return load_rows(p_ptr, rows, cols, n, width).to(tl.float64) * s[:, None]
 
 
 # -------------------------------------------------------------------------------------------------- pair products
@@ -136,6 +150,17 @@ def direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW
         x = dot_tile(a_ptr, aux_ptr, rows, cols, n, m, d, DIRECT, PRECISION, BM, BN, BK)
         sv = load_vec(s_ptr, cols, m)[None, :]
     return x, sv
+
+
+@triton.jit
+def directional(w, x, sv, KIND: tl.constexpr):
+    """w times the directional-derivative factor of Γ·∇_1 k per unit profile derivative: 2w(s − X) for radial
+    kernels (Γ·∇_1 g(t) = 2g'(t)(s − X)), wX for dot kernels (Γ·∇_1 h(u) = h'(u)X); X, s from :func:`direction_tile`."""
+    if KIND < 10:
+        out = w * 2.0 * (sv - x)
+    else:
+        out = w * x
+    return out
 
 
 @triton.jit

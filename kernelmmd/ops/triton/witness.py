@@ -55,75 +55,54 @@ interpreter computes in numpy fp32/fp64). float16/bfloat16 inputs are computed i
 
 from __future__ import annotations
 
-import functools
-import math
-import os
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
-from ...kernels import DotKernel, Energy, Kernel, RadialKernel, _safe_sqrt
-from ._profiles import dot_param_grad_order, kernel_launch_args, radial_param_grad_order
-from .block_stats import PRECISIONS, clamp_arg, kernel_tile, pair_arg_tile
+from ...kernels import Kernel, _safe_sqrt
+from ._launch import (
+    PRECISIONS,
+    Spec,
+    Tiles,
+    aot_spec,
+    check_like,
+    compute_dtype,
+    flat,
+    make_spec,
+    param_grad,
+    partials,
+    pow2,
+    prepare,
+    reduce_partials,
+    refuse,
+    second_order_message,
+    split_for,
+    tensor_params,
+    tile_width,
+)
+from ._tiles import (
+    add_param_sum,
+    direction_tile,
+    directional,
+    grid_tile,
+    kernel_tile,
+    load_bounds,
+    load_rows,
+    load_vec,
+    lowrank_tile,
+    pair_arg_tile,
+    param_grad_tile,
+    row_scalars,
+    scaled_rows,
+    split_range,
+    store_rows,
+)
 
 __all__ = ["kernel_mv", "kernel_grad_mv", "grad_mv", "Tiles", "PRECISIONS", "AOT_SPECS"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tile helpers
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
-                    ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
-    """∂g^(ORDER)(clamp t)/∂θ_IDX (zero where clamped when ORDER ≥ 1) or ∂h^(ORDER)(u)/∂θ_IDX, elementwise."""
-    if KIND < 10:
-        out = radial_param_grad_order(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, IDX, ORDER)
-        if ORDER > 0:
-            if CLAMP_LO:
-                out = tl.where(arg >= lo, out, 0.0)
-            if CLAMP_HI:
-                out = tl.where(arg <= hi, out, 0.0)
-    else:
-        out = dot_param_grad_order(arg, p_ptr, KIND, DEGREE, IDX, ORDER)
-    return out
-
-
-@triton.jit
-def lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC: tl.constexpr, PRECISION: tl.constexpr,
-                 BM: tl.constexpr, BN: tl.constexpr, BB: tl.constexpr):
-    """W_ij = L_i · R_j for L (n, nb), R (m, nb) row-major: a (BM, BN) tile (an outer product when VEC, nb = 1)."""
-    rmask = rows < n
-    cmask = cols < m
-    if VEC:
-        lv = tl.load(l_ptr + rows, mask=rmask, other=0.0)
-        rv = tl.load(r_ptr + cols, mask=cmask, other=0.0)
-        w = lv[:, None] * rv[None, :]
-    else:
-        w = tl.zeros((BM, BN), dtype=l_ptr.dtype.element_ty)
-        for b0 in range(0, nb, BB):
-            bb = b0 + tl.arange(0, BB)
-            bmask = bb < nb
-            lt = tl.load(l_ptr + rows.to(tl.int64)[:, None] * nb + bb[None, :],
-                         mask=rmask[:, None] & bmask[None, :], other=0.0)  # (BM, BB)
-            rt = tl.load(r_ptr + cols.to(tl.int64)[None, :] * nb + bb[:, None],
-                         mask=cmask[None, :] & bmask[:, None], other=0.0)  # (BB, BN)
-            w = tl.dot(lt, rt, w, input_precision=PRECISION)
-    return w
-
-
-@triton.jit
-def load_rows(p_ptr, rows, cols, n, width):
-    """Tile P[rows, cols] of a row-major (n, width) matrix; zeros outside."""
-    mask = (rows < n)[:, None] & (cols < width)[None, :]
-    return tl.load(p_ptr + rows.to(tl.int64)[:, None] * width + cols[None, :], mask=mask, other=0.0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Kernels
+# Kernels (tile helpers: :mod:`._tiles`)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -142,56 +121,35 @@ def _mv_kernel(
     (column aux Γ, s_j = Γ_j·b_j): q = Γ·∇_1 k — radial 2g'(t)(s − X), dot h'(u) X, with X = Γ_i·b_j (MODE 1) or
     a_i·Γ_j (MODE 2). VEC: nv = 1, the product is a row reduction instead of ``tl.dot``.
     """
-    pid_i = tl.program_id(0)
-    pid_b = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    rows = pid_i * BM + tl.arange(0, BM)
-    rmask = rows < n
-    bcols = pid_b * BB + tl.arange(0, BB)
-    lo = tl.load(lohi_ptr)
-    hi = tl.load(lohi_ptr + 1)
+    rows, bcols, pid_s = grid_tile(BM, BB)
+    lo, hi = load_bounds(lohi_ptr)
     if VEC:
         acc = tl.zeros((BM,), dtype=tl.float64)
     else:
         acc = tl.zeros((BM, BB), dtype=tl.float64)
-    if MODE == 1:
-        s_row = tl.load(s_ptr + rows, mask=rmask, other=0.0)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    s_row = row_scalars(s_ptr, rows, n, MODE == 1)
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        cmask = cols < m
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
                             BM, BN, BK)
         if MODE == 0:
             q = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
         else:
-            if MODE == 1:
-                x = pair_arg_tile(aux_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
-                                  BM, BN, BK)
-                sv = s_row[:, None]
-            else:
-                x = pair_arg_tile(a_ptr, aux_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
-                                  BM, BN, BK)
-                sv = tl.load(s_ptr + cols, mask=cmask, other=0.0)[None, :]
-            g1 = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
-            if KIND < 10:
-                q = 2.0 * g1 * (sv - x)
-            else:
-                q = g1 * x
-        q = tl.where(cmask[None, :], q, 0.0)
+            x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, MODE == 1, DIRECT,
+                                   PRECISION, BM, BN, BK)
+            q = directional(kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI), x, sv, KIND)
+        q = tl.where((cols < m)[None, :], q, 0.0)
         if VEC:
-            vv = tl.load(v_ptr + cols, mask=cmask, other=0.0)
-            acc += tl.sum(q * vv[None, :], 1).to(tl.float64)
+            acc += tl.sum(q * load_vec(v_ptr, cols, m)[None, :], 1).to(tl.float64)
         else:
             vt = load_rows(v_ptr, cols, bcols, m, nv)  # (BN, BB)
             acc += tl.dot(q, vt, input_precision=PRECISION).to(tl.float64)
     base = out_ptr + pid_s.to(tl.int64) * n * nv
     if VEC:
-        tl.store(base + rows, acc, mask=rmask)
+        tl.store(base + rows, acc, mask=rows < n)
     else:
-        tl.store(base + rows.to(tl.int64)[:, None] * nv + bcols[None, :], acc,
-                 mask=rmask[:, None] & (bcols < nv)[None, :])
+        store_rows(base, rows, bcols, n, nv, acc)
 
 
 @triton.jit
@@ -205,37 +163,27 @@ def _grad_kernel(
 ):
     """grad_mv: o_i = Σ_j W_ij ∇_1 k(a_i, b_j), W = L Rᵀ; radial 2(a_i Σ_j p_ij − Σ_j p_ij b_j) with p = W g'(t),
     dot Σ_j W_ij h'(u_ij) b_j. This program writes output columns [pid_d·BD, (pid_d+1)·BD)."""
-    pid_i = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    rows = pid_i * BM + tl.arange(0, BM)
-    rmask = rows < n
-    dcols = pid_d * BD + tl.arange(0, BD)
-    lo = tl.load(lohi_ptr)
-    hi = tl.load(lohi_ptr + 1)
+    rows, dcols, pid_s = grid_tile(BM, BD)
+    lo, hi = load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     psum = tl.zeros((BM,), dtype=tl.float64)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        cmask = cols < m
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
                             BM, BN, BK)
         w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
-        p = tl.where(cmask[None, :], p, 0.0)
+        p = tl.where((cols < m)[None, :], p, 0.0)
         bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
         acc += tl.dot(p, bt, input_precision=PRECISION).to(tl.float64)
         if KIND < 10:
             psum += tl.sum(p, 1).to(tl.float64)
     if KIND < 10:
-        at = load_rows(a_ptr, rows, dcols, n, d).to(tl.float64)
-        out = 2.0 * (at * psum[:, None] - acc)
+        out = 2.0 * (scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
     else:
         out = acc
-    tl.store(out_ptr + pid_s.to(tl.int64) * n * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
-             mask=rmask[:, None] & (dcols < d)[None, :])
+    store_rows(out_ptr + pid_s.to(tl.int64) * n * d, rows, dcols, n, d, out)
 
 
 @triton.jit
@@ -249,36 +197,21 @@ def _grad2_kernel(
 ):
     """Backward of grad_mv in its first argument (XV: rows a = x, row aux Γ) or its second (rows a = y, column
     aux Γ over b = x). W_ij = L_i·R_j with L the row factor. See the module docstring for the formulas."""
-    pid_i = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    rows = pid_i * BM + tl.arange(0, BM)
-    rmask = rows < n
-    dcols = pid_d * BD + tl.arange(0, BD)
-    lo = tl.load(lohi_ptr)
-    hi = tl.load(lohi_ptr + 1)
+    rows, dcols, pid_s = grid_tile(BM, BD)
+    lo, hi = load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     rsum = tl.zeros((BM,), dtype=tl.float64)  # Σ_j r_ij
     gsum = tl.zeros((BM,), dtype=tl.float64)  # Σ_j W_ij g'_ij (XV)
-    if XV:
-        s_row = tl.load(s_ptr + rows, mask=rmask, other=0.0)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    s_row = row_scalars(s_ptr, rows, n, XV)
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        cmask = cols < m
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
                             BM, BN, BK)
-        if XV:
-            x = pair_arg_tile(aux_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
-                              BM, BN, BK)
-            sv = s_row[:, None]
-        else:
-            x = pair_arg_tile(a_ptr, aux_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
-                              BM, BN, BK)
-            sv = tl.load(s_ptr + cols, mask=cmask, other=0.0)[None, :]
+        x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, XV, DIRECT, PRECISION,
+                               BM, BN, BK)
         w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
-        w = tl.where(cmask[None, :], w, 0.0)
+        w = tl.where((cols < m)[None, :], w, 0.0)
         g1 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
         g2 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 2, CLAMP_LO, CLAMP_HI)
         bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
@@ -297,11 +230,10 @@ def _grad2_kernel(
         acc += part.to(tl.float64)
     out = acc
     if KIND < 10:
-        out += 4.0 * load_rows(a_ptr, rows, dcols, n, d).to(tl.float64) * rsum[:, None]
+        out += 4.0 * scaled_rows(a_ptr, rows, dcols, n, d, rsum)
         if XV:
-            out += 2.0 * load_rows(aux_ptr, rows, dcols, n, d).to(tl.float64) * gsum[:, None]
-    tl.store(out_ptr + pid_s.to(tl.int64) * n * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
-             mask=rmask[:, None] & (dcols < d)[None, :])
+            out += 2.0 * scaled_rows(aux_ptr, rows, dcols, n, d, gsum)
+    store_rows(out_ptr + pid_s.to(tl.int64) * n * d, rows, dcols, n, d, out)
 
 
 @triton.jit
@@ -320,61 +252,33 @@ def _param_kernel(
     pid_s = tl.program_id(1)
     rows = pid_i * BM + tl.arange(0, BM)
     rmask = rows < n
-    lo = tl.load(lohi_ptr)
-    hi = tl.load(lohi_ptr + 1)
+    lo, hi = load_bounds(lohi_ptr)
     ridx = tl.arange(0, RP)
     pvec = tl.zeros((RP,), dtype=tl.float64)
-    if MODE == 1:
-        s_row = tl.load(s_ptr + rows, mask=rmask, other=0.0)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(m, BN))
+    s_row = row_scalars(s_ptr, rows, n, MODE == 1)
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        cmask = cols < m
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
                             BM, BN, BK)
         c = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         if MODE == 1:
-            x = pair_arg_tile(aux_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION,
-                              BM, BN, BK)
-            if KIND < 10:
-                c = c * 2.0 * (s_row[:, None] - x)
-            else:
-                c = c * x
-        c = tl.where(rmask[:, None] & cmask[None, :], c, 0.0)
+            x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, True, DIRECT,
+                                   PRECISION, BM, BN, BK)
+            c = directional(c, x, sv, KIND)
+        c = tl.where(rmask[:, None] & (cols < m)[None, :], c, 0.0)
         for r in tl.static_range(NP):
             dk = param_grad_tile(arg, p_ptr, lo, hi, KIND, DEGREE, r, MODE, CLAMP_LO, CLAMP_HI)
-            ts = tl.sum(tl.sum(c * dk, 1).to(tl.float64), 0)
-            pvec += tl.where(ridx == r, ts, 0.0)
+            pvec = add_param_sum(pvec, ridx, r, c * dk)
     tl.store(out_ptr + (pid_i * tl.num_programs(1) + pid_s) * RP + ridx, pvec)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Host launchers
+# Host launchers (shared checks, tiles and grids: :mod:`._launch`)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tiles:
-    """Tile sizes of one launch (first guesses, untuned on hardware). ``split=None``: fill the device."""
-
-    block_m: int = 64
-    block_n: int = 64
-    block_k: int = 32
-    block_d: int = 64
-    block_b: int = 64
-    num_warps: int = 4
-    num_stages: int = 2
-    split: int | None = None
-    direct_max_d: int = 8
-
 
 #: tests set this to force small or odd tiles (tiles not dividing n, several d chunks, split > 1)
 TILES_OVERRIDE: Tiles | None = None
-
-
-def _pow2(v: int) -> int:
-    return 1 << max(0, (int(v) - 1).bit_length())
 
 
 def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = False,
@@ -389,7 +293,7 @@ def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = Fa
     if TILES_OVERRIDE is not None:
         return TILES_OVERRIDE
     if device.type != "cuda":
-        return Tiles(block_m=32, block_n=32, block_k=min(256, max(16, _pow2(d))), block_d=min(512, max(16, _pow2(d))),
+        return Tiles(block_m=32, block_n=32, block_k=min(256, max(16, pow2(d))), block_d=min(512, max(16, pow2(d))),
                      block_b=32, split=1)
     if heavy:
         return Tiles(block_m=32, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
@@ -398,153 +302,42 @@ def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = Fa
     return Tiles(block_m=64, block_n=32, block_k=16, block_d=64, block_b=64, num_warps=8)
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def split_for(tiles: Tiles, programs: int, tiles_j: int, device: torch.device) -> tuple[int, int]:
-    """(split, tiles_per_split): split the column tiles so that there are ≳ 4 programs per SM."""
-    if tiles.split is not None:
-        want = max(1, tiles.split)
-    elif device.type == "cuda":
-        target = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-        want = max(1, -(-target // max(1, programs)))
-    else:
-        want = 1
-    want = min(want, tiles_j)
-    per = -(-tiles_j // want)
-    return -(-tiles_j // per), per
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def compute_dtype(name: str, t: torch.Tensor, precision: str, ndim: int = 2) -> torch.dtype:
-    """fp32 for float16/bfloat16/float32, float64 for float64; checks the device and the number of dims."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cuda" and not (t.device.type == "cpu" and _interpreting()):
-        raise ValueError(
-            f"{name} must be a CUDA tensor for the triton backend (CPU tensors only run under the Triton "
-            f"interpreter, TRITON_INTERPRET=1), got a tensor on {t.device}"
-        )
-    if t.dtype in (torch.float16, torch.bfloat16, torch.float32):
-        out = torch.float32
-    elif t.dtype == torch.float64:
-        if precision != "ieee":
-            raise ValueError(
-                f"precision={precision!r} applies to float32 inputs; float64 inputs are computed in float64 "
-                "with precision='ieee'"
-            )
-        out = torch.float64
-    else:
-        raise TypeError(
-            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype {t.dtype}"
-        )
-    return out
-
-
-def check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, shape: tuple) -> None:
-    """``t`` is a float tensor of ``shape`` on ``ref``'s device (any float dtype: it is cast)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.device != ref.device:
-        raise ValueError(f"{name} is on device {t.device} but {ref_name} is on {ref.device}; put both on one device")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A kernel as a launch sees it: constexpr choices, parameter values and clamp bounds (hashable)."""
-
-    kind: int
-    r: int
-    degree: int
-    n_params: int  # len(kernel.scalar_params())
-    params: torch.Tensor  # (R,) compute dtype, detached
-    lohi: torch.Tensor  # (2,) compute dtype: RBF-B bounds of t
-    clamp_lo: bool
-    clamp_hi: bool
-    centre: bool  # centre the data (translation-invariant radial kernels except energy)
-    energy: bool
-    dtype: torch.dtype
-    precision: str
-    param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Functions
-
-    @property
-    def radial(self) -> bool:
-        return self.kind < 10
-
-
-def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision: str) -> Spec:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if block not in ("xx", "yy", "xy"):
-        raise ValueError(f"block must be 'xx', 'yy' or 'xy', got {block!r}")
-    if not isinstance(kernel, (RadialKernel, DotKernel)):
-        raise TypeError(f"the triton backend supports radial and dot-product kernels, got {kernel!r}")
-    kind, r, degree, params = kernel_launch_args(kernel, device)
-    lo, hi = kernel.block_bounds(block) if isinstance(kernel, RadialKernel) else (0.0, math.inf)
-    clamp_lo, clamp_hi = lo > 0, hi < math.inf
-    lohi = torch.tensor([lo if clamp_lo else 0.0, hi if clamp_hi else 0.0], dtype=dtype, device=device)
-    sp = kernel.scalar_params()
-    index = tuple(i for i, p in enumerate(sp) if isinstance(p, torch.Tensor))
-    energy = isinstance(kernel, Energy)
-    centre = isinstance(kernel, RadialKernel) and kernel.translation_invariant and not energy
-    return Spec(kind, r, degree, len(sp), params.to(dtype), lohi, clamp_lo, clamp_hi, centre, energy, dtype,
-                precision, index)
-
-
-def tensor_params(kernel: Kernel, spec: Spec) -> list[torch.Tensor]:
-    sp = kernel.scalar_params()
-    return [sp[i] for i in spec.param_index]
-
-
-def prepare_pair(a: torch.Tensor, b: torch.Tensor, spec: Spec):
-    """(a, b, ‖a‖², ‖b‖²): detached, contiguous, compute dtype, centred on the pooled mean if the kernel allows."""
-    a = a.detach().to(spec.dtype)
-    b = b.detach().to(spec.dtype)
-    if spec.centre:
-        c = (a.sum(0, keepdim=True) + b.sum(0, keepdim=True)) / (a.shape[0] + b.shape[0])
-        a, b = a - c, b - c
-    a, b = a.contiguous(), b.contiguous()
-    return a, b, (a * a).sum(1), (b * b).sum(1)
-
-
-def _flat(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.detach().to(dtype).contiguous()
-
-
-def _common(a: torch.Tensor, b: torch.Tensor, spec: Spec, heavy: bool = False):
+def _common(a: torch.Tensor, b: torch.Tensor, spec: Spec):
     n, d = a.shape
     m = b.shape[0]
-    tiles = tiles_for(a.device, spec.dtype, d, heavy, spec.precision)
-    bk = max(16, min(_pow2(d), tiles.block_k))
-    direct = d <= tiles.direct_max_d
-    return n, m, d, tiles, bk, direct
+    tiles = tiles_for(a.device, spec.dtype, d, False, spec.precision)
+    return n, m, d, tiles, tile_width(d, tiles.block_k), d <= tiles.direct_max_d
+
+
+def _directions(aux, rows: torch.Tensor, spec: Spec):
+    """(Γ, s): the directions in the compute dtype and s = Γ·rows row-wise (s_i = Γ_i · a_i or s_j = Γ_j · b_j)."""
+    aux_t = flat(aux, spec.dtype)
+    return aux_t, (aux_t * rows).sum(1)
+
+
+def _lowrank(l, r, dtype, tiles: Tiles):
+    """(L, R, B, VEC, BB) for the low-rank weights W = L Rᵀ."""
+    lf, rf = flat(l, dtype), flat(r, dtype)
+    nb = lf.shape[1]
+    vec = nb == 1
+    return lf, rf, nb, vec, 16 if vec else tile_width(nb, tiles.block_b)
 
 
 def mv_launch(a, b, v, spec: Spec, mode: int = 0, aux=None) -> torch.Tensor:
     """Σ_j q_ij v_jb (float64, (n, nv)); mode 0: q = k (radial part); 1/2: q = Γ·∇_1 k with Γ = ``aux`` the
     (n, d) row (mode 1) or (m, d) column (mode 2) directions. ``a``, ``b`` are the raw tensors."""
-    a, b, na, nb = prepare_pair(a, b, spec)
+    a, b, na, nb = prepare(spec, a, b)
     n, m, d, tiles, bk, direct = _common(a, b, spec)
-    v = _flat(v, spec.dtype)
+    v = flat(v, spec.dtype)
     nv = v.shape[1]
     vec = nv == 1
-    bb = 16 if vec else max(16, min(_pow2(nv), tiles.block_b))
+    bb = 16 if vec else tile_width(nv, tiles.block_b)
     aux_t, s = spec.params, spec.params  # placeholders (unused pointers) when mode == 0
     if mode:
-        aux_t = _flat(aux, spec.dtype)
-        s = (aux_t * (a if mode == 1 else b)).sum(1)  # s_i = Γ_i · a_i  or  s_j = Γ_j · b_j
+        aux_t, s = _directions(aux, a if mode == 1 else b, spec)
     tiles_i, tiles_j, tiles_b = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(nv, bb)
     split, per = split_for(tiles, tiles_i * tiles_b, tiles_j, a.device)
-    out = torch.empty(split, n, nv, dtype=torch.float64, device=a.device)
+    out = partials(split, n, nv, device=a.device)
     _mv_kernel[(tiles_i, tiles_b, split)](
         a, b, na, nb, v, aux_t, s, spec.params, spec.lohi, out,
         n, m, d, nv, per,
@@ -552,26 +345,18 @@ def mv_launch(a, b, v, spec: Spec, mode: int = 0, aux=None) -> torch.Tensor:
         tiles.block_m, tiles.block_n, bk, bb,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
-    return out[0] if split == 1 else out.sum(0)
-
-
-def _lowrank(l, r, dtype, tiles: Tiles):
-    lf, rf = _flat(l, dtype), _flat(r, dtype)
-    nb = lf.shape[1]
-    vec = nb == 1
-    bb = 16 if vec else max(16, min(_pow2(nb), tiles.block_b))
-    return lf, rf, nb, vec, bb
+    return reduce_partials(out)
 
 
 def grad_launch(a, b, l, r, spec: Spec) -> torch.Tensor:
     """Σ_j (L_i·R_j) ∇_1 k(a_i, b_j) (radial part), float64 (n, d)."""
-    a, b, na, nb_ = prepare_pair(a, b, spec)
+    a, b, na, nb_ = prepare(spec, a, b)
     n, m, d, tiles, bk, direct = _common(a, b, spec)
     lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, tiles)
-    bd = max(16, min(_pow2(d), tiles.block_d))
+    bd = tile_width(d, tiles.block_d)
     tiles_i, tiles_j, tiles_d = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(d, bd)
     split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, a.device)
-    out = torch.empty(split, n, d, dtype=torch.float64, device=a.device)
+    out = partials(split, n, d, device=a.device)
     _grad_kernel[(tiles_i, tiles_d, split)](
         a, b, na, nb_, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
@@ -579,21 +364,20 @@ def grad_launch(a, b, l, r, spec: Spec) -> torch.Tensor:
         tiles.block_m, tiles.block_n, bk, bd, bb,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
-    return out[0] if split == 1 else out.sum(0)
+    return reduce_partials(out)
 
 
 def grad2_launch(a, b, aux, lrow, rcol, spec: Spec, xv: bool) -> torch.Tensor:
     """Backward of grad_mv: rows a = x (``xv``, Γ (n, d) over rows) or rows a = y (Γ (m, d) over columns b = x);
     W_ij = lrow_i · rcol_j. Float64 (n, d)."""
-    a, b, na, nb_ = prepare_pair(a, b, spec)
+    a, b, na, nb_ = prepare(spec, a, b)
     n, m, d, tiles, bk, direct = _common(a, b, spec)
     lf, rf, nb, vec, bb = _lowrank(lrow, rcol, spec.dtype, tiles)
-    aux_t = _flat(aux, spec.dtype)
-    s = (aux_t * (a if xv else b)).sum(1)
-    bd = max(16, min(_pow2(d), tiles.block_d))
+    aux_t, s = _directions(aux, a if xv else b, spec)
+    bd = tile_width(d, tiles.block_d)
     tiles_i, tiles_j, tiles_d = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(d, bd)
     split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, a.device)
-    out = torch.empty(split, n, d, dtype=torch.float64, device=a.device)
+    out = partials(split, n, d, device=a.device)
     _grad2_kernel[(tiles_i, tiles_d, split)](
         a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
@@ -601,22 +385,21 @@ def grad2_launch(a, b, aux, lrow, rcol, spec: Spec, xv: bool) -> torch.Tensor:
         tiles.block_m, tiles.block_n, bk, bd, bb,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
-    return out[0] if split == 1 else out.sum(0)
+    return reduce_partials(out)
 
 
 def param_launch(a, b, l, r, spec: Spec, mode: int, aux=None) -> torch.Tensor:
     """(n_params,) float64 kernel-parameter sums (see :func:`_param_kernel`)."""
-    a, b, na, nb_ = prepare_pair(a, b, spec)
+    a, b, na, nb_ = prepare(spec, a, b)
     n, m, d, tiles, bk, direct = _common(a, b, spec)
     lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, tiles)
     aux_t, s = spec.params, spec.params
     if mode == 1:
-        aux_t = _flat(aux, spec.dtype)
-        s = (aux_t * a).sum(1)
-    rp = _pow2(max(1, spec.n_params))
+        aux_t, s = _directions(aux, a, spec)
+    rp = pow2(max(1, spec.n_params))
     tiles_i, tiles_j = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n)
     split, per = split_for(tiles, tiles_i, tiles_j, a.device)
-    out = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=a.device)
+    out = partials(tiles_i * split, rp, device=a.device)
     _param_kernel[(tiles_i, split)](
         a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
@@ -627,20 +410,12 @@ def param_launch(a, b, l, r, spec: Spec, mode: int, aux=None) -> torch.Tensor:
     return out.sum(0)[: spec.n_params]
 
 
-def param_grad(pgrad: torch.Tensor, i: int, p: torch.Tensor) -> torch.Tensor:
-    """Entry ``i`` of a parameter-gradient vector as a gradient for the parameter ``p`` (its device, dtype, shape)."""
-    return pgrad[i].to(device=p.device, dtype=p.dtype).reshape(p.shape)
-
-
 def _cast(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     return None if g is None else g.to(like.dtype)
 
 
 def _no_second_order(what: str):
-    raise RuntimeError(
-        f"{what} of the triton backend is not differentiable again (it would need one more profile derivative); "
-        "use backend='torch' for higher-order derivatives"
-    )
+    raise RuntimeError(second_order_message(what))
 
 
 def _needs_g2(spec: Spec, what: str) -> None:
@@ -654,31 +429,6 @@ def _needs_g2(spec: Spec, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Autograd Functions
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class _Refuse(torch.autograd.Function):
-    """Pass ``value`` through, linked to ``deps`` in the graph; differentiating it raises (no silent zero).
-
-    Used for results computed by backward kernels that are not differentiable again: unlike
-    ``@once_differentiable`` (whose error node hangs off detached copies), ``torch.autograd.grad(result, x)``
-    reaches this node and raises."""
-
-    @staticmethod
-    def forward(ctx, what, value, *deps):
-        ctx.what = what
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _no_second_order(ctx.what)
-
-
-def _refuse(what: str, outs: list, deps: list) -> list:
-    """Wrap each output with :class:`_Refuse` when a graph is being built (create_graph) over ``deps``."""
-    deps = [t for t in deps if isinstance(t, torch.Tensor) and t.requires_grad]
-    if not torch.is_grad_enabled() or not deps:
-        return outs
-    return [None if o is None else _Refuse.apply(what, o, *deps) for o in outs]
 
 
 class _ParamGrads(torch.autograd.Function):
@@ -754,7 +504,7 @@ class _GradMV(torch.autograd.Function):
         pgs = [None if pg is None or not nd else param_grad(pg, i, p)
                for i, p, nd in zip(spec.param_index, params, need[5:])]
         outs = [_cast(gx, x), _cast(gy, y), _cast(gl, l), _cast(gr, r), *pgs]
-        outs = _refuse("the gradient of kernel_grad_mv / grad_mv", outs, [x, y, l, r, g, *params])
+        outs = refuse(second_order_message("the gradient of kernel_grad_mv / grad_mv"), outs, [x, y, l, r, g, *params])
         return (*outs[:4], None, *outs[4:])
 
 
@@ -892,49 +642,38 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
 # Ahead-of-time compilation specs (tests/test_triton_aot.py compiles each for sm_90)
 # ---------------------------------------------------------------------------------------------------------------
 
-_PTRS_MV = ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "v_ptr", "aux_ptr", "s_ptr", "p_ptr", "lohi_ptr")
-_PTRS_GRAD = ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "l_ptr", "r_ptr", "p_ptr", "lohi_ptr")
-_PTRS_GRAD2 = ("a_ptr", "b_ptr", "na_ptr", "nb_ptr", "aux_ptr", "s_ptr", "l_ptr", "r_ptr", "p_ptr", "lohi_ptr")
 
-
-def _aot(name, fn, ptrs, ints, const, dt, tensor_cores, out="out_ptr"):
-    sig = {k: f"*{dt}" for k in ptrs}
-    sig[out] = "*fp64"
-    sig.update({k: "i32" for k in ints})
-    sig.update({k: "constexpr" for k in const})
-    return {"name": name, "fn": fn, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+def _aot(name, fn, const, dt, precision):
+    return aot_spec(name, fn, const, dt=dt, f64=("out_ptr",), tensor_cores=precision != "ieee")
 
 
 def _aot_mv(name, kind, *, r=1, degree=0, mode=0, vec=False, lo=False, hi=False, direct=False, precision="ieee",
             dt="fp32", bk=16, bb=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
                  PRECISION=precision, BM=64, BN=32, BK=bk, BB=16 if vec else bb)
-    return _aot(name, _mv_kernel, _PTRS_MV, ("n", "m", "d", "nv", "tiles_per_split"), const, dt, precision != "ieee")
+    return _aot(name, _mv_kernel, const, dt, precision)
 
 
 def _aot_grad(name, kind, *, r=1, degree=0, vec=True, lo=False, hi=False, direct=False, precision="ieee", dt="fp32",
               bk=16, bd=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
                  PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd, BB=16 if vec else 32)
-    return _aot(name, _grad_kernel, _PTRS_GRAD, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
-                precision != "ieee")
+    return _aot(name, _grad_kernel, const, dt, precision)
 
 
 def _aot_grad2(name, kind, *, r=1, degree=0, xv=True, vec=True, lo=False, hi=False, direct=False, precision="ieee",
                dt="fp32", bk=16, bd=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, XV=xv, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
                  PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd, BB=16 if vec else 32)
-    return _aot(name, _grad2_kernel, _PTRS_GRAD2, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
-                precision != "ieee")
+    return _aot(name, _grad2_kernel, const, dt, precision)
 
 
 def _aot_param(name, kind, *, r=1, degree=0, n_params=1, mode=0, vec=False, lo=False, hi=False, precision="ieee",
                dt="fp32"):
     const = dict(KIND=kind, R=r, DEGREE=degree, NP=n_params, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi,
                  DIRECT=False, PRECISION=precision, BM=64, BN=32, BK=16, BB=16 if vec else 32,
-                 RP=_pow2(max(1, n_params)))
-    return _aot(name, _param_kernel, _PTRS_GRAD2, ("n", "m", "d", "nb", "tiles_per_split"), const, dt,
-                precision != "ieee")
+                 RP=pow2(max(1, n_params)))
+    return _aot(name, _param_kernel, const, dt, precision)
 
 
 AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, clamped, direct, vector/batched
