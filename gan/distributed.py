@@ -20,6 +20,7 @@ broadcasts process 0's parameters and buffers when it wraps a module).
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -28,7 +29,8 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["DistInfo", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "main_only", "barrier",
-           "wrap", "unwrap", "average_estimate", "average_gradients", "rank_seed", "cleanup"]
+           "wrap", "unwrap", "average_estimate", "average_gradients", "rank_seed", "cleanup", "broadcast_buffers",
+           "broadcast_", "broadcast_object", "gather_objects", "all_gather_values", "first_failure"]
 
 
 @dataclass(frozen=True)
@@ -148,14 +150,23 @@ def main_only(fn):
     return wrapper
 
 
-def wrap(module: nn.Module, device: torch.device | str | None = None, **ddp_options) -> nn.Module:
+def wrap(module: nn.Module, device: torch.device | str | None = None, *, forward_buffer_sync: bool = True,
+         **ddp_options) -> nn.Module:
     """``module`` wrapped in DistributedDataParallel when a process group with more than one process exists, else
     ``module`` itself. On CUDA the module is bound to ``device`` (``device_ids=[device]``). Process 0's parameters and
-    buffers are broadcast to all processes at wrapping time."""
+    buffers are broadcast to all processes at wrapping time.
+
+    ``forward_buffer_sync=False`` turns off DDP's broadcast of process 0's buffers at every forward (DDP's
+    ``forward_sync_buffers``, called ``broadcast_buffers`` before torch 2.14, where turning it off also skips the
+    broadcast at wrapping time: call :func:`broadcast_buffers` after wrapping)."""
     if not is_distributed() or world_size() == 1:
         return module
     device = torch.device(device) if device is not None else next(module.parameters()).device
     ids = [device] if device.type == "cuda" else None
+    if not forward_buffer_sync:
+        ddp_params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+        key = "forward_sync_buffers" if "forward_sync_buffers" in ddp_params else "broadcast_buffers"
+        ddp_options = {key: False, **ddp_options}
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, **ddp_options)
 
 
@@ -204,3 +215,102 @@ def average_gradients(params) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(w)
+
+
+# ------------------------------------------------------------------------------------- small collectives for train.py
+
+
+def _collective_device() -> torch.device:
+    """Where tensors of a collective must live: the process's GPU with nccl, the CPU otherwise."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def broadcast_buffers(*modules: nn.Module, src: int = 0) -> None:
+    """Overwrite every buffer of ``modules`` (batch-norm statistics, spectral-norm power-iteration vectors) with
+    process ``src``'s values: one broadcast per (dtype, device) group of buffers, whatever their number. A no-op in a
+    single process.
+
+    ``gan.train`` calls it once at the end of every generator step (DDP's own per-forward ``broadcast_buffers`` is
+    off there): batch-norm running statistics are updated from each process's own batch in every forward, so without
+    it the processes' copies differ between syncs (and at checkpoints); with it every process holds process 0's
+    state after each step, the state a single process on process 0's data stream would hold.
+    """
+    if not is_distributed() or world_size() == 1:
+        return
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for m in modules:
+        for b in m.buffers():
+            groups.setdefault((b.dtype, b.device), []).append(b)
+    dev = _collective_device()
+    for bufs in groups.values():
+        flat = torch.cat([b.detach().reshape(-1) for b in bufs]).to(dev)  # (total,)
+        dist.broadcast(flat, src=src)
+        offset = 0
+        for b in bufs:
+            n = b.numel()
+            b.copy_(flat[offset : offset + n].view_as(b))
+            offset += n
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` in place with process ``src``'s values (and return it); a no-op in a single process."""
+    if not is_distributed() or world_size() == 1:
+        return tensor
+    t = tensor.to(_collective_device())
+    dist.broadcast(t, src=src)
+    if t is not tensor:
+        tensor.copy_(t)
+    return tensor
+
+
+def broadcast_object(obj, src: int = 0):
+    """Process ``src``'s ``obj`` (any picklable object) on every process; ``obj`` itself in a single process."""
+    if not is_distributed() or world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj) -> list | None:
+    """Every process's ``obj`` as a list indexed by rank, on process 0 (None on the others); ``[obj]`` in a single
+    process. Tensors inside ``obj`` should be on the CPU (they are pickled)."""
+    if not is_distributed() or world_size() == 1:
+        return [obj]
+    out = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def all_gather_values(values: torch.Tensor) -> torch.Tensor:
+    """Every process's ``values`` (a small tensor of the same shape everywhere) stacked by rank: (world_size, ...),
+    on ``values``'s device; ``values[None]`` in a single process."""
+    if not is_distributed() or world_size() == 1:
+        return values.detach()[None]
+    v = values.detach().to(_collective_device()).contiguous()
+    parts = [torch.empty_like(v) for _ in range(world_size())]
+    dist.all_gather(parts, v)
+    return torch.stack(parts).to(values.device)
+
+
+def first_failure(error: BaseException | None) -> tuple[int, str, str] | None:
+    """Collective agreement on failures: every process passes the exception it caught (or None); all receive
+    ``(rank, exception class name, message)`` of the lowest-ranked process that failed, or None when none did.
+
+    One small all-reduce when nothing failed (the common case), plus one object gather when something did. Lets every
+    process stop together with the same message instead of leaving the others waiting in the next collective.
+    """
+    if not is_distributed() or world_size() == 1:
+        return None if error is None else (0, type(error).__name__, str(error))
+    flag = torch.tensor([0 if error is None else 1], device=_collective_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if int(flag.item()) == 0:
+        return None
+    info = None if error is None else (type(error).__name__, str(error))
+    everyone = [None] * world_size()
+    dist.all_gather_object(everyone, info)
+    r = next(i for i, e in enumerate(everyone) if e is not None)
+    return (r, *everyone[r])

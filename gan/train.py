@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .data import DATASETS, TOY_LAYOUTS, make_batches, toy_sample
 from .losses import LOSSES, make_loss
 from .nets import ARCHS, build_models
@@ -195,30 +197,54 @@ def _all_finite(module: torch.nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in ps]).all()) if ps else True
 
 
-class Run:
-    """The state of one training run: data stream, networks, optimisers, RNGs, fixed noise, outputs."""
+#: the per-process random streams of a checkpoint (one entry per process under torchrun)
+STREAMS = ("data", "noise_rng", "penalty_rng", "rng")
 
-    def __init__(self, cfg: Config, *, verbose: bool = True):
+
+class Run:
+    """The state of one training run: data stream, networks, optimisers, RNGs, fixed noise, outputs.
+
+    Under torchrun (a process group of ``world`` > 1 processes, see :mod:`gan.distributed`) ``G`` and ``D`` are the
+    plain modules and ``G_ddp`` / ``D_ddp`` their DistributedDataParallel wrappers (the same modules in a single
+    process). A DDP module must see a backward reaching its parameters after every forward in grad mode, so
+    ``D_ddp`` is called only in critic updates (fakes come from the plain ``G`` under ``no_grad``) and ``G_ddp`` only
+    in generator updates (which evaluate the plain, frozen ``D``).
+
+    Args:
+        cfg: a resolved :class:`Config`.
+        verbose: print data-loading messages (process 0 only).
+        device: the device (default ``cfg.device``; :func:`train` passes ``cuda:LOCAL_RANK`` under torchrun).
+    """
+
+    def __init__(self, cfg: Config, *, verbose: bool = True, device: torch.device | str | None = None):
         self.cfg = cfg
         self.dir = Path(cfg.out)
-        self.device = _device(cfg.device)
-        torch.manual_seed(cfg.seed)
+        self.device = torch.device(device) if device is not None else _device(cfg.device)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        torch.manual_seed(cfg.seed)  # the same initial weights on every process (and DDP broadcasts process 0's)
         self.loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight,
                               rep_lam=cfg.rep_lam)
-        self.data, self.shape = make_batches(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed + 1,
-                                             device=self.device, data_dir=cfg.data_dir, toy_layout=cfg.toy,
-                                             verbose=verbose)
+        # every process draws its own batches, z and penalty weights (rank_seed(s) = s on process 0)
+        self.data, self.shape = make_batches(cfg.data, batch_size=cfg.batch_size,
+                                             seed=distributed.rank_seed(cfg.seed + 1), device=self.device,
+                                             data_dir=cfg.data_dir, toy_layout=cfg.toy,
+                                             verbose=verbose and self.rank == 0)
         self.G, self.D = build_models(cfg.arch, self.shape, z_dim=cfg.z_dim, width=cfg.width,
                                       critic_dim=self.loss.critic_dim)
         spectralize(self.D, cfg.sn, torch.zeros(1, *self.shape))
         self.G.to(self.device)
         self.D.to(self.device)
+        # buffers are synchronised once per generator step (iteration), not at every DDP forward
+        self.G_ddp = distributed.wrap(self.G, self.device, forward_buffer_sync=False)
+        self.D_ddp = distributed.wrap(self.D, self.device, forward_buffer_sync=False)
+        distributed.broadcast_buffers(self.G, self.D)
         adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_c = torch.optim.Adam(self.D.parameters(), **adam)
-        self.noise_rng = torch.Generator().manual_seed(cfg.seed + 2)  # z for training
-        self.penalty_rng = torch.Generator().manual_seed(cfg.seed + 3)  # interpolation weights of penalties
-        self.fixed_z = self.noise(64, torch.Generator().manual_seed(cfg.seed + 4))  # sample grids
+        self.noise_rng = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 2))  # z for training
+        # interpolation weights of gradient penalties
+        self.penalty_rng = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 3))
+        self.fixed_z = self.noise(64, torch.Generator().manual_seed(cfg.seed + 4))  # sample grids (same everywhere)
         # a fixed reference set for the scatter plots of 2-D data (not drawn from the training stream)
         self.fixed_real = toy_sample(500, cfg.toy, generator=torch.Generator().manual_seed(cfg.seed + 5)) \
             if cfg.data == "gaussians-2d" else None
@@ -243,7 +269,34 @@ class Run:
         return (f"{what}; training stopped and nothing was saved after it ({kept}). "
                 "Try a smaller --lr, a spectral constraint (--sn), or another --seed.")
 
+    def _agree(self, error: BaseException | None) -> None:
+        """Raise ``error`` — and, under torchrun, an error on every process when any process failed (a collective:
+        every process calls it at the same point), so that no process is left waiting in the next collective."""
+        if self.world == 1:
+            if error is not None:
+                raise error
+            return
+        failed = distributed.first_failure(error)
+        if failed is None:
+            return
+        if error is not None:
+            raise error
+        r, name, message = failed
+        cls = NonFiniteLossError if name == NonFiniteLossError.__name__ else RuntimeError
+        raise cls(f"process {r} of {self.world} failed ({name}): {message}")
+
     def _losses(self, fn, *args, what: str, k: int | None = None):
+        if self.world == 1:
+            return self._local_losses(fn, *args, what=what, k=k)
+        try:
+            out = self._local_losses(fn, *args, what=what, k=k)
+        except Exception as e:  # noqa: BLE001 - every process must learn of it before the backward's all-reduce
+            self._agree(e)
+            raise
+        self._agree(None)
+        return out
+
+    def _local_losses(self, fn, *args, what: str, k: int | None = None):
         try:
             loss, terms = fn(*args)
         except ValueError:
@@ -261,8 +314,8 @@ class Run:
     def critic_update(self, k: int) -> tuple[torch.Tensor, dict]:
         real = self.data.next()
         with torch.no_grad():
-            fake = self.G(self.noise(self.cfg.batch_size))
-        loss, terms = self._losses(lambda *a: self.loss.critic_loss(*a, self.penalty_rng), self.D, real, fake,
+            fake = self.G(self.noise(self.cfg.batch_size))  # the plain generator: no DDP forward without a backward
+        loss, terms = self._losses(lambda *a: self.loss.critic_loss(*a, self.penalty_rng), self.D_ddp, real, fake,
                                    what="critic", k=k)
         self.opt_c.zero_grad(set_to_none=True)
         loss.backward()
@@ -272,9 +325,9 @@ class Run:
 
     def generator_update(self) -> tuple[torch.Tensor, dict]:
         real = self.data.next()
-        fake = self.G(self.noise(self.cfg.batch_size))
+        fake = self.G_ddp(self.noise(self.cfg.batch_size))
         self.D.requires_grad_(False)
-        try:
+        try:  # the plain critic: D_ddp's forwards are each followed by a critic backward
             loss, terms = self._losses(self.loss.generator_loss, self.D, real, fake, what="generator")
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
@@ -292,6 +345,7 @@ class Run:
         for k in range(n_critic):
             c_loss, c_terms = self.critic_update(k)
         g_loss, g_terms = self.generator_update()
+        distributed.broadcast_buffers(self.G, self.D)  # batch-norm statistics, power-iteration vectors: process 0's
         self.step += 1
         out = {"critic_loss": c_loss, "generator_loss": g_loss, "critic_steps": n_critic}
         out.update({f"critic_{k}": v for k, v in c_terms.items()})
@@ -300,47 +354,114 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ outputs
 
+    def _streams(self) -> dict:
+        """This process's random streams: data position, noise and penalty RNGs, the global RNGs."""
+        return {"data": self.data.state_dict(), "noise_rng": self.noise_rng.get_state(),
+                "penalty_rng": self.penalty_rng.get_state(), "rng": ckpt.rng_state()}
+
     def state_dict(self, callbacks=()) -> dict:
-        return {
+        """The checkpoint. Networks, optimisers, fixed noise and callback states are process 0's (the same on every
+        process); ``data``, ``noise_rng``, ``penalty_rng`` and ``rng`` are process 0's streams, and under torchrun
+        ``ranks`` lists every process's streams (gathered to process 0: a collective, call it on every process;
+        the other processes get ``ranks = None``)."""
+        streams = self._streams()
+        state = {
             "step": self.step,
             "config": dataclasses.asdict(self.cfg),
+            "world_size": self.world,
             "generator": self.G.state_dict(),
             "critic": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_c": self.opt_c.state_dict(),
-            "data": self.data.state_dict(),
-            "noise_rng": self.noise_rng.get_state(),
-            "penalty_rng": self.penalty_rng.get_state(),
+            **streams,
             "fixed_z": self.fixed_z.cpu(),
-            "rng": ckpt.rng_state(),
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
         }
+        if self.world > 1:
+            state["ranks"] = distributed.gather_objects(streams)
+        return state
 
     def load_state_dict(self, state: dict, callbacks=()) -> None:
+        """Load a checkpoint (every process loads the same one). Process r takes the r-th entry of ``ranks`` (the
+        top-level streams for a single-process checkpoint); if the checkpoint was written by a different number of
+        processes, processes without an entry keep their fresh ``rank_seed`` streams and a warning says so."""
         self.step = int(state["step"])
         self.G.load_state_dict(state["generator"])
         self.D.load_state_dict(state["critic"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_c.load_state_dict(state["opt_c"])
-        self.data.load_state_dict(state["data"])
-        self.noise_rng.set_state(state["noise_rng"])
-        self.penalty_rng.set_state(state["penalty_rng"])
+        saved_world = int(state.get("world_size", 1))
+        streams = state.get("ranks") or [{k: state[k] for k in STREAMS}]
+        if saved_world != self.world and self.rank == 0:
+            kept = min(saved_world, self.world)
+            fresh = (f"; processes {kept}..{self.world - 1} start fresh streams from rank_seed" if self.world > kept
+                     else "")
+            warnings.warn(f"the checkpoint of step {self.step} was written by {saved_world} process(es) and is resumed "
+                          f"with {self.world}: processes 0..{kept - 1} continue their own data and noise "
+                          f"streams{fresh}; the run will not repeat an uninterrupted {saved_world}-process run exactly",
+                          UserWarning, stacklevel=2)
+        if self.rank < len(streams):
+            mine = streams[self.rank]
+            self.data.load_state_dict(mine["data"])
+            self.noise_rng.set_state(mine["noise_rng"])
+            self.penalty_rng.set_state(mine["penalty_rng"])
+            ckpt.set_rng_state(mine["rng"])
         self.fixed_z = state["fixed_z"].to(self.device)
-        ckpt.set_rng_state(state["rng"])
         for cb, s in zip(callbacks, state.get("callbacks", [])):
             if s is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(s)
 
     def save_checkpoint(self, callbacks=()) -> Path:
-        if not (_all_finite(self.G) and _all_finite(self.D)):
+        """Write the checkpoint of the current step (process 0; a collective under torchrun: every process calls it,
+        and none returns before the file is in place). Returns its path."""
+        if not (_all_finite(self.G) and _all_finite(self.D)):  # identical weights: every process raises or none
             raise NonFiniteLossError(self._nonfinite_message(f"the weights are not finite after step {self.step}"))
-        path = ckpt.save_atomic(self.state_dict(callbacks), self.dir, self.step)
-        ckpt.prune(self.dir, self.cfg.keep)
+        state = self.state_dict(callbacks)
+        path = ckpt.checkpoint_dir(self.dir) / f"ckpt_{self.step:08d}.pt"
+        if self.rank == 0:
+            path = ckpt.save_atomic(state, self.dir, self.step)
+            ckpt.prune(self.dir, self.cfg.keep)
+        distributed.barrier()
         return path
 
+    def sync_learning_rates(self) -> None:
+        """Give every optimiser param group process 0's learning rate (after a scheduler that ran on process 0)."""
+        if self.world == 1:
+            return
+        groups = [g for opt in (self.opt_g, self.opt_c) for g in opt.param_groups]
+        lrs = distributed.broadcast_(torch.tensor([g["lr"] for g in groups], dtype=torch.float64))
+        for g, lr in zip(groups, lrs.tolist()):
+            g["lr"] = lr
+
+    def agree_step(self, out: dict, want_log: bool, signum: int | None):
+        """One small all-reduce per generator step (under torchrun): the average over processes of this step's
+        losses (:func:`gan.distributed.average_estimate`), whether any process wants a metrics row, whether any
+        process received SIGINT / SIGTERM; and, on rows, an all-gather of the per-process critic and generator losses.
+
+        Returns:
+            (log, averaged ``out``, per-process columns for the row, the signal to stop on or None).
+        """
+        keys = [k for k, v in out.items() if torch.is_tensor(v)]
+        flags = torch.tensor([signum == signal.SIGINT, signum == signal.SIGTERM, want_log], dtype=torch.float64)
+        values = torch.stack([out[k].detach().to(self.device, torch.float64).reshape(()) for k in keys])  # (k,)
+        avg = distributed.average_estimate(torch.cat([flags.to(self.device), values]))  # (3 + k,)
+        got_int, got_term, log = (avg[:3] > 0).tolist()
+        if signum is None and (got_int or got_term):
+            signum = signal.SIGTERM if got_term else signal.SIGINT
+        averaged = {**out, **{k: avg[3 + i] for i, k in enumerate(keys)}}
+        columns = {}
+        if log:
+            pair = values[[keys.index("critic_loss"), keys.index("generator_loss")]]  # (2,)
+            per_rank = distributed.all_gather_values(pair)  # (world, 2)
+            columns = {"critic_loss_ranks": per_rank[:, 0].tolist(), "generator_loss_ranks": per_rank[:, 1].tolist()}
+        return log, averaged, columns, signum
+
     @torch.no_grad()
-    def save_samples(self) -> Path:
-        """The fixed-noise sample grid (images) or scatter plot (2-D) of the current generator."""
+    def save_samples(self) -> Path | None:
+        """The fixed-noise sample grid (images) or scatter plot (2-D) of the current generator (process 0 only;
+        None on the others)."""
+        if self.rank != 0:
+            return None
         was = self.G.training
         self.G.eval()
         fake = self.G(self.fixed_z)
@@ -354,12 +475,15 @@ class Run:
         return path
 
     def log(self, row: dict) -> None:
+        """Keep ``row`` and append it to ``metrics.jsonl`` (process 0 writes)."""
         self.rows.append(row)
+        if self.rank != 0:
+            return
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def plot(self) -> None:
-        if self.rows:
+        if self.rows and self.rank == 0:
             save_loss_curves(self.rows, self.dir / "losses.png", title=f"{self.cfg.loss} on {self.cfg.data}")
 
 
@@ -391,21 +515,29 @@ def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
 def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbose: bool = True) -> dict:
     """Train with ``cfg`` (see the module docstring); returns a summary.
 
+    Under ``torchrun`` (RANK / WORLD_SIZE in the environment) this joins the process group first
+    (:func:`gan.distributed.init_from_env`: nccl and ``cuda:LOCAL_RANK`` on CUDA, gloo on the CPU) and leaves it at
+    the end; a process group that already exists (set up by the caller) is used and left in place. Every process
+    must call ``train`` with the same configuration and callbacks.
+
     Args:
         cfg: the configuration. With ``cfg.resume`` the saved ``config.json`` of ``cfg.out`` is used, with the
             settings named in ``explicit`` taken from ``cfg`` (only :data:`RESUMABLE` ones may differ).
-        callbacks: objects with ``on_step(run, step)``, see the module docstring.
+        callbacks: objects with ``on_step(run, step)``, see the module docstring. They run on every process, except
+            those with a true ``main_only`` attribute, which run on process 0 only; when there are such callbacks
+            (or ``--kid-lr``) every process takes process 0's learning rates after each step.
         explicit: names of the settings the user gave (the CLI passes them); None means all non-default ones.
-        verbose: print progress messages and the tqdm bar (``cfg.progress``).
+        verbose: print progress messages and the tqdm bar (``cfg.progress``); process 0 only.
 
     Returns:
         dict with ``step`` (generator steps done), ``interrupted`` (signal number or None), ``checkpoint`` (path of
-        the last checkpoint), ``run_dir`` and ``last`` (the last metrics row).
+        the last checkpoint), ``run_dir``, ``world_size`` and ``last`` (the last metrics row).
 
     Raises:
         ValueError: invalid settings. FileNotFoundError / DataNotFoundError: missing data or run to resume.
         FileExistsError: ``cfg.out`` already holds checkpoints and ``cfg.resume`` is false.
-        NonFiniteLossError: a NaN/Inf loss or weights (no checkpoint is written after it).
+        NonFiniteLossError: a NaN/Inf loss or weights (no checkpoint is written after it); under torchrun on every
+            process when it happened on any.
 
     Example:
         >>> summary = train(Config(loss="mmd", data="gaussians-2d", steps=2, out="/tmp/run"))  # doctest: +SKIP
@@ -416,37 +548,69 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
     if cfg.resume:
         cfg = _config_for_resume(cfg.resolved(), explicit)
     cfg = cfg.resolved()
+    owns_group = not distributed.is_distributed()
+    info = distributed.init_from_env(cfg.device)
+    try:
+        return _train(cfg, info, tuple(callbacks), verbose)
+    finally:
+        if owns_group:
+            distributed.cleanup()
+
+
+def _train(cfg: Config, info: distributed.DistInfo, callbacks: tuple, verbose: bool) -> dict:
+    world = distributed.world_size()
+    rank0 = distributed.is_main()
+    verbose = verbose and rank0
     run_dir = Path(cfg.out)
-    latest = ckpt.latest_checkpoint(run_dir)
+    # process 0 picks the checkpoint; resuming needs the run directory on a file system every process sees
+    latest = distributed.broadcast_object(ckpt.latest_checkpoint(run_dir) if rank0 else None)
     if cfg.resume and latest is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     if not cfg.resume and latest is not None:
         raise FileExistsError(f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
                               "run or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, verbose=verbose)
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, verbose=verbose, device=info.device if info.backend else None)
+    sync_lrs = world > 1 and (cfg.kid_lr or any(getattr(cb, "main_only", False) for cb in callbacks))
     if cfg.kid_lr:  # after the user's callbacks, so that checkpointed callback states keep their order
-        callbacks = (*callbacks, _kid_callback(cfg, run))
+        kid, error = None, None
+        if rank0:  # the KID test runs on process 0; the others take its learning rates (sync_learning_rates)
+            try:
+                kid = _kid_callback(cfg, run)
+            except Exception as e:  # noqa: BLE001 - reported on every process by _agree
+                error = e
+        run._agree(error)
+        if kid is not None:
+            callbacks = (*callbacks, kid)
     if cfg.resume:
         run.load_state_dict(ckpt.load(latest, map_location=run.device), callbacks)
-        run.rows = _read_rows(run_dir / "metrics.jsonl", run.step)
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.rows))
+        if rank0:
+            run.rows = _read_rows(run_dir / "metrics.jsonl", run.step)
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.rows))
         if verbose:
             print(f"resumed from {latest} at generator step {run.step}")
-    else:
+    elif rank0:
         (run_dir / "metrics.jsonl").write_text("")
-    resolved = {"config": dataclasses.asdict(cfg), "loss_params": run.loss.params(), "sample_shape": list(run.shape),
-                "critic_dim": run.loss.critic_dim, "device": str(run.device), "torch": torch.__version__}
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    if rank0:
+        resolved = {"config": dataclasses.asdict(cfg), "loss_params": run.loss.params(),
+                    "sample_shape": list(run.shape), "critic_dim": run.loss.critic_dim, "device": str(run.device),
+                    "torch": torch.__version__, "world_size": world, "effective_batch_size": world * cfg.batch_size}
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
-    stop: dict[str, int | None] = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}  # this process's signal
+    agreed: dict[str, int | None] = {"signal": None}  # the one all processes stop on (world > 1)
 
     def on_signal(signum, frame):
         if stop["signal"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop["signal"] = signum
-        print(f"\nreceived {signal.Signals(signum).name}: finishing generator step {run.step + 1}, then saving a "
-              "checkpoint (Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
+        if rank0:
+            print(f"\nreceived {signal.Signals(signum).name}: finishing generator step {run.step + 1}, then saving a "
+                  "checkpoint (Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
+
+    def stopping() -> int | None:
+        return stop["signal"] if world == 1 else agreed["signal"]
 
     previous = {}
     for s in (signal.SIGINT, signal.SIGTERM):
@@ -457,20 +621,32 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not (verbose and cfg.progress), dynamic_ncols=True,
                desc=f"{cfg.loss}")
     path = latest
+    saved_step = run.step if cfg.resume else None  # the step of the last checkpoint on disk
     try:
         t0, images = time.perf_counter(), 0
-        while run.step < cfg.steps and stop["signal"] is None:
+        while run.step < cfg.steps and stopping() is None:
             out = run.iteration()
             images += (out["critic_steps"] + 1) * cfg.batch_size
             extra = {}
             for cb in callbacks:
-                extra.update(cb.on_step(run, run.step) or {})
+                if rank0 or not getattr(cb, "main_only", False):
+                    extra.update(cb.on_step(run, run.step) or {})
+            if sync_lrs:
+                run.sync_learning_rates()
             bar.update(1)
-            if run.step % cfg.log_every == 0 or run.step == cfg.steps or extra:
+            log = run.step % cfg.log_every == 0 or run.step == cfg.steps or bool(extra)
+            columns = {}
+            if world > 1:  # average the losses, agree on logging and on stopping
+                log, out, columns, agreed["signal"] = run.agree_step(out, log, stop["signal"])
+                if agreed["signal"] is not None and stop["signal"] is None and rank0:
+                    print(f"\nanother process received {signal.Signals(agreed['signal']).name}: stopping after "
+                          f"generator step {run.step}", file=sys.stderr, flush=True)
+            if log:
                 dt = time.perf_counter() - t0
                 row = {"step": run.step, **{k: (float(v) if torch.is_tensor(v) else v) for k, v in out.items()},
                        "lr_g": run.opt_g.param_groups[0]["lr"], "lr_c": run.opt_c.param_groups[0]["lr"],
-                       "images_per_s": images / dt if dt > 0 else float("nan"), **extra}
+                       "images_per_s": world * images / dt if dt > 0 else float("nan"), "world_size": world,
+                       **columns, **extra}
                 run.log(row)
                 bar.set_postfix(critic=f"{row['critic_loss']:.4g}", gen=f"{row['generator_loss']:.4g}",
                                 img_s=f"{row['images_per_s']:.0f}")
@@ -479,26 +655,43 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
                 run.save_samples()
                 run.plot()
             if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
-                path = run.save_checkpoint(callbacks)
-        if stop["signal"] is not None:
-            saved = ckpt.list_checkpoints(run_dir)
-            if not saved or saved[-1][0] != run.step:  # not already saved at this step
-                path = run.save_checkpoint(callbacks)
+                path, saved_step = run.save_checkpoint(callbacks), run.step
+        if stopping() is not None:
+            if saved_step != run.step:  # not already saved at this step
+                path, saved_step = run.save_checkpoint(callbacks), run.step
             run.save_samples()
             run.plot()
     finally:
         bar.close()
         for s, h in previous.items():
             signal.signal(s, h)
+    _dump_rank_state(run)
+    interrupted = stopping()
     if verbose:
-        if stop["signal"] is not None:
-            name = signal.Signals(stop["signal"]).name
+        if interrupted is not None:
+            name = signal.Signals(interrupted).name
             print(f"stopped by {name} at generator step {run.step}; checkpoint {path}; continue with --resume "
                   f"--out {run_dir}")
         else:
             print(f"done: {run.step} generator steps; outputs in {run_dir} (checkpoint {path})")
-    return {"step": run.step, "interrupted": stop["signal"], "checkpoint": str(path) if path else None,
-            "run_dir": str(run_dir), "last": run.rows[-1] if run.rows else None}
+    return {"step": run.step, "interrupted": interrupted, "checkpoint": str(path) if path else None,
+            "run_dir": str(run_dir), "world_size": world, "last": run.rows[-1] if run.rows else None}
+
+
+#: environment variable naming a directory where every process writes its final state (a debugging and test aid)
+RANK_STATE_ENV = "GAN_TRAIN_RANK_STATE_DIR"
+
+
+def _dump_rank_state(run: Run) -> None:
+    """With ``$GAN_TRAIN_RANK_STATE_DIR`` set, every process writes ``rank<r>.pt`` there: its step, networks (params
+    and buffers), optimiser states and learning rates, to check that no process diverged."""
+    where = os.environ.get(RANK_STATE_ENV)
+    if not where:
+        return
+    Path(where).mkdir(parents=True, exist_ok=True)
+    torch.save({"rank": run.rank, "world_size": run.world, "step": run.step, "generator": run.G.state_dict(),
+                "critic": run.D.state_dict(), "opt_g": run.opt_g.state_dict(), "opt_c": run.opt_c.state_dict()},
+               Path(where) / f"rank{run.rank}.pt")
 
 
 @torch.no_grad()
