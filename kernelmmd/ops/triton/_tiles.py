@@ -247,6 +247,13 @@ def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr
 
 
 @triton.jit
+def param_profile_tile(arg, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
+                       ORDER: tl.constexpr):
+    """∂g^(ORDER)(t)/∂θ_IDX or ∂h^(ORDER)(u)/∂θ_IDX without RBF-B clamps (:func:`param_grad_tile`, unbounded)."""
+    return param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, IDX, ORDER, False, False)
+
+
+@triton.jit
 def energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m):
     """‖a_i‖ + ‖b_j‖ for a (BM, BN) tile from the norms of the uncentred points (the energy kernel's norm terms)."""
     ea = tl.load(ea_ptr + rows, mask=rows < n, other=0.0)

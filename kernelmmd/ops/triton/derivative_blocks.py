@@ -45,25 +45,44 @@ import triton.language as tl
 
 from ...kernels import Kernel
 from .. import reference
-from .block_stats import kernel_tile, pair_arg_tile
-from .witness import (
+from ._launch import (
     Spec,
+    aot_spec,
     check_like,
+    check_points,
     compute_dtype,
-    load_rows,
+    flat,
     make_spec,
     param_grad,
-    param_grad_tile,
+    partials,
+    pow2,
+    prepare,
+    reduce_partials,
+    second_order_message,
     split_for,
     tensor_params,
-    tiles_for,
+    tile_width,
 )
+from ._tiles import (
+    add_param_sum,
+    dot_tile,
+    grid_tile,
+    load_rows,
+    load_vec,
+    pair_arg_tile,
+    param_profile_tile,
+    profile_tile,
+    scaled_rows,
+    split_range,
+    store_rows,
+)
+from .witness import tiles_for
 
 __all__ = ["a_matvec", "a_diag", "a_column", "AOT_SPECS"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Kernels
+# Kernels (tile helpers: :mod:`._tiles`)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -76,32 +95,25 @@ def _amv_kernel(
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
     """A·u over this program's rows, output columns [pid_d·BD, (pid_d+1)·BD) and column tiles of its split."""
-    pid_i = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    rows = pid_i * BM + tl.arange(0, BM)
-    rmask = rows < M
-    dcols = pid_d * BD + tl.arange(0, BD)
+    rows, dcols, pid_s = grid_tile(BM, BD)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     rsum = tl.zeros((BM,), dtype=tl.float64)
     top = tl.zeros((BM,), dtype=tl.float64)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(M, BN))
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, M, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         cmask = cols < M
         arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND < 10, DIRECT, PRECISION,
                             BM, BN, BK)
-        x = pair_arg_tile(z_ptr, u1_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                          BM, BN, BK)  # C_ll' = z_l · u1_l'
-        u0 = tl.load(u0_ptr + cols, mask=cmask, other=0.0)[None, :]
-        g0 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 0, False, False)
-        g1 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
-        g2 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
+        x = dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # C_ll' = z_l · u1_l'
+        u0 = load_vec(u0_ptr, cols, M)[None, :]
+        g0 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
+        g1 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+        g2 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
         zt = load_rows(z_ptr, cols, dcols, M, d)  # (BN, BD)
         ut = load_rows(u1_ptr, cols, dcols, M, d)
         if KIND < 10:
-            s = tl.load(s_ptr + cols, mask=cmask, other=0.0)[None, :]
+            s = load_vec(s_ptr, cols, M)[None, :]
             tc = g0 * u0 + 2.0 * g1 * (s - x)
             cz = 4.0 * g2 * (x - s) - 2.0 * g1 * u0
             cz = tl.where(cmask[None, :], cz, 0.0)
@@ -117,10 +129,9 @@ def _amv_kernel(
         acc += part.to(tl.float64)
     out = acc
     if KIND < 10:
-        out += load_rows(z_ptr, rows, dcols, M, d).to(tl.float64) * rsum[:, None]
-    tl.store(bot_ptr + pid_s.to(tl.int64) * M * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
-             mask=rmask[:, None] & (dcols < d)[None, :])
-    tl.store(top_ptr + pid_s * M + rows, top, mask=rmask & (pid_d == 0))
+        out += scaled_rows(z_ptr, rows, dcols, M, d, rsum)
+    store_rows(bot_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
+    tl.store(top_ptr + pid_s * M + rows, top, mask=(rows < M) & (tl.program_id(1) == 0))  # one output chunk writes it
 
 
 @triton.jit
@@ -136,43 +147,34 @@ def _amv_bwd_kernel(
 
     szu = z·u1 and szb = z·b row-wise (on the same centred z). See the module docstring for the formulas.
     """
-    pid_i = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    rows = pid_i * BM + tl.arange(0, BM)
+    rows, dcols, pid_s = grid_tile(BM, BD)
     rmask = rows < M
-    dcols = pid_d * BD + tl.arange(0, BD)
-    a_i = tl.load(a_ptr + rows, mask=rmask, other=0.0)[:, None]
-    u0_i = tl.load(u0_ptr + rows, mask=rmask, other=0.0)[:, None]
-    szu_i = tl.load(szu_ptr + rows, mask=rmask, other=0.0)[:, None]
-    szb_i = tl.load(szb_ptr + rows, mask=rmask, other=0.0)[:, None]
+    a_i = load_vec(a_ptr, rows, M)[:, None]
+    u0_i = load_vec(u0_ptr, rows, M)[:, None]
+    szu_i = load_vec(szu_ptr, rows, M)[:, None]
+    szb_i = load_vec(szb_ptr, rows, M)[:, None]
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     r_e = tl.zeros((BM,), dtype=tl.float64)  # Σ E   (coefficient of Δ)
     r_b = tl.zeros((BM,), dtype=tl.float64)  # Σ c3  (coefficient of b_l)
     r_u = tl.zeros((BM,), dtype=tl.float64)  # Σ c3' (coefficient of u1_l)
     ridx = tl.arange(0, RP)
     pvec = tl.zeros((RP,), dtype=tl.float64)
-    j_lo = pid_s * tiles_per_split
-    j_hi = tl.minimum(j_lo + tiles_per_split, tl.cdiv(M, BN))
+    j_lo, j_hi = split_range(pid_s, tiles_per_split, M, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        cmask = cols < M
-        valid = rmask[:, None] & cmask[None, :]
+        valid = rmask[:, None] & (cols < M)[None, :]
         arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND < 10, DIRECT, PRECISION,
                             BM, BN, BK)
-        x_zu = pair_arg_tile(z_ptr, u1_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                             BM, BN, BK)  # z_l · u1_l'
-        x_bz = pair_arg_tile(b_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                             BM, BN, BK)  # b_l · z_l'
-        x_bu = pair_arg_tile(b_ptr, u1_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                             BM, BN, BK)  # b_l · u1_l'
-        a_j = tl.load(a_ptr + cols, mask=cmask, other=0.0)[None, :]
-        u0_j = tl.load(u0_ptr + cols, mask=cmask, other=0.0)[None, :]
+        x_zu = dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · u1_l'
+        x_bz = dot_tile(b_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · z_l'
+        x_bu = dot_tile(b_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · u1_l'
+        a_j = load_vec(a_ptr, cols, M)[None, :]
+        u0_j = load_vec(u0_ptr, cols, M)[None, :]
         if PG:
             # F = αμ k + (terms in k') + (terms in k''): coefficients c0, c1, c2 of ∂k/∂θ, ∂k'/∂θ, ∂k''/∂θ
             c0 = a_i * u0_j
             if KIND < 10:
-                szu_j = tl.load(szu_ptr + cols, mask=cmask, other=0.0)[None, :]
+                szu_j = load_vec(szu_ptr, cols, M)[None, :]
                 dn = x_zu - szu_j
                 db = szb_i - x_bz
                 c1 = -2.0 * a_i * dn + 2.0 * u0_j * db - 2.0 * x_bu
@@ -184,24 +186,20 @@ def _amv_bwd_kernel(
             c1 = tl.where(valid, c1, 0.0)
             c2 = tl.where(valid, c2, 0.0)
             for r in tl.static_range(NP):
-                dk = c0 * param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, r, 0, False, False)
-                dk += c1 * param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, r, 1, False, False)
-                dk += c2 * param_grad_tile(arg, p_ptr, 0.0, 0.0, KIND, DEGREE, r, 2, False, False)
-                ts = tl.sum(tl.sum(dk, 1).to(tl.float64), 0)
-                pvec += tl.where(ridx == r, ts, 0.0)
+                dk = c0 * param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 0)
+                dk += c1 * param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 1)
+                dk += c2 * param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 2)
+                pvec = add_param_sum(pvec, ridx, r, dk)
         else:
-            x_zb = pair_arg_tile(z_ptr, b_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                                 BM, BN, BK)  # z_l · b_l'
-            x_uz = pair_arg_tile(u1_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                                 BM, BN, BK)  # u1_l · z_l'
-            x_ub = pair_arg_tile(u1_ptr, b_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, False, DIRECT, PRECISION,
-                                 BM, BN, BK)  # u1_l · b_l'
-            g1 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
-            g2 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
-            g3 = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 3, False, False)
+            x_zb = dot_tile(z_ptr, b_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · b_l'
+            x_uz = dot_tile(u1_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # u1_l · z_l'
+            x_ub = dot_tile(u1_ptr, b_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # u1_l · b_l'
+            g1 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+            g2 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
+            g3 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 3)
             if KIND < 10:
-                szu_j = tl.load(szu_ptr + cols, mask=cmask, other=0.0)[None, :]
-                szb_j = tl.load(szb_ptr + cols, mask=cmask, other=0.0)[None, :]
+                szu_j = load_vec(szu_ptr, cols, M)[None, :]
+                szb_j = load_vec(szb_ptr, cols, M)[None, :]
                 # D(α = a_l, β = b_l; μ = u0_l', ν = u1_l')
                 dn = x_zu - szu_j
                 db = szb_i - x_bz
@@ -234,15 +232,14 @@ def _amv_bwd_kernel(
             part = tl.dot(c_bj, load_rows(b_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
             acc += part.to(tl.float64)
     if PG:
-        tl.store(out_ptr + (pid_i * tl.num_programs(2) + pid_s) * RP + ridx, pvec)
+        tl.store(out_ptr + (tl.program_id(0) * tl.num_programs(2) + pid_s) * RP + ridx, pvec)
     else:
         out = acc
         if KIND < 10:
-            out += load_rows(z_ptr, rows, dcols, M, d).to(tl.float64) * r_e[:, None]
-            out += load_rows(b_ptr, rows, dcols, M, d).to(tl.float64) * r_b[:, None]
-            out += load_rows(u1_ptr, rows, dcols, M, d).to(tl.float64) * r_u[:, None]
-        tl.store(out_ptr + pid_s.to(tl.int64) * M * d + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
-                 mask=rmask[:, None] & (dcols < d)[None, :])
+            out += scaled_rows(z_ptr, rows, dcols, M, d, r_e)
+            out += scaled_rows(b_ptr, rows, dcols, M, d, r_b)
+            out += scaled_rows(u1_ptr, rows, dcols, M, d, r_u)
+        store_rows(out_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
 
 
 @triton.jit
@@ -251,20 +248,16 @@ def _adiag_kernel(
     KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
 ):
     """diag K (M,) and diag H (M, d): radial g(0), −2g'(0); dot h(‖z‖²), h'(‖z‖²) + h''(‖z‖²) z_i²."""
-    pid = tl.program_id(0)
-    rows = pid * BM + tl.arange(0, BM)
-    rmask = rows < M
-    if KIND < 10:
-        arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
-    else:
-        arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)  # t = 0 (radial), u = ‖z_l‖² (dot)
+    if KIND >= 10:
         for k0 in range(0, d, BD):
             zt = load_rows(z_ptr, rows, k0 + tl.arange(0, BD), M, d)
             arg += tl.sum(zt * zt, 1)
-    k0v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 0, False, False)
-    k1v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
-    k2v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
-    tl.store(top_ptr + rows, k0v.to(tl.float64), mask=rmask)
+    k0v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
+    k1v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+    k2v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
+    tl.store(top_ptr + rows, k0v.to(tl.float64), mask=rows < M)
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
         if KIND < 10:
@@ -272,8 +265,7 @@ def _adiag_kernel(
         else:
             zt = load_rows(z_ptr, rows, dcols, M, d)
             out = (k1v[:, None] + k2v[:, None] * zt * zt).to(tl.float64)
-        tl.store(bot_ptr + rows.to(tl.int64)[:, None] * d + dcols[None, :], out,
-                 mask=rmask[:, None] & (dcols < d)[None, :])
+        store_rows(bot_ptr, rows, dcols, M, d, out)
 
 
 @triton.jit
@@ -284,23 +276,22 @@ def _acol_kernel(
 ):
     """Column of A for the point c = z[l'] (``point_off`` = l'·d). FIRST (index < M): (k(z_l, c), ∇_1 k(z_l, c));
     otherwise the column (l', j) of [Gᵀ; H]. Radial t is summed from exact differences."""
-    pid = tl.program_id(0)
-    rows = pid * BM + tl.arange(0, BM)
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
     rmask = rows < M
     cp = z_ptr + point_off
     arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
         zt = load_rows(z_ptr, rows, dcols, M, d)
-        cv = tl.load(cp + dcols, mask=dcols < d, other=0.0)[None, :]
+        cv = load_vec(cp, dcols, d)[None, :]
         if KIND < 10:
             diff = tl.where((dcols < d)[None, :], zt - cv, 0.0)
             arg += tl.sum(diff * diff, 1)
         else:
             arg += tl.sum(zt * cv, 1)
-    k0v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 0, False, False)
-    k1v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 1, False, False)
-    k2v = kernel_tile(arg, p_ptr, 0.0, 0.0, KIND, R, DEGREE, 2, False, False)
+    k0v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
+    k1v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+    k2v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
     zj = tl.load(z_ptr + rows.to(tl.int64) * d + j, mask=rmask, other=0.0)  # z_l j
     cj = tl.load(cp + j)  # c_j
     if FIRST:
@@ -313,7 +304,7 @@ def _acol_kernel(
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
         zt = load_rows(z_ptr, rows, dcols, M, d)
-        cv = tl.load(cp + dcols, mask=dcols < d, other=0.0)[None, :]
+        cv = load_vec(cp, dcols, d)[None, :]
         eye = (dcols == j)[None, :]
         if FIRST:
             if KIND < 10:
@@ -324,50 +315,29 @@ def _acol_kernel(
             out = -4.0 * k2v[:, None] * (cv - zt) * (cj - zj)[:, None] + tl.where(eye, -2.0 * k1v[:, None], 0.0)
         else:  # h'' c_i z_l j + h' δ_ij
             out = k2v[:, None] * cv * zj[:, None] + tl.where(eye, k1v[:, None], 0.0)
-        tl.store(bot_ptr + rows.to(tl.int64)[:, None] * d + dcols[None, :], out.to(tl.float64),
-                 mask=rmask[:, None] & (dcols < d)[None, :])
+        store_rows(bot_ptr, rows, dcols, M, d, out.to(tl.float64))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Host launchers
+# Host launchers (shared checks, tiles and grids: :mod:`._launch`)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _pow2(v: int) -> int:
-    return 1 << max(0, (int(v) - 1).bit_length())
-
-
-def _prep_z(z: torch.Tensor, spec: Spec):
-    zc = z.detach().to(spec.dtype)
-    if spec.centre:
-        zc = zc - zc.mean(0, keepdim=True)
-    zc = zc.contiguous()
-    return zc, (zc * zc).sum(1)
 
 
 def _geometry(zc: torch.Tensor, spec: Spec, heavy: bool):
     M, d = zc.shape
     tiles = tiles_for(zc.device, spec.dtype, d, heavy, spec.precision)
-    bk = max(16, min(_pow2(d), tiles.block_k))
-    bd = max(16, min(_pow2(d), tiles.block_d))
-    direct = d <= tiles.direct_max_d
-    return M, d, tiles, bk, bd, direct
-
-
-def _flat(t: torch.Tensor, dtype) -> torch.Tensor:
-    return t.detach().to(dtype).contiguous()
+    return M, d, tiles, tile_width(d, tiles.block_k), tile_width(d, tiles.block_d), d <= tiles.direct_max_d
 
 
 def amv_launch(z, u0, u1, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     """(K u0 + Gᵀ u1 (M,), G u0 + H u1 (M, d)), float64."""
-    zc, nz = _prep_z(z, spec)
+    zc, nz = prepare(spec, z)
     M, d, tiles, bk, bd, direct = _geometry(zc, spec, False)
-    u0f, u1f = _flat(u0, spec.dtype), _flat(u1, spec.dtype)
+    u0f, u1f = flat(u0, spec.dtype), flat(u1, spec.dtype)
     s = (zc * u1f).sum(1)
     tiles_i, tiles_j, tiles_d = triton.cdiv(M, tiles.block_m), triton.cdiv(M, tiles.block_n), triton.cdiv(d, bd)
     split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, zc.device)
-    top = torch.empty(split, M, dtype=torch.float64, device=zc.device)
-    bot = torch.empty(split, M, d, dtype=torch.float64, device=zc.device)
+    top, bot = partials(split, M, device=zc.device), partials(split, M, d, device=zc.device)
     _amv_kernel[(tiles_i, tiles_d, split)](
         zc, nz, u0f, u1f, s, spec.params, top, bot,
         M, d, per,
@@ -375,25 +345,20 @@ def amv_launch(z, u0, u1, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
         tiles.block_m, tiles.block_n, bk, bd,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
-    if split == 1:
-        return top[0], bot[0]
-    return top.sum(0), bot.sum(0)
+    return reduce_partials(top), reduce_partials(bot)
 
 
 def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
     """z-gradient (M, d) or, with ``params``, the (n_params,) kernel-parameter gradient of aᵀtop + ⟨b, bottom⟩."""
-    zc, nz = _prep_z(z, spec)
+    zc, nz = prepare(spec, z)
     M, d, tiles, bk, bd, direct = _geometry(zc, spec, True)
-    u0f, u1f, af, bf = (_flat(t, spec.dtype) for t in (u0, u1, a, b))
+    u0f, u1f, af, bf = (flat(t, spec.dtype) for t in (u0, u1, a, b))
     szu, szb = (zc * u1f).sum(1), (zc * bf).sum(1)
-    rp = _pow2(max(1, spec.n_params))
+    rp = pow2(max(1, spec.n_params))
     tiles_i, tiles_j = triton.cdiv(M, tiles.block_m), triton.cdiv(M, tiles.block_n)
     tiles_d = 1 if params else triton.cdiv(d, bd)
     split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, zc.device)
-    if params:
-        out = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=zc.device)
-    else:
-        out = torch.empty(split, M, d, dtype=torch.float64, device=zc.device)
+    out = partials(tiles_i * split, rp, device=zc.device) if params else partials(split, M, d, device=zc.device)
     _amv_bwd_kernel[(tiles_i, tiles_d, split)](
         zc, nz, u0f, u1f, af, bf, szu, szb, spec.params, out,
         M, d, per,
@@ -403,37 +368,33 @@ def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
     )
     if params:
         return out.sum(0)[: spec.n_params]
-    return out[0] if split == 1 else out.sum(0)
+    return reduce_partials(out)
+
+
+def _row_pass(fn, zf: torch.Tensor, spec: Spec, scalars: tuple, flags: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch an O(M d) row pass ``fn(z, p, top, bottom, M, d, *scalars, KIND, R, DEGREE, *flags, BM, BD)`` over
+    the row tiles of z; returns its float64 outputs (top (M,), bottom (M, d))."""
+    M, d = zf.shape
+    tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
+    top = torch.empty(M, dtype=torch.float64, device=zf.device)
+    bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
+    fn[(triton.cdiv(M, tiles.block_m),)](
+        zf, spec.params, top, bot, M, d, *scalars, spec.kind, spec.r, spec.degree, *flags,
+        tiles.block_m, tile_width(d, tiles.block_d),
+        num_warps=tiles.num_warps,
+    )
+    return top, bot
 
 
 def adiag_launch(z, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
-    zf = _flat(z, spec.dtype)
-    M, d = zf.shape
-    tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
-    bd = max(16, min(_pow2(d), tiles.block_d))
-    top = torch.empty(M, dtype=torch.float64, device=zf.device)
-    bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
-    _adiag_kernel[(triton.cdiv(M, tiles.block_m),)](
-        zf, spec.params, top, bot, M, d, spec.kind, spec.r, spec.degree, tiles.block_m, bd,
-        num_warps=tiles.num_warps,
-    )
-    return top, bot
+    return _row_pass(_adiag_kernel, flat(z, spec.dtype), spec, (), ())
 
 
 def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
-    zf = _flat(z, spec.dtype)
-    M, d = zf.shape
+    M, d = z.shape
     first = index < M
     point, j = (index, 0) if first else divmod(index - M, d)
-    tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
-    bd = max(16, min(_pow2(d), tiles.block_d))
-    top = torch.empty(M, dtype=torch.float64, device=zf.device)
-    bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
-    _acol_kernel[(triton.cdiv(M, tiles.block_m),)](
-        zf, spec.params, top, bot, M, d, point * d, j, spec.kind, spec.r, spec.degree, first, tiles.block_m, bd,
-        num_warps=tiles.num_warps,
-    )
-    return top, bot
+    return _row_pass(_acol_kernel, flat(z, spec.dtype), spec, (point * d, j), (first,))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -442,11 +403,7 @@ def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _no_second_order(what: str):
-    raise RuntimeError(
-        f"{what} of the triton backend is not differentiable again (it would need g''''); use backend='torch' "
-        "for higher-order derivatives"
-    )
-
+    raise RuntimeError(second_order_message(what, "g''''"))
 
 class _AMatvecBackward(torch.autograd.Function):
     """z-gradient and kernel-parameter gradient of a_matvec, as a node that refuses a second differentiation."""
@@ -563,8 +520,7 @@ class _ADiagColumnBackward(torch.autograd.Function):
 
 def _check_z(z: torch.Tensor, kernel: Kernel, precision: str, what: str) -> Spec:
     dtype = compute_dtype("z", z, precision)
-    if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
-        raise ValueError(f"z must have shape (M, d) with M, d >= 1, got {tuple(z.shape)}")
+    check_points("z", z, "M")
     spec = make_spec(kernel, "xx", dtype, z.device, precision)
     if not getattr(kernel, "twice_differentiable", False) or spec.kind in (4, 5):
         raise ValueError(
@@ -661,36 +617,25 @@ def a_column(z: torch.Tensor, index: int, kernel: Kernel,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _aot(name, fn, ptrs, outs, ints, const, dt, tensor_cores):
-    sig = {k: f"*{dt}" for k in ptrs}
-    sig.update({k: "*fp64" for k in outs})
-    sig.update({k: "i32" for k in ints})
-    sig.update({k: "constexpr" for k in const})
-    return {"name": name, "fn": fn, "signature": sig, "constexprs": const, "tensor_cores": tensor_cores}
+def _aot(name, fn, const, dt, precision="ieee", f64=("top_ptr", "bot_ptr")):
+    return aot_spec(name, fn, const, dt=dt, f64=f64, tensor_cores=precision != "ieee")
 
 
 def _aot_amv(name, kind, *, r=1, degree=0, direct=False, precision="ieee", dt="fp32", bk=16, bd=64):
     const = dict(KIND=kind, R=r, DEGREE=degree, DIRECT=direct, PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd)
-    return _aot(name, _amv_kernel, ("z_ptr", "nz_ptr", "u0_ptr", "u1_ptr", "s_ptr", "p_ptr"), ("top_ptr", "bot_ptr"),
-                ("M", "d", "tiles_per_split"), const, dt, precision != "ieee")
+    return _aot(name, _amv_kernel, const, dt, precision)
 
 
 def _aot_bwd(name, kind, *, r=1, degree=0, pg=False, n_params=1, direct=False, precision="ieee", dt="fp32", bk=16,
              bd=32):
     const = dict(KIND=kind, R=r, DEGREE=degree, PG=pg, NP=n_params, DIRECT=direct, PRECISION=precision,
-                 BM=32, BN=32, BK=bk, BD=bd, RP=_pow2(max(1, n_params)))
-    ptrs = ("z_ptr", "nz_ptr", "u0_ptr", "u1_ptr", "a_ptr", "b_ptr", "szu_ptr", "szb_ptr", "p_ptr")
-    return _aot(name, _amv_bwd_kernel, ptrs, ("out_ptr",), ("M", "d", "tiles_per_split"), const, dt,
-                precision != "ieee")
+                 BM=32, BN=32, BK=bk, BD=bd, RP=pow2(max(1, n_params)))
+    return _aot(name, _amv_bwd_kernel, const, dt, precision, f64=("out_ptr",))
 
 
 def _aot_row(name, fn, kind, *, r=1, degree=0, first=None, dt="fp32"):
-    const = dict(KIND=kind, R=r, DEGREE=degree, BM=64, BD=64)
-    ints = ("M", "d")
-    if first is not None:
-        const = dict(KIND=kind, R=r, DEGREE=degree, FIRST=first, BM=64, BD=64)
-        ints = ("M", "d", "point_off", "j")
-    return _aot(name, fn, ("z_ptr", "p_ptr"), ("top_ptr", "bot_ptr"), ints, const, dt, False)
+    flags = {} if first is None else {"FIRST": first}
+    return _aot(name, fn, dict(KIND=kind, R=r, DEGREE=degree, **flags, BM=64, BD=64), dt)
 
 
 AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, parameter gradients
