@@ -23,20 +23,9 @@ from kernelmmd.ops.triton._profiles import (  # noqa: E402
 )
 
 from .backend_suite import TWICE, assert_close, check_a_matvec, check_aux, make_kernel, tensor_params  # noqa: E402
+from .triton_setup import CUDA, DEVICE, F64, W, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
 
-W = importlib.import_module("kernelmmd.ops.triton.witness")
 DB = importlib.import_module("kernelmmd.ops.triton.derivative_blocks")
-
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-F64 = torch.float64
-SMALL = W.Tiles(block_m=16, block_n=16, block_k=16, block_d=16, block_b=16, split=2, direct_max_d=2)
-
-
-@pytest.fixture(autouse=True)
-def small_tiles(monkeypatch):
-    if not CUDA:
-        monkeypatch.setattr(W, "TILES_OVERRIDE", SMALL)
 
 
 def _zu(M, d, dtype=F64, seed=0, scale=1.0):

@@ -1,13 +1,12 @@
 """Triton kernel products and witness gradient (kernelmmd.ops.triton.witness) against the dense float64 reference.
 
 Without CUDA the kernels run through the Triton interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1) with
-16-wide tiles, a column split of 2 and exact coordinate differences only for d ≤ 2, so that small shapes cover
-several row/column tiles, partial tiles, several output-column chunks (d > 16) and the host reduction of partials.
+16-wide tiles, a column split of 2 and exact coordinate differences only for d ≤ 2 (tests/triton_setup.py), so that
+small shapes cover several row/column tiles, partial tiles, several output-column chunks (d > 16) and the host
+reduction of partials.
 The value/gradient checks come from the shared backend suite (tests/backend_suite.py). GPU tests at the bottom run
 the compiled kernels and skip cleanly without CUDA.
 """
-
-import importlib
 
 import pytest
 import torch
@@ -27,19 +26,7 @@ from .backend_suite import (  # noqa: E402
     points,
     tensor_params,
 )
-
-W = importlib.import_module("kernelmmd.ops.triton.witness")
-
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-F64 = torch.float64
-SMALL = W.Tiles(block_m=16, block_n=16, block_k=16, block_d=16, block_b=16, split=2, direct_max_d=2)
-
-
-@pytest.fixture(autouse=True)
-def small_tiles(monkeypatch):
-    if not CUDA:
-        monkeypatch.setattr(W, "TILES_OVERRIDE", SMALL)
+from .triton_setup import CUDA, DEVICE, F64, W, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
 
 
 class _OnCuda:
