@@ -177,7 +177,7 @@ class Tiles:
 
 
 def pow2(v: int) -> int:
-    """The smallest power of two ≥ v (1 for v ≤ 1)."""
+    """The smallest power of two ≥ v (v ≥ 1)."""
     return 1 << max(0, (int(v) - 1).bit_length())
 
 
