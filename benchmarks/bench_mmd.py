@@ -208,3 +208,32 @@ def test_mmd2_unbiased_100k_cpu(benchmark):
         maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         load_avg=round(os.getloadavg()[0], 2),
     )
+
+
+@pytest.mark.parametrize("d", DS)
+def test_auto_dispatch_overhead(benchmark, d):
+    """``auto`` against the backend it resolves to, interleaved call by call (value + gradient, n = m = 1024, where a
+    call takes 10-500 ms and fixed costs would show): the ratio of the median times, which drifts in the load of a
+    shared machine cancel out of. ``benchmark`` times the auto calls."""
+    n = 1024
+    x, y = _data(n, d)
+    kernel = km.RBF(float(d) ** 0.5)
+    pick = ops.select_backend("auto", x, y)
+
+    def run(backend):
+        xs, ys = x.detach().requires_grad_(), y.detach().requires_grad_()
+        v = km.mmd2_unbiased(xs, ys, kernel, backend=backend)
+        v.backward()
+        _sync()
+
+    times = {"auto": [], pick: []}
+    run("auto"), run(pick)
+    for _ in range(9 if d < 784 else 5):
+        for b in times:
+            t0 = time.perf_counter()
+            run(b)
+            times[b].append(time.perf_counter() - t0)
+    med = {b: sorted(v)[len(v) // 2] for b, v in times.items()}
+    benchmark.pedantic(run, args=("auto",), rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update(n=n, d=d, pick=pick, auto_median_s=med["auto"], pick_median_s=med[pick],
+                                ratio=round(med["auto"] / med[pick], 3), device=DEVICE)

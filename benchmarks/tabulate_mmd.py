@@ -2,8 +2,10 @@
 
 One row per (mode, n, d): the time per call of each backend (pytest-benchmark's minimum over the rounds; slow cases
 run one round), what ``auto`` resolved to, and ``auto / best``: the ratio of auto's time to the fastest explicit
-backend's time at that point. Later files override earlier ones for the same case. Peak resident-set growth (MB)
-follows in brackets.
+backend's time at that point, and ``pick / best``: the time of the explicit backend that ``auto`` resolved to over the
+fastest one (auto runs exactly that backend's code, so ``pick / best`` judges the choice, and ``auto / best`` adds
+the dispatch overhead and the timing noise of a shared machine). Later files override earlier ones for the same case.
+Peak resident-set growth (MB) follows in brackets.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def main(paths):
             key = (info["mode"], info["n"], info["d"])
             cases.setdefault(key, {})[info["backend"]] = (b["stats"]["min"], info.get("peak_mb"), info.get("resolved"))
     backends = [be for be in ORDER if any(be in v for v in cases.values())]
-    head = ["mode", "n", "d", *backends, "auto", "auto →", "auto / best"]
+    head = ["mode", "n", "d", *backends, "auto", "auto →", "pick / best", "auto / best"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for (mode, n, d), row in sorted(cases.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
@@ -40,9 +42,11 @@ def main(paths):
             else:
                 cells.append("—")
         if "auto" in row and best:
-            cells += [row["auto"][2] or "?", f"{row['auto'][0] / best:.2f}"]
+            pick = row["auto"][2]
+            ratio = f"{row[pick][0] / best:.2f}" if pick in row else "—"
+            cells += [pick or "?", ratio, f"{row['auto'][0] / best:.2f}"]
         else:
-            cells += ["—", "—"]
+            cells += ["—", "—", "—"]
         print("| " + " | ".join(cells) + " |")
 
 
