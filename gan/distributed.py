@@ -15,6 +15,12 @@ same training script runs unchanged with ``python -m`` and with ``torchrun``.
 
 Seeds: give each process a different data / noise stream (:func:`rank_seed`) but the same initial weights (DDP
 broadcasts process 0's parameters and buffers when it wraps a module).
+
+Small collectives for the training loop (each a no-op in a single process): :func:`broadcast_buffers` (process 0's
+batch-norm / power-iteration buffers, once per step), :func:`broadcast_` and :func:`broadcast_object` (process 0's
+learning rates, the checkpoint to resume), :func:`gather_objects` (every process's RNG states into process 0's
+checkpoint), :func:`all_gather_values` (per-process losses for the log) and :func:`first_failure` (every process
+stops together when one fails).
 """
 
 from __future__ import annotations

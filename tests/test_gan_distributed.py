@@ -63,9 +63,29 @@ def _worker(rank: int, port: int, out: str) -> None:
         save = distributed.main_only(lambda: torch.save(distributed.unwrap(ddp).state_dict(), f"{out}/ckpt.pt"))
         save()
         distributed.barrier()
+
+        # the small collectives gan.train uses
+        bn = nn.BatchNorm1d(3).double()
+        with torch.no_grad():
+            bn.running_mean.fill_(rank + 1.0)
+            bn.num_batches_tracked.fill_(rank + 5)
+        distributed.broadcast_buffers(bn)
+        unsynced = distributed.wrap(nn.Linear(2, 1).double(), forward_buffer_sync=False)
+        helpers = {
+            "buffers": (bn.running_mean.tolist(), int(bn.num_batches_tracked)),
+            "gathered": distributed.all_gather_values(torch.tensor([rank, 10.0 + rank])),
+            "no_failure": distributed.first_failure(None),
+            "failure": distributed.first_failure(ValueError("boom") if rank == 1 else None),
+            "objects": distributed.gather_objects({"rank": rank}),
+            "object": distributed.broadcast_object(f"from {rank}"),
+            "broadcast": distributed.broadcast_(torch.tensor([rank + 1.0])).tolist(),
+            "no_forward_sync": getattr(unsynced, "forward_sync_buffers", getattr(unsynced, "broadcast_buffers", None))
+            is False,
+        }
         torch.save({"info": (info.rank, info.world_size, info.backend, distributed.is_main()), "est": est,
                     "avg": avg, "loss": loss.detach(), "loss_avg": loss_avg, "grads": grads, "init": init,
-                    "after": {k: v.clone() for k, v in critic.state_dict().items()}}, f"{out}/rank{rank}.pt")
+                    "after": {k: v.clone() for k, v in critic.state_dict().items()}, "helpers": helpers},
+                   f"{out}/rank{rank}.pt")
     finally:
         distributed.cleanup()
 
@@ -125,6 +145,18 @@ def test_rank0_state_dict_loads_in_a_single_process(spawned):
         torch.testing.assert_close(v, res[0]["after"][k], rtol=0, atol=0)
 
 
+def test_collective_helpers(spawned):
+    _, res = spawned
+    for r in range(WORLD):
+        h = res[r]["helpers"]
+        assert h["buffers"] == ([1.0, 1.0, 1.0], 5)  # process 0's
+        assert h["gathered"].tolist() == [[0.0, 10.0], [1.0, 11.0]]
+        assert h["no_failure"] is None and h["failure"] == (1, "ValueError", "boom")
+        assert h["object"] == "from 0" and h["broadcast"] == [1.0]
+        assert h["no_forward_sync"]
+    assert res[0]["helpers"]["objects"] == [{"rank": 0}, {"rank": 1}] and res[1]["helpers"]["objects"] is None
+
+
 def test_single_process_fallbacks():
     info = distributed.init_from_env("cpu")
     assert (info.rank, info.world_size, info.backend, str(info.device)) == (0, 1, "", "cpu")
@@ -138,6 +170,12 @@ def test_single_process_fallbacks():
     assert distributed.main_only(lambda: 3)() == 3
     distributed.average_gradients(m.parameters())  # no-op
     distributed.barrier()
+    distributed.broadcast_buffers(m)  # no-op
+    assert distributed.all_gather_values(torch.tensor([1.0, 2.0])).tolist() == [[1.0, 2.0]]
+    assert distributed.first_failure(None) is None
+    assert distributed.first_failure(KeyError("k")) == (0, "KeyError", "'k'")
+    assert distributed.gather_objects(3) == [3] and distributed.broadcast_object(4) == 4
+    assert distributed.broadcast_(torch.tensor([2.0])).tolist() == [2.0]
 
 
 @pytest.mark.parametrize(

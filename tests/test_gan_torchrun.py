@@ -151,6 +151,30 @@ def test_torchrun_checkpoint_loads_and_resumes_in_one_process(torchrun_run, tmp_
     assert ckpt.load(ckpt.latest_checkpoint(run_dir))["world_size"] == 1
 
 
+def test_ctrl_c_to_torchrun_stops_every_process_with_a_checkpoint(tmp_path):
+    """torchrun forwards SIGINT to its workers (each in its own session) and waits for them: they finish the step,
+    process 0 writes the checkpoint, and torchrun exits with status 1 (its own report of the signal)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m",
+           "gan.train", "--loss", "mmd", "--data", "gaussians-2d", "--steps", "100000", "--batch-size", "8",
+           "--width", "4", "--z-dim", "4", "--critic-steps", "1", "--start-critic-steps", "1", "--log-every", "1",
+           "--checkpoint-every", "100000", "--sample-every", "100000", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 1, stderr
+    assert stdout.count("stopped by SIGINT at generator step") == 1, stdout + stderr
+    steps = [s for s, _ in ckpt.list_checkpoints(out)]
+    assert len(steps) == 1 and steps[0] >= 3
+    assert rows(out)[-1]["step"] == steps[0]  # the checkpoint holds the last completed (and logged) step
+    assert len(ckpt.load(ckpt.latest_checkpoint(out))["ranks"]) == WORLD
+
+
 # ================================================================================== spawned gloo group, 2 processes
 
 
@@ -229,6 +253,21 @@ class _NaNOnProcess1(gl.MMD):
         return loss, terms
 
 
+class _FailOnProcess1(gl.MMD):
+    """MMD whose critic loss raises an ordinary error (not a NaN) at its second call on process 1, after the critic's
+    forward passes (as an error inside kernelmmd would: before them, the other process would wait in DDP's own
+    collectives of that forward, and only torchrun's tear-down would end it)."""
+
+    calls = 0
+
+    def critic_loss(self, critic, real, fake, rng):
+        self.calls += 1
+        out = super().critic_loss(critic, real, fake, rng)
+        if distributed.rank() == 1 and self.calls == 2:
+            raise ValueError("synthetic failure")
+        return out
+
+
 class _SignalProcess1:
     """Sends SIGTERM to process 1 itself after generator step 2."""
 
@@ -264,6 +303,15 @@ def _train_scenarios(rank: int, out: Path) -> dict:
         res["nan"] = str(e)
     finally:
         del gl.LOSSES["nan-on-1"]
+
+    gl.LOSSES["fail-on-1"] = (_FailOnProcess1, {})
+    try:
+        train(tiny(out / "fail", loss="fail-on-1", steps=6), verbose=False)
+        res["fail"] = None
+    except Exception as e:  # noqa: BLE001 - the type is what the test checks
+        res["fail"] = (type(e).__name__, str(e))
+    finally:
+        del gl.LOSSES["fail-on-1"]
 
     res["signal"] = train(tiny(out / "signal", steps=50, checkpoint_every=1000), callbacks=[_SignalProcess1()],
                           verbose=False)
@@ -422,6 +470,12 @@ def test_nonfinite_loss_on_one_process_stops_all(spawned):
         "process 1 of 2 failed (NonFiniteLossError): critic loss is nan at generator step 3")
     assert "the last good checkpoint is" in messages[0] and "ckpt_00000002.pt" in messages[0]
     assert [s for s, _ in ckpt.list_checkpoints(out / "train" / "nan")] == [1, 2]
+
+
+def test_any_error_on_one_process_stops_all(spawned):
+    failures = [res["fail"] for res in _part(spawned, "train")]
+    assert failures[1] == ("ValueError", "synthetic failure")
+    assert failures[0] == ("RuntimeError", "process 1 of 2 failed (ValueError): synthetic failure")
 
 
 def test_signal_on_one_process_stops_all_with_a_checkpoint(spawned):
