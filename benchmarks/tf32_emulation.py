@@ -77,7 +77,7 @@ def _cases(n: int):
     imgs = imgs.reshape(len(imgs), -1).float() / 255.0
     x, y = imgs[:n], imgs[n:2 * n]
     sigma = float(km.get_kernel("rbf", sigma="median").resolve(x, y).sigma)
-    yield f"MNIST digits in [0, 1], d = 784, σ = median ({sigma:.2f})", x, y, sigma
+    yield f"MNIST digits in [0, 1] (two disjoint slices), d = 784, σ = median ({sigma:.2f})", x, y, sigma
     yield f"MNIST digits, d = 784, σ = median / 4 ({sigma / 4:.2f})", x, y, sigma / 4
 
 
