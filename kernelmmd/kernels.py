@@ -246,9 +246,9 @@ class RBF(RadialKernel):
 
     def profile(self, t, order=0):
         self._check_order(order)
-        s2 = self.sigma * self.sigma
-        g = (t * (-0.5 / s2)).exp()
-        return g * ((-0.5 / s2) ** order)
+        c = -0.5 / (self.sigma * self.sigma)
+        g = (t * c).exp_()  # in place on the fresh product: one pass less over a tile
+        return g * (c**order) if order else g
 
     def param_grads(self, t):
         s = self.sigma
@@ -258,7 +258,7 @@ class RBF(RadialKernel):
         for o in orders:
             self._check_order(o)
         c = -0.5 / (self.sigma * self.sigma)
-        g = (t * c).exp()
+        g = (t * c).exp_()
         return tuple(g * (c**o) if o else g for o in orders)
 
 
@@ -284,10 +284,12 @@ class MixRBF(RadialKernel):
 
     def profile(self, t, order=0):
         self._check_order(order)
-        out = 0.0
+        out = None
         for s in self.sigmas:
             c = -0.5 / (s * s)
-            out = out + (t * c).exp() * (c**order)
+            e = (t * c).exp_()
+            e = e * (c**order) if order else e
+            out = e if out is None else out + e
         return out
 
     def param_grads(self, t):
@@ -299,7 +301,7 @@ class MixRBF(RadialKernel):
         out = [0.0] * len(orders)
         for s in self.sigmas:
             c = -0.5 / (s * s)
-            e = (t * c).exp()
+            e = (t * c).exp_()
             out = [acc + (e * (c**o) if o else e) for acc, o in zip(out, orders)]
         return tuple(out)
 
