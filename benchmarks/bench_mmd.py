@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
 
 import pytest
@@ -41,6 +40,8 @@ import torch
 
 import kernelmmd as km
 from kernelmmd import ops
+
+from ._memory import PeakRSS
 
 CUDA = torch.cuda.is_available()
 DEVICE = os.environ.get("KERNELMMD_BENCH_DEVICE", "cuda" if CUDA else "cpu")
@@ -65,42 +66,6 @@ if os.environ.get("KERNELMMD_BENCH_THREADS"):
 #: KeOps CPU throughput used to skip hopeless cases: pair-dimensions per second (measured on the 2-core CPU,
 #: one thread: ≈ 1e8 pairs/s at d = 16, falling roughly like 1/d)
 _KEOPS_CPU_PAIR_DIMS_PER_S = 1.5e9
-
-
-class _PeakRSS:
-    """Peak growth of the resident set while the block runs (sampled from /proc/self/statm every 2 ms)."""
-
-    def __init__(self):
-        self.ok = os.path.exists("/proc/self/statm")
-        self.page = os.sysconf("SC_PAGE_SIZE") if self.ok else 0
-        self.peak = 0
-
-    def _rss(self):
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.base)
-            time.sleep(0.002)
-
-    def __enter__(self):
-        if self.ok:
-            self.base, self.peak = self._rss(), 0
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.ok:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._rss() - self.base)
-
-    @property
-    def mb(self):
-        return round(self.peak / 2**20, 1) if self.ok else None
 
 
 def _skip_reason(backend: str, n: int, d: int, mode: str) -> str | None:
@@ -168,7 +133,7 @@ def test_mmd2_unbiased(benchmark, mode, n, d, backend):
         base = torch.cuda.memory_allocated()
     cpu0 = time.process_time()
     rounds = 1 if first_s >= 2.0 else int(min(25, max(3, 3.0 / max(first_s, 1e-3))))
-    with _PeakRSS() as rss:
+    with PeakRSS() as rss:
         value = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
     info = benchmark.extra_info
     info.update(
@@ -201,7 +166,7 @@ def test_mmd2_unbiased_100k_cpu(benchmark):
         v.backward()
         return float(v)
 
-    with _PeakRSS() as rss:
+    with PeakRSS() as rss:
         value = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(
         n=n, d=d, mode="value+grad", resolved=ops.select_backend("auto", x, y), value=value, peak_mb=rss.mb,
