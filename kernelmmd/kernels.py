@@ -212,6 +212,12 @@ class RadialKernel(Kernel):
             raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
 
 
+def _exp_new(z):
+    """exp of a freshly made tensor, in place (one pass and one allocation less over a tile); KeOps LazyTensors and
+    other array types get their out-of-place ``exp``."""
+    return z.exp_() if isinstance(z, torch.Tensor) else z.exp()
+
+
 class RBF(RadialKernel):
     r"""Gaussian kernel :math:`g(t) = \exp(-t / (2\sigma^2))`.
 
@@ -247,7 +253,7 @@ class RBF(RadialKernel):
     def profile(self, t, order=0):
         self._check_order(order)
         c = -0.5 / (self.sigma * self.sigma)
-        g = (t * c).exp_()  # in place on the fresh product: one pass less over a tile
+        g = _exp_new(t * c)
         return g * (c**order) if order else g
 
     def param_grads(self, t):
@@ -258,7 +264,7 @@ class RBF(RadialKernel):
         for o in orders:
             self._check_order(o)
         c = -0.5 / (self.sigma * self.sigma)
-        g = (t * c).exp_()
+        g = _exp_new(t * c)
         return tuple(g * (c**o) if o else g for o in orders)
 
 
@@ -287,7 +293,7 @@ class MixRBF(RadialKernel):
         out = None
         for s in self.sigmas:
             c = -0.5 / (s * s)
-            e = (t * c).exp_()
+            e = _exp_new(t * c)
             e = e * (c**order) if order else e
             out = e if out is None else out + e
         return out
@@ -301,7 +307,7 @@ class MixRBF(RadialKernel):
         out = [0.0] * len(orders)
         for s in self.sigmas:
             c = -0.5 / (s * s)
-            e = (t * c).exp_()
+            e = _exp_new(t * c)
             out = [acc + (e * (c**o) if o else e) for acc, o in zip(out, orders)]
         return tuple(out)
 
