@@ -82,10 +82,16 @@ def sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     finite at coincident points.
     """
     c = x.detach().mean(0, keepdim=True)
-    xc, yc = x - c, y - c  # (n, d), (m, d)
-    t = (xc * xc).sum(1)[:, None] + (yc * yc).sum(1)[None, :] - 2.0 * (xc @ yc.T)  # (n, m)
+    xc = x - c  # (n, d)
+    yc = xc if y is x else y - c  # (m, d)
+    xn = (xc * xc).sum(1)
+    yn = xn if y is x else (yc * yc).sum(1)
+    # one (n, m) allocation: ‖y‖² − 2 xᵀy by addmm, then ‖x‖² in place (addmm's backward keeps its inputs only)
+    t = torch.addmm(yn[None, :], xc, yc.T, alpha=-2.0).add_(xn[:, None])  # (n, m)
     if x is y:  # the diagonal is exactly 0 (matters for sqrt-based kernels)
-        t = t - torch.diag_embed(torch.diagonal(t))
+        t.diagonal().zero_()
+    if not (torch.is_grad_enabled() and t.requires_grad):
+        return t.clamp_min_(0.0)
     # clamp the value at 0 but let the gradient through unchanged: negative t is rounding error, and masking the
     # gradient there would zero the mixed second derivative -2 g'(0) I at coincident points
     return t + (t.clamp_min(0.0) - t).detach()

@@ -32,25 +32,24 @@ __all__ = [
 ]
 
 
-def _offdiag(k: torch.Tensor) -> torch.Tensor:
-    return k - torch.diag_embed(torch.diagonal(k))
-
-
 def block_stats(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, variance: bool = False) -> BlockStats:
     """Block sums of K_XX, K_YY, K_XY (with and without diagonals) and, if ``variance``, row/column sums and
-    sums of squared entries (SPEC §3). All statistics are float64."""
+    sums of squared entries (SPEC §3). All statistics are float64; the within-sample sums without diagonal are the
+    float64 totals minus the float64 traces (no off-diagonal copy of the n × n blocks)."""
     kxx = kernel.matrix(x, x, "xx").double()  # (n, n)
     kyy = kernel.matrix(y, y, "yy").double()  # (m, m)
     kxy = kernel.matrix(x, y, "xy").double()  # (n, m)
-    dxx, dyy = torch.diagonal(kxx).sum(), torch.diagonal(kyy).sum()
-    kxx0, kyy0 = _offdiag(kxx), _offdiag(kyy)
+    exx, eyy = torch.diagonal(kxx), torch.diagonal(kyy)  # (n,), (m,)
+    dxx, dyy = exx.sum(), eyy.sum()
     st = BlockStats(
-        n=x.shape[0], m=y.shape[0], sxx=kxx0.sum(), syy=kyy0.sum(), sxy=kxy.sum(), dxx=dxx, dyy=dyy
+        n=x.shape[0], m=y.shape[0], sxx=kxx.sum() - dxx, syy=kyy.sum() - dyy, sxy=kxy.sum(), dxx=dxx, dyy=dyy
     )
     if variance:
-        st.rxx, st.ryy = kxx0.sum(1), kyy0.sum(1)
+        st.rxx, st.ryy = kxx.sum(1) - exx, kyy.sum(1) - eyy
         st.rxy, st.cxy = kxy.sum(1), kxy.sum(0)
-        st.qxx, st.qyy, st.qxy = (kxx0 * kxx0).sum(), (kyy0 * kyy0).sum(), (kxy * kxy).sum()
+        st.qxx = (kxx * kxx).sum() - (exx * exx).sum()
+        st.qyy = (kyy * kyy).sum() - (eyy * eyy).sum()
+        st.qxy = (kxy * kxy).sum()
     return st
 
 
