@@ -74,13 +74,17 @@ def _check_param(name: str, v, *, heuristic_ok: bool = False):
     return _scalar(v)
 
 
-def sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def sqdist(x: torch.Tensor, y: torch.Tensor, exact: bool = False) -> torch.Tensor:
     r"""Squared Euclidean distances :math:`\|x_i - y_j\|^2`, shape (n, m), never negative.
 
     Uses :math:`\|x\|^2 + \|y\|^2 - 2x^\top y` after centring both sets on the mean of ``x`` (free, and it shrinks
     the norms that cancel), clamped at 0; when ``y is x`` the diagonal is exactly 0. Differentiable; the gradient is
-    finite at coincident points.
+    finite at coincident points. The expansion loses about eps·‖x − c‖² to cancellation, which √t kernels
+    (laplacian, energy) turn into √eps-sized errors at nearby points: ``exact=True`` sums the coordinate
+    differences instead (``torch.cdist`` without the matrix-product path; O(n·m) memory, slower).
     """
+    if exact:
+        return torch.cdist(x, y, p=2.0, compute_mode="donot_use_mm_for_euclid_dist").square()
     c = x.detach().mean(0, keepdim=True)
     xc = x - c  # (n, d)
     yc = xc if y is x else y - c  # (m, d)
@@ -180,6 +184,8 @@ class RadialKernel(Kernel):
     r"""k(a, b) = g(‖a − b‖²). Subclasses define :meth:`profile` and :meth:`param_grads`."""
 
     translation_invariant = True
+    #: g depends on √t (laplacian, energy): dense distances are formed from coordinate differences (see sqdist)
+    sqrt_distance = False
     #: stable small integer naming the profile for fused backends (Triton constexpr)
     kind_id: int = -1
 
@@ -201,7 +207,7 @@ class RadialKernel(Kernel):
         return (0.0, math.inf)
 
     def matrix(self, x, y, block: str = "xy"):
-        return self._at(sqdist(x, y), block)
+        return self._at(sqdist(x, y, exact=self.sqrt_distance), block)
 
     def pairwise(self, a, b, block="xy"):
         diff = a - b
@@ -474,6 +480,7 @@ class Laplacian(RadialKernel):
 
     name = "laplacian"
     kind_id = 4
+    sqrt_distance = True
     twice_differentiable = False
 
     def __init__(self, sigma=1.0):
@@ -520,6 +527,7 @@ class Energy(RadialKernel):
 
     name = "energy"
     kind_id = 5
+    sqrt_distance = True
     twice_differentiable = False
     translation_invariant = False
     norm_terms = True
@@ -540,7 +548,7 @@ class Energy(RadialKernel):
     def matrix(self, x, y, block="xy"):
         nx = _safe_sqrt((x * x).sum(1))  # (n,)
         ny = _safe_sqrt((y * y).sum(1))  # (m,)
-        return nx[:, None] + ny[None, :] + self.profile(sqdist(x, y), 0)
+        return nx[:, None] + ny[None, :] + self.profile(sqdist(x, y, exact=True), 0)
 
     def pairwise(self, a, b, block="xy"):
         diff = a - b

@@ -63,7 +63,7 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
     v = v.double()
     xd, yd = x.double(), y.double()
     if isinstance(kernel, RadialKernel):
-        t = sqdist(x, y).double()  # (n, m)
+        t = sqdist(x, y, exact=kernel.sqrt_distance).double()  # (n, m)
         lo, hi = kernel.block_bounds("xy")
         gp = kernel.profile(t.clamp(lo, hi), 1)
         if lo > 0 or hi < float("inf"):
