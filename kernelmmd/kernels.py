@@ -184,7 +184,8 @@ class RadialKernel(Kernel):
     r"""k(a, b) = g(‖a − b‖²). Subclasses define :meth:`profile` and :meth:`param_grads`."""
 
     translation_invariant = True
-    #: g depends on √t (laplacian, energy): dense distances are formed from coordinate differences (see sqdist)
+    #: g depends on √t (laplacian, energy), and g' ∝ t^{-1/2} amplifies the rounding of t at close points: dense
+    #: distances are formed from coordinate differences (see sqdist), tiled ones in float64
     sqrt_distance = False
     #: stable small integer naming the profile for fused backends (Triton constexpr)
     kind_id: int = -1

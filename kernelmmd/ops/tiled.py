@@ -33,7 +33,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import DotKernel, Energy, Kernel, Laplacian, RadialKernel, _safe_sqrt
+from ..kernels import DotKernel, Kernel, RadialKernel, _safe_sqrt
 from .reference import _twice, a_column, a_diag
 from .types import BlockStats
 
@@ -45,11 +45,6 @@ __all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "
 #: tiles get at least d/2 rows (capped at 8 × TILE_ELEMENTS entries): d = 784 takes 3.0 s with 256 rows and
 #: 2.6 s with 512, d = 2048 10.4 s with 256 rows and 7.3 s with 1024.
 TILE_ELEMENTS = 1 << 20
-
-
-#: kernels of √t: their derivative g'(t) ∝ t^{-1/2} amplifies the rounding of t at close points, so their
-#: distances are formed in float64 (then rounded to the input dtype) also for float32 inputs
-_SQRT_KERNELS = (Laplacian, Energy)
 
 
 def _rows(m: int, d: int = 0) -> int:
@@ -94,7 +89,7 @@ class _Block:
             self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
             self.bc = self.ac if b is a else b - c  # (m, d)
             # distances from (td_a, td_b): the centred inputs, in float64 for √t kernels
-            self.exact = isinstance(kernel, _SQRT_KERNELS) and a.dtype != torch.float64
+            self.exact = kernel.sqrt_distance and a.dtype != torch.float64
             self.ta = self.ac.double() if self.exact else self.ac
             self.tb = self.ta if b is a else (self.bc.double() if self.exact else self.bc)
             self.an = (self.ta * self.ta).sum(1)  # (n,)
@@ -410,7 +405,7 @@ def _sq(a, b, kernel, diag_at=None):
     """Squared distances of the tile a = rows [r0, r0 + B) against b, value clamped at 0 with the gradient passed
     through (as kernels.sqdist). √t kernels: formed in float64, then rounded to the input dtype. ``diag_at = r0``
     when a and b are the same point set: the entries (i, r0 + i) are set to exactly 0."""
-    exact = isinstance(kernel, _SQRT_KERNELS)
+    exact = kernel.sqrt_distance
     a2, b2 = (a.double(), b.double()) if exact else (a, b)
     if a.shape[1] == 1:  # d = 1: exact differences
         t = (a2 - b2.T).square()  # (B, m)
