@@ -74,6 +74,14 @@ def _check_param(name: str, v, *, heuristic_ok: bool = False):
     return _scalar(v)
 
 
+#: The fused backends form squared distances by the expansion t = ‖a‖² + ‖b‖² − 2aᵀb (after centring), whose
+#: rounding is about eps·(‖a‖² + ‖b‖²). For the √t kernels (laplacian, energy) they re-form the pairs with
+#: t < CLOSE · (‖a‖² + ‖b‖²) from coordinate differences, values and gradients: elsewhere the expansion's error
+#: in √t is a few eps relative (≤ eps/(2·CLOSE) times the expansion's rounding factor), while at close pairs √
+#: would magnify it without bound (to √eps at coincident points).
+CLOSE = 1.0 / 16.0
+
+
 def sqdist(x: torch.Tensor, y: torch.Tensor, exact: bool = False) -> torch.Tensor:
     r"""Squared Euclidean distances :math:`\|x_i - y_j\|^2`, shape (n, m), never negative.
 

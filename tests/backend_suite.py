@@ -49,11 +49,17 @@ def tensor_params(kernel) -> list[torch.Tensor]:
     return [q for q in kernel.scalar_params() if isinstance(q, torch.Tensor) and q.requires_grad]
 
 
-def points(n, m, d, dtype, seed=0, scale=1.0):
+def points(n, m, d, dtype, seed=0, scale=1.0, close=False):
+    """x (n, d) and y (m, d), leaves in ``dtype``. ``close``: the last 4 rows of x are within 1e-5 of earlier rows
+    of x and of y, far from the origin (+3): the pairs where the expansion ‖a‖² + ‖b‖² − 2aᵀb cancels."""
     g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(n, d, generator=g, dtype=F64) * scale).to(dtype).requires_grad_()
-    y = (torch.randn(m, d, generator=g, dtype=F64) * scale + 0.3).to(dtype).requires_grad_()
-    return x, y
+    x = torch.randn(n, d, generator=g, dtype=F64) * scale
+    y = torch.randn(m, d, generator=g, dtype=F64) * scale + 0.3
+    if close:
+        near = torch.cat([x[:2], y[:2]]) + 1e-5 * scale * torch.randn(4, d, generator=g, dtype=F64)
+        x = torch.cat([x[:-4], near]) + 3.0
+        y = y + 3.0
+    return x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_()
 
 
 def _up(t: torch.Tensor) -> torch.Tensor:
@@ -111,10 +117,10 @@ def _weights(st, seed=1):
     return {f: torch.randn(getattr(st, f).shape, generator=g, dtype=F64) for f in FIELDS if getattr(st, f) is not None}
 
 
-def check_block_stats(mod, kind, n, m, d, dtype, variance, grad=True, tensor_param=False):
+def check_block_stats(mod, kind, n, m, d, dtype, variance, grad=True, tensor_param=False, close=False):
     """Every field of block_stats and the gradient of a random combination of them (x, y, tensor params)."""
     kernel = make_kernel(kind, tensor_param)
-    x, y = points(n, m, d, dtype)
+    x, y = points(n, m, d, dtype, close=close)
     got = mod.block_stats(x, y, kernel, variance)
     xr, yr = _up(x), _up(y)
     want = R.block_stats(xr, yr, kernel, variance)
@@ -145,9 +151,9 @@ def check_block_stats(mod, kind, n, m, d, dtype, variance, grad=True, tensor_par
     assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 1e-5, kind)
 
 
-def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_param=False, block="xy"):
+def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_param=False, block="xy", close=False):
     kernel = make_kernel(kind, tensor_param)
-    x, y = points(n, m, d, dtype)
+    x, y = points(n, m, d, dtype, close=close)
     g = torch.Generator().manual_seed(2)
     shape = (m,) if width is None else (m, width)
     v = torch.randn(shape, generator=g, dtype=F64).requires_grad_()
@@ -174,9 +180,9 @@ def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_par
     assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 1e-5, f"{kind} kernel_mv")
 
 
-def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=False):
+def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=False, close=False):
     kernel = make_kernel(kind, tensor_param)
-    x, y = points(n, m, d, dtype)
+    x, y = points(n, m, d, dtype, close=close)
     g = torch.Generator().manual_seed(3)
     v = torch.randn(m, generator=g, dtype=F64).requires_grad_()
     got = mod.kernel_grad_mv(x, y, v, kernel)

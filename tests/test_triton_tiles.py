@@ -5,6 +5,8 @@ pin down the tile conventions — which entries of a partial tile are valid, the
 the column range of a split — against float64 references, through the interpreter without CUDA.
 """
 
+import inspect
+
 import pytest
 import torch
 
@@ -12,7 +14,9 @@ triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
 import kernelmmd as km  # noqa: E402
+from kernelmmd.kernels import CLOSE  # noqa: E402
 from kernelmmd.ops.triton import _launch as L  # noqa: E402
+from kernelmmd.ops.triton import _tiles as T  # noqa: E402
 from kernelmmd.ops.triton._tiles import (  # noqa: E402
     direction_tile,
     directional,
@@ -28,10 +32,10 @@ from .triton_setup import DEVICE, F64  # noqa: E402
 
 @triton.jit
 def _pair(a_ptr, b_ptr, na_ptr, nb_ptr, o_ptr, n, m, d, r0, c0,
-          RADIAL: tl.constexpr, DIRECT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+          KIND: tl.constexpr, DIRECT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     rows = r0 + tl.arange(0, BM)
     cols = c0 + tl.arange(0, BN)
-    t = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, RADIAL, DIRECT, "ieee", BM, BN, BK)
+    t = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, "ieee", BM, BN, BK)
     store_rows(o_ptr, tl.arange(0, BM), tl.arange(0, BN), BM, BN, t)
 
 
@@ -59,19 +63,40 @@ def _randn(*shape, seed=0, dtype=F64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(DEVICE, dtype)
 
 
-@pytest.mark.parametrize("radial", [True, False], ids=["t", "u"])
+@pytest.mark.parametrize("kind", [0, 10], ids=["t", "u"])
 @pytest.mark.parametrize("direct,d", [(True, 3), (False, 3), (False, 37)], ids=["direct", "dot", "dot-3-chunks"])
 @pytest.mark.parametrize("r0,c0", [(0, 0), (16, 16)], ids=["full", "partial"])
-def test_pair_arg_tile(radial, direct, d, r0, c0):
+def test_pair_arg_tile(kind, direct, d, r0, c0):
     """t = ‖a_i − b_j‖² (clamped at 0) or u = a_iᵀb_j on the valid part of a (partial) 16 × 16 tile, float32."""
     n, m = 21, 19
     a, b = _randn(n, d, seed=1, dtype=torch.float32), _randn(m, d, seed=2, dtype=torch.float32)
     out = torch.full((16, 16), float("nan"), dtype=torch.float32, device=DEVICE)
-    _pair[(1,)](a, b, (a * a).sum(1), (b * b).sum(1), out, n, m, d, r0, c0, radial, direct, 16, 16, 16)
+    _pair[(1,)](a, b, (a * a).sum(1), (b * b).sum(1), out, n, m, d, r0, c0, kind, direct, 16, 16, 16)
     ad, bd = a.double()[r0:r0 + 16], b.double()[c0:c0 + 16]
-    want = ((ad[:, None] - bd[None]) ** 2).sum(2) if radial else ad @ bd.T
+    want = ((ad[:, None] - bd[None]) ** 2).sum(2) if kind < 10 else ad @ bd.T
     got = out[: ad.shape[0], : bd.shape[0]].double()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * d)
+
+
+@pytest.mark.parametrize("kind,exact", [(0, False), (4, True), (5, True)], ids=["rbf", "laplacian", "energy"])
+def test_pair_arg_tile_close_pairs(kind, exact):
+    """Far from the origin, pairs 1e-4 apart: the tl.dot expansion keeps ~eps·‖a‖² of noise in t (relative error
+    ≫ 1 here), the √t kinds re-form exactly those pairs from differences (t to float32 rounding of t itself)."""
+    n, m, d = 21, 19, 37
+    a = _randn(n, d, seed=1, dtype=torch.float32) + 20.0
+    b = torch.cat([a[:5] + 1e-4 * _randn(5, d, seed=3, dtype=torch.float32), _randn(m - 5, d, seed=2) + 20.0])
+    b = b.to(torch.float32)
+    out = torch.full((16, 16), float("nan"), dtype=torch.float32, device=DEVICE)
+    _pair[(1,)](a, b, (a * a).sum(1), (b * b).sum(1), out, n, m, d, 0, 0, kind, False, 16, 16, 16)
+    want = ((a.double()[:16, None] - b.double()[None, :16]) ** 2).sum(2)
+    rel = ((out.double() - want).abs() / want)[:5, :5].diagonal()  # the close pairs
+    assert want[:5, :5].diagonal().max() < 1e-6
+    assert f"arg < {CLOSE} * (na" in inspect.getsource(T)  # close_pairs' literal is kernelmmd.kernels.CLOSE
+    if exact:
+        assert float(rel.max()) < 1e-5
+        torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=0)
+    else:
+        assert float(rel.max()) > 1e-1  # what the refinement is for
 
 
 @pytest.mark.parametrize("kind", [0, 11], ids=["radial", "dot"])
@@ -130,7 +155,7 @@ def test_refuse_raises_on_a_second_derivative():
 
 
 def test_aot_spec_signature_follows_the_kernel_arguments():
-    spec = L.aot_spec("k", _pair, dict(RADIAL=True, DIRECT=False, BM=16, BN=16, BK=16), f64=("o_ptr",))
+    spec = L.aot_spec("k", _pair, dict(KIND=0, DIRECT=False, BM=16, BN=16, BK=16), f64=("o_ptr",))
     assert list(spec["signature"]) == list(_pair.arg_names)
     assert spec["signature"]["a_ptr"] == "*fp32" and spec["signature"]["o_ptr"] == "*fp64"
     assert spec["signature"]["n"] == "i32" and spec["signature"]["BK"] == "constexpr"

@@ -33,7 +33,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import DotKernel, Kernel, RadialKernel, _safe_sqrt
+from ..kernels import CLOSE, DotKernel, Kernel, RadialKernel, _safe_sqrt
 from .reference import _twice, a_column, a_diag
 from .types import BlockStats
 
@@ -73,6 +73,37 @@ def _check_kernel(kernel: Kernel, op: str) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _close_pairs(t: torch.Tensor, an: torch.Tensor, bn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (i, j) of the tile's pairs with t < CLOSE · (‖a_i‖² + ‖b_j‖²) (centred squared norms): where the
+    expansion's rounding, ~eps·(‖a_i‖² + ‖b_j‖²), is large relative to t (see :data:`kernelmmd.kernels.CLOSE`)."""
+    return (t.detach() < CLOSE * (an[:, None] + bn[None, :])).nonzero().unbind(1)
+
+
+def _pair_chunks(k: int, d: int):
+    """Slices [s0, s1) of k index pairs in R^d, about TILE_ELEMENTS gathered numbers each."""
+    step = max(1, TILE_ELEMENTS // max(1, d))
+    return ((s0, min(k, s0 + step)) for s0 in range(0, k, step))
+
+
+def _pair_sqdist(a: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """‖a_i − b_j‖² for index pairs, (k,), from coordinate differences (differentiable)."""
+    parts = []
+    for s0, s1 in _pair_chunks(i.numel(), a.shape[1]):
+        diff = a[i[s0:s1]] - b[j[s0:s1]]  # (k', d)
+        parts.append((diff * diff).sum(1))
+    return torch.cat(parts)
+
+
+def _add_pair_grads(a, b, i, j, p, ga, gb) -> None:
+    """ga[i] += 2 p (a_i − b_j) and gb[j] −= the same, for index pairs with weights p (k,), from differences."""
+    for s0, s1 in _pair_chunks(i.numel(), a.shape[1]):
+        ii, jj = i[s0:s1], j[s0:s1]
+        part = ((a[ii] - b[jj]) * (2.0 * p[s0:s1])[:, None]).to(ga.dtype)  # (k', d)
+        ga.index_add_(0, ii, part)
+        if gb is not None:
+            gb.index_add_(0, jj, -part)
+
+
 class _Block:
     """Evaluates tiles k(a[r0:r1], b[c0:c1]) of one kernel block, and accumulates pair-weighted gradients.
 
@@ -85,10 +116,15 @@ class _Block:
         self.radial = isinstance(kernel, RadialKernel)
         self.a, self.b = a, b
         if self.radial:
-            c = a.mean(0) if b is a else torch.cat([a, b]).mean(0)  # (d,)
-            self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
-            self.bc = self.ac if b is a else b - c  # (m, d)
-            # distances from (td_a, td_b): the centred inputs, in float64 for √t kernels
+            if kernel.sqrt_distance:  # not centred: close pairs take exact differences of the given points
+                self.ac, self.bc = a, b
+            else:
+                c = a.mean(0) if b is a else torch.cat([a, b]).mean(0)  # (d,)
+                self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
+                self.bc = self.ac if b is a else b - c  # (m, d)
+            # distances from (ta, tb): the centred inputs, in float64 for √t kernels (whose close pairs are also
+            # re-formed from coordinate differences, see _close_pairs)
+            self.sqrt = kernel.sqrt_distance and a.shape[1] > 1
             self.exact = kernel.sqrt_distance and a.dtype != torch.float64
             self.ta = self.ac.double() if self.exact else self.ac
             self.tb = self.ta if b is a else (self.bc.double() if self.exact else self.bc)
@@ -114,6 +150,10 @@ class _Block:
             else:
                 t = torch.addmm(self.bn[None, c0:c1], self.ta[r0:r1], self.tb[c0:c1].T, alpha=-2.0)  # (B, C)
                 t.add_(self.an[r0:r1, None])
+                if self.sqrt:
+                    i, j = _close_pairs(t, self.an[r0:r1], self.bn[c0:c1])
+                    if i.numel():
+                        t[i, j] = _pair_sqdist(self.ta, self.tb, r0 + i, c0 + j)
             if self.exact:
                 t = t.to(self.a.dtype)
             mask = None
@@ -140,13 +180,19 @@ class _Block:
             k, dk = self.kernel.profile(u, 0), None
         return k, dk, u
 
-    def add_grads(self, w, dk, r0, r1, c0, c1, ga, gb):
-        """ga[r0:r1] += Σ_j w_ij ∂k(a_i, b_j)/∂a_i and gb[c0:c1] += Σ_i w_ij ∂k(a_i, b_j)/∂b_j (gb may be None)."""
+    def add_grads(self, w, dk, t, r0, r1, c0, c1, ga, gb):
+        """ga[r0:r1] += Σ_j w_ij ∂k(a_i, b_j)/∂a_i and gb[c0:c1] += Σ_i w_ij ∂k(a_i, b_j)/∂b_j (gb may be None);
+        t: the tile's pair arguments (from :meth:`tile`)."""
         p = w * dk  # (B, C)
         if self.radial:
             ar, bc = self.ac[r0:r1], self.bc[c0:c1]
             if self.exact:  # g' ∝ t^{-1/2}: a_i Σ p − Σ p b_j cancels heavily at close points; form it in float64
                 p, ar, bc = p.double(), self.ta[r0:r1], self.tb[c0:c1]
+            if self.sqrt:  # ... and take the close pairs' Σ p (a_i − b_j) from differences
+                i, j = _close_pairs(t, self.an[r0:r1], self.bn[c0:c1])
+                if i.numel():
+                    _add_pair_grads(self.ta, self.tb, r0 + i, c0 + j, p[i, j], ga, gb)
+                    p = p.index_put((i, j), p.new_zeros(()))
             ga[r0:r1] += 2.0 * (ar * p.sum(1, keepdim=True) - p @ bc)  # Σ_j 2 g' w (a_i − b_j)
             if gb is not None:
                 gb[c0:c1] += 2.0 * (bc * p.sum(0)[:, None] - p.T @ ar)
@@ -267,8 +313,8 @@ class _BlockSums(torch.autograd.Function):
                     r[r0:r1] += k.sum(1).double()
                     r[r1:] += rect.sum(0).double()
                 if eager:  # S = Σ_{i≠j} k_ij: weight 2 per unordered pair (see backward)
-                    blk.add_grads(_zero_diag(torch.full_like(sq, 2.0)), dk[:, :B], r0, r1, r0, r1, ga, None)
-                    blk.add_grads(2.0, dk[:, B:], r0, r1, r1, n, ga, ga)
+                    blk.add_grads(_zero_diag(torch.full_like(sq, 2.0)), dk[:, :B], t[:, :B], r0, r1, r0, r1, ga, None)
+                    blk.add_grads(2.0, dk[:, B:], t[:, B:], r0, r1, r1, n, ga, ga)
                     if idx:
                         w = torch.full_like(k, 2.0)
                         w[:, :B] = 1.0
@@ -286,7 +332,7 @@ class _BlockSums(torch.autograd.Function):
                     r[r0:r1] = k.sum(1).double()
                     c += k.sum(0).double()
                 if eager:
-                    blk.add_grads(1.0, dk, r0, r1, 0, m, ga, gb)
+                    blk.add_grads(1.0, dk, t, r0, r1, 0, m, ga, gb)
                     for acc, v in zip(gp, _param_grads(kernel, t, torch.ones_like(k), idx)):
                         acc += v
         ctx.spec, ctx.eager, ctx.dtype = spec, eager, a.dtype
@@ -328,8 +374,8 @@ class _BlockSums(torch.autograd.Function):
                 B = r1 - r0
                 w = (2.0 * gSv + 4.0 * gQv * k) + grv[r0:r1, None] + grv[None, r0:]
                 _zero_diag(w[:, :B])
-                blk.add_grads(w[:, :B], dk[:, :B], r0, r1, r0, r1, ga, None)
-                blk.add_grads(w[:, B:], dk[:, B:], r0, r1, r1, n, ga, ga)
+                blk.add_grads(w[:, :B], dk[:, :B], t[:, :B], r0, r1, r0, r1, ga, None)
+                blk.add_grads(w[:, B:], dk[:, B:], t[:, B:], r0, r1, r1, n, ga, ga)
                 if idx:
                     w[:, :B] *= 0.5  # the square holds both orders of each pair
                     for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
@@ -341,7 +387,7 @@ class _BlockSums(torch.autograd.Function):
                 r1 = min(n, r0 + rows)
                 k, dk, t = blk.tile(r0, r1, 0, m, True)
                 w = (gSv + 2.0 * gQv * k) + grv[r0:r1, None] + gcv[None, :]
-                blk.add_grads(w, dk, r0, r1, 0, m, ga, gb)
+                blk.add_grads(w, dk, t, r0, r1, 0, m, ga, gb)
                 for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
                     acc += v
         out_a = ga.to(dt) if need[1] else None
@@ -394,8 +440,9 @@ def _needs_grad(*ts) -> bool:
 
 
 def _centre(kernel, *ts):
-    """Shift radial-kernel inputs by their pooled mean (detached; distances are unchanged)."""
-    if isinstance(kernel, RadialKernel):
+    """Shift radial-kernel inputs by their pooled mean (detached; distances are unchanged). Not for √t kernels:
+    their close pairs are re-formed from differences of the given points (centred points are rounded)."""
+    if isinstance(kernel, RadialKernel) and not kernel.sqrt_distance:
         c = torch.cat([t.detach() for t in ts]).mean(0, keepdim=True)
         return tuple(t - c for t in ts)
     return ts
@@ -410,7 +457,12 @@ def _sq(a, b, kernel, diag_at=None):
     if a.shape[1] == 1:  # d = 1: exact differences
         t = (a2 - b2.T).square()  # (B, m)
     else:
-        t = (a2 * a2).sum(1)[:, None] + (b2 * b2).sum(1)[None, :] - 2.0 * (a2 @ b2.T)  # (B, m)
+        an, bn = (a2 * a2).sum(1), (b2 * b2).sum(1)
+        t = an[:, None] + bn[None, :] - 2.0 * (a2 @ b2.T)  # (B, m)
+        if exact:  # close pairs from coordinate differences (values and gradients)
+            i, j = _close_pairs(t, an.detach(), bn.detach())
+            if i.numel():
+                t = t.index_put((i, j), _pair_sqdist(a2, b2, i, j))
     t = t.to(a.dtype)
     if diag_at is not None:
         i = torch.arange(a.shape[0], device=a.device)
@@ -468,7 +520,15 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
             if lo > 0 or hi < math.inf:
                 gp = gp * ((t >= lo) & (t <= hi))  # the clamp's derivative
             p = gp.double() * vd[None, :]  # (B, m)
-            return 2.0 * (xb.double() * p.sum(1, keepdim=True) - p @ yd)  # (B, d)
+            xbd = xb.double()
+            near = None
+            if kernel.sqrt_distance and xb.shape[1] > 1:  # g' ∝ t^{-1/2}: close pairs' Σ p (x_i − y_j) by differences
+                i, j = _close_pairs(t, (xbd * xbd).sum(1).detach(), (yd * yd).sum(1).detach())
+                if i.numel():
+                    near = torch.zeros_like(xbd).index_add(0, i, (xbd[i] - yd[j]) * (2.0 * p[i, j])[:, None])
+                    p = p.index_put((i, j), p.new_zeros(()))
+            out = 2.0 * (xbd * p.sum(1, keepdim=True) - p @ yd)  # (B, d)
+            return out if near is None else out + near
 
         out = _by_rows(fn, xc, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
         if getattr(kernel, "norm_terms", False):

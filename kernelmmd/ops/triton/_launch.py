@@ -102,7 +102,7 @@ class Spec:
     lohi: torch.Tensor  # (2,) compute dtype: RBF-B bounds of t (0 where not clamped)
     clamp_lo: bool
     clamp_hi: bool
-    centre: bool  # centre the data (translation-invariant radial kernels except energy)
+    centre: bool  # centre the data (translation-invariant radial kernels except the √t ones)
     energy: bool
     dtype: torch.dtype
     precision: str
@@ -129,7 +129,8 @@ def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision:
     sp = kernel.scalar_params()
     index = tuple(i for i, p in enumerate(sp) if isinstance(p, torch.Tensor))
     energy = isinstance(kernel, Energy)
-    centre = isinstance(kernel, RadialKernel) and kernel.translation_invariant and not energy
+    # not for √t kernels: their close pairs are re-formed from differences of the given (not rounded) points
+    centre = isinstance(kernel, RadialKernel) and kernel.translation_invariant and not kernel.sqrt_distance
     return Spec(kind, r, degree, len(sp), params.to(dtype), lohi, clamp_lo, clamp_hi, centre, energy, dtype,
                 precision, index)
 

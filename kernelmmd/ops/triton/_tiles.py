@@ -76,41 +76,103 @@ def scaled_rows(p_ptr, rows, cols, n, width, s):
 
 
 @triton.jit
+def direct_arg_tile(arow, brow, rmask, cmask, d, RADIAL: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                    dtype: tl.constexpr):
+    """Σ_k (a_ik − b_jk)² (RADIAL) or Σ_k a_ik b_jk of a (BM, BN) tile, coordinate by coordinate (exact differences)
+    from row pointers ``arow`` (BM,) and ``brow`` (BN,)."""
+    acc = tl.zeros((BM, BN), dtype=dtype)
+    for k in range(0, d):
+        av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+        bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+        if RADIAL:
+            diff = av[:, None] - bv[None, :]
+            acc += diff * diff
+        else:
+            acc += av[:, None] * bv[None, :]
+    return acc
+
+
+#: √t kernels (laplacian, energy) re-form t from coordinate differences where the ``tl.dot`` expansion gives
+#: t < CLOSE · (‖a_i‖² + ‖b_j‖²) (centred norms). The expansion's rounding is δt ≈ c·eps·(‖a_i‖² + ‖b_j‖²), which
+#: √ magnifies without bound near t = 0 (to ~√eps at coincident points); outside the close region it is at most
+#: c·eps·t/CLOSE, so √t keeps a relative error ≤ 8c·eps.
+CLOSE = 1.0 / 16.0  # written as a literal in the kernel (the interpreter cannot scale a tensor by a global)
+
+
+@triton.jit
+def close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m):
+    """(BM, BN) mask of the pairs in range with t < :data:`CLOSE` · (‖a_i‖² + ‖b_j‖²) (centred squared norms)."""
+    na = load_vec(na_ptr, rows, n)
+    nb = load_vec(nb_ptr, cols, m)
+    return (arg < 0.0625 * (na[:, None] + nb[None, :])) & (rows < n)[:, None] & (cols < m)[None, :]  # CLOSE
+
+
+@triton.jit
+def any_pair(mask):
+    """Whether a (BM, BN) mask has any set entry (a tile-uniform scalar for a data-dependent branch)."""
+    return tl.max(mask.to(tl.int32)) > 0
+
+
+@triton.jit
+def sub_close_pair_grad(g_ptr, pn, a_ptr, b_ptr, rows, cols, n, m, d, k0, k1, keep):
+    """G[i, k] = (G[i, k] if ``keep`` else 0) − Σ_j pn_ij (a_ik − b_jk) for the tile's rows and k ∈ [k0, k1), with G a
+    row-major (n, d) slab at ``g_ptr``; from coordinate differences, one column at a time (no (BM, d) tile: these
+    run in the kernels' register-heaviest loops, and only in tiles with close pairs).
+
+    The radial gradients Σ_j p_ij (a_i − b_j) are formed as a_i Σ_j p_ij − Σ_j p_ij b_j, which loses
+    eps·|p_ij|·‖a_i‖ to cancellation: harmless where p is bounded, but the √t kernels' g' ∝ t^{-1/2} makes it
+    unbounded at close pairs. Their share ``pn`` (zero elsewhere) is summed here instead. The caller issues a
+    ``tl.debug_barrier()`` before reading G with another layout.
+    """
+    rmask = rows < n
+    cmask = cols < m
+    arow = a_ptr + rows.to(tl.int64) * d
+    brow = b_ptr + cols.to(tl.int64) * d
+    grow = g_ptr + rows.to(tl.int64) * d
+    for k in tl.range(k0, k1, num_stages=1):  # not pipelined: no buffers held by a rarely taken branch
+        av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+        bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+        col = tl.sum(pn * (av[:, None] - bv[None, :]), 1)  # (BM,)
+        prev = tl.load(grow + k, mask=rmask & keep, other=0.0)
+        tl.store(grow + k, prev - col.to(prev.dtype), mask=rmask)
+
+
+@triton.jit
 def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
-                  RADIAL: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+                  KIND: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (RADIAL) or u = a_iᵀb_j, in the pointers' dtype.
+    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (radial KIND < 10) or u = a_iᵀb_j, in the pointers' dtype.
 
     ``a``/``b`` are row-major (n, d)/(m, d); ``na``/``nb`` their squared row norms (used by the radial
     ``tl.dot`` path: t = na + nb − 2aᵀb, clamped at 0). DIRECT sums exact per-coordinate products/differences
-    instead (small d). Rows/columns outside the ranges read zeros: the caller masks them.
+    instead (small d). For the √t kinds (4: laplacian, 5: energy) the ``tl.dot`` path re-forms the pairs closer
+    than :data:`CLOSE` from differences, in the tiles that have any (a data-dependent branch: tiles without close
+    pairs cost nothing more). Rows/columns outside the ranges read zeros: the caller masks them.
     """
     rmask = rows < n
     cmask = cols < m
     arow = a_ptr + rows.to(tl.int64) * d  # (BM,) row pointers
     brow = b_ptr + cols.to(tl.int64) * d  # (BN,)
-    acc = tl.zeros((BM, BN), dtype=a_ptr.dtype.element_ty)
+    dtype = a_ptr.dtype.element_ty
     if DIRECT:
-        for k in range(0, d):
-            av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
-            bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
-            if RADIAL:
-                diff = av[:, None] - bv[None, :]
-                acc += diff * diff
-            else:
-                acc += av[:, None] * bv[None, :]
-        out = acc
+        out = direct_arg_tile(arow, brow, rmask, cmask, d, KIND < 10, BM, BN, dtype)
     else:
+        acc = tl.zeros((BM, BN), dtype=dtype)
         for k0 in range(0, d, BK):
             kk = k0 + tl.arange(0, BK)
             kmask = kk < d
             a = tl.load(arow[:, None] + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
             b = tl.load(brow[:, None] + kk[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)  # (BN, BK)
             acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)  # (BM, BN)
-        if RADIAL:
+        if KIND < 10:
             na = tl.load(na_ptr + rows, mask=rmask, other=0.0)
             nb = tl.load(nb_ptr + cols, mask=cmask, other=0.0)
             out = tl.maximum(na[:, None] + nb[None, :] - 2.0 * acc, 0.0)
+            if KIND == 4 or KIND == 5:
+                close = close_pairs(out, na_ptr, nb_ptr, rows, cols, n, m)
+                if any_pair(close):
+                    exact = direct_arg_tile(arow, brow, rmask, cmask, d, True, BM, BN, dtype)
+                    out = tl.where(close, exact, out)
         else:
             out = acc
     return out
@@ -120,7 +182,7 @@ def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
 def dot_tile(a_ptr, b_ptr, rows, cols, n, m, d, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """Inner products a_iᵀb_j of a (BM, BN) tile (:func:`pair_arg_tile` without norms)."""
-    return pair_arg_tile(a_ptr, b_ptr, a_ptr, b_ptr, rows, cols, n, m, d, False, DIRECT, PRECISION, BM, BN, BK)
+    return pair_arg_tile(a_ptr, b_ptr, a_ptr, b_ptr, rows, cols, n, m, d, 10, DIRECT, PRECISION, BM, BN, BK)
 
 
 @triton.jit

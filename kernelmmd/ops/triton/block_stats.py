@@ -40,8 +40,11 @@ the aᵀb and P·B products (about 10 bits of mantissa in the inputs; t loses ac
 tensor-core modes can only be measured on a GPU (the interpreter computes in fp32/fp64 numpy); see
 ``benchmarks/RESULTS.md`` once it has been measured. float16/bfloat16 inputs are computed in fp32; float64 inputs
 in float64 (``precision`` must then be ``"ieee"``). For d > 8, t carries an absolute rounding error of order
-√d·ε·(‖a‖² + ‖b‖²) on the centred points: at (near-)coincident points the laplacian and energy kernels, whose
-derivative is unbounded at t = 0, see that noise in their gradients (d ≤ 8 uses exact differences: t = 0 exactly).
+√d·ε·(‖a‖² + ‖b‖²): harmless for smooth kernels, but √t magnifies it without bound near t = 0. So for the
+laplacian and energy kernels the data are not centred, and the pairs with t < CLOSE·(‖a‖² + ‖b‖²)
+(:data:`kernelmmd.kernels.CLOSE` = 1/16) are re-formed from exact coordinate differences — their t, and in the
+backward their share Σ_j p_ij (a_i − b_j), which a_i Σ p − Σ p b_j would also lose to cancellation — in the
+tiles that have any (a data-dependent branch; d ≤ 8 uses exact differences throughout).
 
 **Autograd.** Gradients flow to a, b and every tensor-valued kernel parameter. The backward kernels are not
 themselves differentiable: under ``create_graph=True`` the gradients they return are tied to the inputs through a
@@ -76,13 +79,16 @@ from ._launch import (
 from ._profiles import dot_param_grad, radial_param_grad
 from ._tiles import (
     add_param_sum,
+    any_pair,
     clamp_arg,
+    close_pairs,
     energy_norm_tile,
     kernel_tile,
     load_bounds,
     load_vec,
     pair_arg_tile,
     split_range,
+    sub_close_pair_grad,
 )
 
 __all__ = [
@@ -128,7 +134,7 @@ def _block_stats_fwd(
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
-                            KIND < 10, DIRECT, PRECISION, BM, BN, BK)
+                            KIND, DIRECT, PRECISION, BM, BN, BK)
         kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)  # (BM, BN)
         if KIND == 5:
             kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
@@ -177,6 +183,7 @@ def _block_stats_bwd(
         al = load_vec(al_ptr, rows, n)
     j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     psum = tl.zeros((BM,), dtype=dt)  # Σ_j p_ij
+    corrected = j_lo > j_hi  # (false) √t kernels: g's rows hold −Σ p (a − b) over close pairs (register mode)
     wsum = tl.zeros((BM,), dtype=dt)  # Σ_j w_ij (energy norm terms)
     acc = tl.zeros((BM, BD), dtype=dt)  # Σ_j p_ij b_j when d ≤ BD
     ridx = tl.arange(0, RP)
@@ -186,7 +193,7 @@ def _block_stats_bwd(
         cmask = cols < m
         cols64 = cols.to(tl.int64)
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
-                            KIND < 10, DIRECT, PRECISION, BM, BN, BK)
+                            KIND, DIRECT, PRECISION, BM, BN, BK)
         valid = rmask[:, None] & cmask[None, :]
         if SAME:
             valid = valid & (rows[:, None] != cols[None, :])
@@ -204,6 +211,20 @@ def _block_stats_bwd(
         w = tl.where(valid, w, 0.0)
         if GRAD:
             p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
+            written = jt > j_lo  # MEM_ACC: this split's rows of g hold partial sums (0 before the first tile)
+            if KIND == 4 or KIND == 5:  # close pairs of √t kernels: −Σ p (a − b) from differences, into g's rows
+                close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
+                near = any_pair(close)
+                pf = tl.where(close, 0.0, p)
+                if near:
+                    keep = corrected
+                    if MEM_ACC:
+                        keep = written
+                    sub_close_pair_grad(g_base, p - pf, a_ptr, b_ptr, rows, cols, n, m, d, 0, d, keep)
+                    tl.debug_barrier()
+                    corrected = jt >= j_lo  # (true)
+                    written = jt >= j_lo
+                p = pf
             if MEM_ACC:
                 for d0 in range(0, d, BD):
                     dc = d0 + dr
@@ -212,7 +233,7 @@ def _block_stats_bwd(
                                  mask=cmask[:, None] & dmask[None, :], other=0.0)  # (BN, BD)
                     offs = rows64[:, None] * d + dc[None, :]
                     omask = rmask[:, None] & dmask[None, :]
-                    prev = tl.load(g_base + offs, mask=omask & (jt > j_lo), other=0.0)  # 0 on the first tile
+                    prev = tl.load(g_base + offs, mask=omask & written, other=0.0)
                     tl.store(g_base + offs, tl.dot(p, bt, prev, input_precision=PRECISION), mask=omask)
                 tl.debug_barrier()  # the next tile reads these rows back (possibly from other threads)
             else:
@@ -242,6 +263,8 @@ def _block_stats_bwd(
                 pb = tl.load(g_base + offs, mask=omask & (j_hi > j_lo), other=0.0)
             else:
                 pb = acc
+                if KIND == 4 or KIND == 5:
+                    pb += tl.load(g_base + offs, mask=omask & corrected, other=0.0)
             if KIND < 10:
                 at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
                 out = 2.0 * (at * psum[:, None] - pb)
@@ -462,9 +485,10 @@ def _prepared(t: torch.Tensor, dtype: torch.dtype, centre: torch.Tensor) -> torc
 
 def _centre(kernel: Kernel, dtype: torch.dtype, *sets: torch.Tensor) -> torch.Tensor:
     """(1, d) centre subtracted before t = ‖a‖² + ‖b‖² − 2aᵀb: the pooled mean for radial kernels (t is
-    translation invariant; the energy kernel's norm terms use the uncentred points), zero for dot kernels."""
+    translation invariant), zero for dot kernels and for the √t kernels (laplacian, energy), whose close pairs are
+    re-formed from differences of the given points — rounded centred points would not give exact differences."""
     d = sets[0].shape[1]
-    if not isinstance(kernel, RadialKernel):
+    if not isinstance(kernel, RadialKernel) or kernel.sqrt_distance:
         return torch.zeros(1, d, dtype=dtype, device=sets[0].device)
     total = sum(s.detach().to(dtype).sum(0, keepdim=True) for s in sets)
     return total / sum(s.shape[0] for s in sets)
@@ -610,6 +634,7 @@ AOT_SPECS = [
     _aot_fwd("fwd_rq_tf32x3", 2, same=True, precision="tf32x3", tensor_cores=True),
     _aot_fwd("fwd_laplacian_direct", 4, direct=True),
     _aot_fwd("fwd_energy", 5),
+    _aot_fwd("fwd_laplacian_tf32", 4, precision="tf32", tensor_cores=True),
     _aot_fwd("fwd_poly_tf32", 11, r=2, degree=3, precision="tf32", tensor_cores=True),
     _aot_fwd("fwd_linear_direct", 10, direct=True),
     _aot_fwd("fwd_rbf_fp64", 0, dt="fp64", bk=16),

@@ -103,7 +103,7 @@ def _amv_kernel(
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         cmask = cols < M
-        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND < 10, DIRECT, PRECISION,
+        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND, DIRECT, PRECISION,
                             BM, BN, BK)
         x = dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # C_ll' = z_l · u1_l'
         u0 = load_vec(u0_ptr, cols, M)[None, :]
@@ -163,7 +163,7 @@ def _amv_bwd_kernel(
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         valid = rmask[:, None] & (cols < M)[None, :]
-        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND < 10, DIRECT, PRECISION,
+        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND, DIRECT, PRECISION,
                             BM, BN, BK)
         x_zu = dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · u1_l'
         x_bz = dot_tile(b_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · z_l'

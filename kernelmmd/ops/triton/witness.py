@@ -82,6 +82,8 @@ from ._launch import (
 )
 from ._tiles import (
     add_param_sum,
+    any_pair,
+    close_pairs,
     direction_tile,
     directional,
     grid_tile,
@@ -96,6 +98,7 @@ from ._tiles import (
     scaled_rows,
     split_range,
     store_rows,
+    sub_close_pair_grad,
 )
 
 __all__ = ["kernel_mv", "kernel_grad_mv", "grad_mv", "Tiles", "PRECISIONS", "AOT_SPECS"]
@@ -131,7 +134,7 @@ def _mv_kernel(
     j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
                             BM, BN, BK)
         if MODE == 0:
             q = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
@@ -168,22 +171,36 @@ def _grad_kernel(
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     psum = tl.zeros((BM,), dtype=tl.float64)
     j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
+    out_base = out_ptr + pid_s.to(tl.int64) * n * d  # this split's (n, d) slab
+    corrected = j_lo > j_hi  # (false) √t kernels: out's rows hold −Σ p (a − b) over close pairs
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
                             BM, BN, BK)
         w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
         p = tl.where((cols < m)[None, :], p, 0.0)
         bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
+        if KIND == 4 or KIND == 5:  # close pairs of √t kernels: −Σ p (a − b) from differences, into out's rows
+            close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
+            if any_pair(close):
+                k0 = tl.program_id(1) * BD
+                sub_close_pair_grad(out_base, tl.where(close, p, 0.0), a_ptr, b_ptr, rows, cols, n, m, d, k0,
+                                    tl.minimum(k0 + BD, d), corrected)
+                tl.debug_barrier()
+                corrected = jt >= j_lo  # (true)
+            p = tl.where(close, 0.0, p)
         acc += tl.dot(p, bt, input_precision=PRECISION).to(tl.float64)
         if KIND < 10:
             psum += tl.sum(p, 1).to(tl.float64)
+    if KIND == 4 or KIND == 5:
+        omask = (rows < n)[:, None] & (dcols < d)[None, :]
+        acc += tl.load(out_base + rows.to(tl.int64)[:, None] * d + dcols[None, :], mask=omask & corrected, other=0.0)
     if KIND < 10:
         out = 2.0 * (scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
     else:
         out = acc
-    store_rows(out_ptr + pid_s.to(tl.int64) * n * d, rows, dcols, n, d, out)
+    store_rows(out_base, rows, dcols, n, d, out)
 
 
 @triton.jit
@@ -206,7 +223,7 @@ def _grad2_kernel(
     j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
                             BM, BN, BK)
         x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, XV, DIRECT, PRECISION,
                                BM, BN, BK)
@@ -259,7 +276,7 @@ def _param_kernel(
     j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND < 10, DIRECT, PRECISION,
+        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
                             BM, BN, BK)
         c = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         if MODE == 1:
@@ -685,6 +702,7 @@ AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp6
     _aot_grad("grad_rbf_vec", 0),
     _aot_grad("grad_rq_tf32x3", 2, vec=False, precision="tf32x3", bd=32),
     _aot_grad("grad_poly_tf32", 11, r=2, degree=3, precision="tf32"),
+    _aot_grad("grad_laplacian", 4),  # the close-pair branch of the √t kernels
     _aot_grad2("grad2_rbf_x", 0),
     _aot_grad2("grad2_rq_y_tf32", 2, xv=False, vec=False, precision="tf32"),
     _aot_grad2("grad2_poly_y_tf32x3", 11, r=2, degree=3, xv=False, precision="tf32x3", bd=32),
