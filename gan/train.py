@@ -36,10 +36,9 @@ is the one-process case and unchanged. What each process does and what is shared
   per-process ``critic_loss_ranks`` / ``generator_loss_ranks``; ``images_per_s`` counts all processes.
 * Process 0 alone writes the run directory (config.json with ``world_size`` and ``effective_batch_size``, metrics,
   samples, plots, checkpoints) and prints; the others wait at each checkpoint until it is written.
-* Decisions are collective: a NaN/Inf loss (or any error raised while computing a loss) on one process stops every
-  process with the same message (an error before the critic's first forward of an update, e.g. in data loading,
-  leaves the others in DDP's own collectives of that forward: torchrun then ends the job, the failed worker's
-  message first); SIGINT / SIGTERM to any process stops all after the current step with a checkpoint (torchrun
+* Decisions are collective: a NaN/Inf loss, or any error raised while loading an update's data, running the
+  generator for it or computing its loss, on one process stops every process with the same message; SIGINT /
+  SIGTERM to any process stops all after the current step with a checkpoint (torchrun
   forwards Ctrl-C to every worker and waits ``--shutdown_timeout``, default 30 s, before SIGKILL; it then exits with
   status 1 and its own traceback of the signal); ``--kid-lr`` tests on process 0 and every process takes its
   learning rates.
@@ -315,16 +314,24 @@ class Run:
         cls = NonFiniteLossError if name == NonFiniteLossError.__name__ else RuntimeError
         raise cls(f"process {r} of {self.world} failed ({name}): {message}")
 
-    def _losses(self, fn, *args, what: str, k: int | None = None):
+    def _agreed(self, fn):
+        """fn(), with an error on any process raised on every process (a collective under torchrun)."""
         if self.world == 1:
-            return self._local_losses(fn, *args, what=what, k=k)
+            return fn()
         try:
-            out = self._local_losses(fn, *args, what=what, k=k)
-        except Exception as e:  # noqa: BLE001 - every process must learn of it before the backward's all-reduce
+            out = fn()
+        except Exception as e:  # noqa: BLE001 - every process must learn of it before the next collective
             self._agree(e)
             raise
         self._agree(None)
         return out
+
+    def _losses(self, fn, inputs, what: str, k: int | None = None):
+        """fn(*inputs()), checked. Errors are agreed on twice: after ``inputs`` (data loading, the generator's
+        forward pass), before the loss's DDP forward passes (which may hold DDP's own collectives), and after the
+        loss, before the backward's all-reduce."""
+        args = self._agreed(inputs)
+        return self._agreed(lambda: self._local_losses(fn, *args, what=what, k=k))
 
     def _local_losses(self, fn, *args, what: str, k: int | None = None):
         try:
@@ -342,11 +349,13 @@ class Run:
         return loss, terms
 
     def critic_update(self, k: int) -> tuple[torch.Tensor, dict]:
-        real = self.data.next()
-        with torch.no_grad():
-            fake = self.G(self.noise(self.cfg.batch_size))  # the plain generator: no DDP forward without a backward
-        loss, terms = self._losses(lambda *a: self.loss.critic_loss(*a, self.penalty_rng), self.D_ddp, real, fake,
-                                   what="critic", k=k)
+        def inputs():
+            real = self.data.next()
+            with torch.no_grad():
+                fake = self.G(self.noise(self.cfg.batch_size))  # the plain generator: no DDP forward without a backward
+            return self.D_ddp, real, fake
+
+        loss, terms = self._losses(lambda *a: self.loss.critic_loss(*a, self.penalty_rng), inputs, what="critic", k=k)
         self.opt_c.zero_grad(set_to_none=True)
         loss.backward()
         clip_per_tensor(self.D.parameters(), self.cfg.clip)
@@ -354,11 +363,13 @@ class Run:
         return loss.detach(), terms
 
     def generator_update(self) -> tuple[torch.Tensor, dict]:
-        real = self.data.next()
-        fake = self.G_ddp(self.noise(self.cfg.batch_size))
+        def inputs():  # the plain critic: D_ddp's forwards are each followed by a critic backward
+            real = self.data.next()
+            return self.D, real, self.G_ddp(self.noise(self.cfg.batch_size))
+
         self.D.requires_grad_(False)
-        try:  # the plain critic: D_ddp's forwards are each followed by a critic backward
-            loss, terms = self._losses(self.loss.generator_loss, self.D, real, fake, what="generator")
+        try:
+            loss, terms = self._losses(self.loss.generator_loss, inputs, what="generator")
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
         finally:

@@ -256,8 +256,7 @@ class _NaNOnProcess1(gl.MMD):
 
 class _FailOnProcess1(gl.MMD):
     """MMD whose critic loss raises an ordinary error (not a NaN) at its second call on process 1, after the critic's
-    forward passes (as an error inside kernelmmd would: before them, the other process would wait in DDP's own
-    collectives of that forward, and only torchrun's tear-down would end it)."""
+    forward passes (as an error inside kernelmmd would)."""
 
     calls = 0
 
@@ -267,6 +266,23 @@ class _FailOnProcess1(gl.MMD):
         if distributed.rank() == 1 and self.calls == 2:
             raise ValueError("synthetic failure")
         return out
+
+
+class _BreakDataOnProcess1:
+    """Makes process 1's data stream fail after generator step 1: an error before any forward pass of the update."""
+
+    def on_step(self, run, step):
+        if run.rank == 1 and step == 1:
+            data = run.data
+
+            class Broken:
+                def next(self):
+                    raise OSError("synthetic read error")
+
+                def __getattr__(self, name):  # state_dict etc. (checkpoints) still work
+                    return getattr(data, name)
+
+            run.data = Broken()
 
 
 class _SignalProcess1:
@@ -313,6 +329,12 @@ def _train_scenarios(rank: int, out: Path) -> dict:
         res["fail"] = (type(e).__name__, str(e))
     finally:
         del gl.LOSSES["fail-on-1"]
+
+    try:
+        train(tiny(out / "data", steps=6), callbacks=[_BreakDataOnProcess1()], verbose=False)
+        res["data"] = None
+    except Exception as e:  # noqa: BLE001 - the type is what the test checks
+        res["data"] = (type(e).__name__, str(e))
 
     res["signal"] = train(tiny(out / "signal", steps=50, checkpoint_every=1000), callbacks=[_SignalProcess1()],
                           verbose=False)
@@ -477,6 +499,14 @@ def test_any_error_on_one_process_stops_all(spawned):
     failures = [res["fail"] for res in _part(spawned, "train")]
     assert failures[1] == ("ValueError", "synthetic failure")
     assert failures[0] == ("RuntimeError", "process 1 of 2 failed (ValueError): synthetic failure")
+
+
+def test_data_error_on_one_process_stops_all(spawned):
+    """An error before the update's first forward pass (reading data) is agreed on too: no process is left waiting
+    in the backward's all-reduce."""
+    failures = [res["data"] for res in _part(spawned, "train")]
+    assert failures[1] == ("OSError", "synthetic read error")
+    assert failures[0] == ("RuntimeError", "process 1 of 2 failed (OSError): synthetic read error")
 
 
 def test_signal_on_one_process_stops_all_with_a_checkpoint(spawned):
