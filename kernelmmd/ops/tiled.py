@@ -76,7 +76,13 @@ def _check_kernel(kernel: Kernel, op: str) -> None:
 def _close_pairs(t: torch.Tensor, an: torch.Tensor, bn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (i, j) of the tile's pairs with t < CLOSE · (‖a_i‖² + ‖b_j‖²) (centred squared norms): where the
     expansion's rounding, ~eps·(‖a_i‖² + ‖b_j‖²), is large relative to t (see :data:`kernelmmd.kernels.CLOSE`)."""
-    return (t.detach() < CLOSE * (an[:, None] + bn[None, :])).nonzero().unbind(1)
+    t = t.detach()
+    if t.numel() == 0:
+        return (torch.empty(0, dtype=torch.long, device=t.device),) * 2
+    # rows whose nearest column could qualify (one row-min pass, no (B, C) temporaries), then those rows exactly
+    rows = (t.amin(1) < CLOSE * (an + bn.max())).nonzero().squeeze(1)
+    i, j = (t[rows] < CLOSE * (an[rows, None] + bn[None, :])).nonzero().unbind(1)
+    return rows[i], j
 
 
 def _pair_chunks(k: int, d: int):
@@ -116,18 +122,18 @@ class _Block:
         self.radial = isinstance(kernel, RadialKernel)
         self.a, self.b = a, b
         if self.radial:
-            if kernel.sqrt_distance:  # not centred: close pairs take exact differences of the given points
-                self.ac, self.bc = a, b
-            else:
-                c = a.mean(0) if b is a else torch.cat([a, b]).mean(0)  # (d,)
-                self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
-                self.bc = self.ac if b is a else b - c  # (m, d)
-            # distances from (ta, tb): the centred inputs, in float64 for √t kernels (whose close pairs are also
-            # re-formed from coordinate differences, see _close_pairs)
+            c = a.mean(0) if b is a else torch.cat([a, b]).mean(0)  # (d,)
+            self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
+            self.bc = self.ac if b is a else b - c  # (m, d)
+            # distances from (ta, tb): the centred inputs, in float64 for √t kernels, whose close pairs are re-formed
+            # from differences of the given points (ra, rb: the centred ones are rounded), see _close_pairs
             self.sqrt = kernel.sqrt_distance and a.shape[1] > 1
             self.exact = kernel.sqrt_distance and a.dtype != torch.float64
             self.ta = self.ac.double() if self.exact else self.ac
             self.tb = self.ta if b is a else (self.bc.double() if self.exact else self.bc)
+            if self.sqrt:
+                self.ra = a.double() if self.exact else a
+                self.rb = self.ra if b is a else (b.double() if self.exact else b)
             self.an = (self.ta * self.ta).sum(1)  # (n,)
             self.bn = self.an if b is a else (self.tb * self.tb).sum(1)  # (m,)
             lo, hi = kernel.block_bounds(block)
@@ -152,8 +158,9 @@ class _Block:
                 t.add_(self.an[r0:r1, None])
                 if self.sqrt:
                     i, j = _close_pairs(t, self.an[r0:r1], self.bn[c0:c1])
+                    self.close = (r0 + i, c0 + j)  # absolute indices, reused by add_grads on this tile
                     if i.numel():
-                        t[i, j] = _pair_sqdist(self.ta, self.tb, r0 + i, c0 + j)
+                        t[i, j] = _pair_sqdist(self.ra, self.rb, r0 + i, c0 + j)
             if self.exact:
                 t = t.to(self.a.dtype)
             mask = None
@@ -180,18 +187,20 @@ class _Block:
             k, dk = self.kernel.profile(u, 0), None
         return k, dk, u
 
-    def add_grads(self, w, dk, t, r0, r1, c0, c1, ga, gb):
-        """ga[r0:r1] += Σ_j w_ij ∂k(a_i, b_j)/∂a_i and gb[c0:c1] += Σ_i w_ij ∂k(a_i, b_j)/∂b_j (gb may be None);
-        t: the tile's pair arguments (from :meth:`tile`)."""
+    def add_grads(self, w, dk, r0, r1, c0, c1, ga, gb):
+        """ga[r0:r1] += Σ_j w_ij ∂k(a_i, b_j)/∂a_i and gb[c0:c1] += Σ_i w_ij ∂k(a_i, b_j)/∂b_j (gb may be None), for
+        a part [r0, r1) × [c0, c1) of the tile last returned by :meth:`tile`."""
         p = w * dk  # (B, C)
         if self.radial:
             ar, bc = self.ac[r0:r1], self.bc[c0:c1]
             if self.exact:  # g' ∝ t^{-1/2}: a_i Σ p − Σ p b_j cancels heavily at close points; form it in float64
                 p, ar, bc = p.double(), self.ta[r0:r1], self.tb[c0:c1]
             if self.sqrt:  # ... and take the close pairs' Σ p (a_i − b_j) from differences
-                i, j = _close_pairs(t, self.an[r0:r1], self.bn[c0:c1])
+                ii, jj = self.close  # of the last tile, which contains this one
+                keep = (ii >= r0) & (ii < r1) & (jj >= c0) & (jj < c1)
+                i, j = ii[keep] - r0, jj[keep] - c0
                 if i.numel():
-                    _add_pair_grads(self.ta, self.tb, r0 + i, c0 + j, p[i, j], ga, gb)
+                    _add_pair_grads(self.ra, self.rb, r0 + i, c0 + j, p[i, j], ga, gb)
                     p = p.index_put((i, j), p.new_zeros(()))
             ga[r0:r1] += 2.0 * (ar * p.sum(1, keepdim=True) - p @ bc)  # Σ_j 2 g' w (a_i − b_j)
             if gb is not None:
@@ -313,8 +322,8 @@ class _BlockSums(torch.autograd.Function):
                     r[r0:r1] += k.sum(1).double()
                     r[r1:] += rect.sum(0).double()
                 if eager:  # S = Σ_{i≠j} k_ij: weight 2 per unordered pair (see backward)
-                    blk.add_grads(_zero_diag(torch.full_like(sq, 2.0)), dk[:, :B], t[:, :B], r0, r1, r0, r1, ga, None)
-                    blk.add_grads(2.0, dk[:, B:], t[:, B:], r0, r1, r1, n, ga, ga)
+                    blk.add_grads(_zero_diag(torch.full_like(sq, 2.0)), dk[:, :B], r0, r1, r0, r1, ga, None)
+                    blk.add_grads(2.0, dk[:, B:], r0, r1, r1, n, ga, ga)
                     if idx:
                         w = torch.full_like(k, 2.0)
                         w[:, :B] = 1.0
@@ -332,7 +341,7 @@ class _BlockSums(torch.autograd.Function):
                     r[r0:r1] = k.sum(1).double()
                     c += k.sum(0).double()
                 if eager:
-                    blk.add_grads(1.0, dk, t, r0, r1, 0, m, ga, gb)
+                    blk.add_grads(1.0, dk, r0, r1, 0, m, ga, gb)
                     for acc, v in zip(gp, _param_grads(kernel, t, torch.ones_like(k), idx)):
                         acc += v
         ctx.spec, ctx.eager, ctx.dtype = spec, eager, a.dtype
@@ -374,8 +383,8 @@ class _BlockSums(torch.autograd.Function):
                 B = r1 - r0
                 w = (2.0 * gSv + 4.0 * gQv * k) + grv[r0:r1, None] + grv[None, r0:]
                 _zero_diag(w[:, :B])
-                blk.add_grads(w[:, :B], dk[:, :B], t[:, :B], r0, r1, r0, r1, ga, None)
-                blk.add_grads(w[:, B:], dk[:, B:], t[:, B:], r0, r1, r1, n, ga, ga)
+                blk.add_grads(w[:, :B], dk[:, :B], r0, r1, r0, r1, ga, None)
+                blk.add_grads(w[:, B:], dk[:, B:], r0, r1, r1, n, ga, ga)
                 if idx:
                     w[:, :B] *= 0.5  # the square holds both orders of each pair
                     for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
@@ -387,7 +396,7 @@ class _BlockSums(torch.autograd.Function):
                 r1 = min(n, r0 + rows)
                 k, dk, t = blk.tile(r0, r1, 0, m, True)
                 w = (gSv + 2.0 * gQv * k) + grv[r0:r1, None] + gcv[None, :]
-                blk.add_grads(w, dk, t, r0, r1, 0, m, ga, gb)
+                blk.add_grads(w, dk, r0, r1, 0, m, ga, gb)
                 for acc, v in zip(gp, _param_grads(kernel, t, w, idx)):
                     acc += v
         out_a = ga.to(dt) if need[1] else None
