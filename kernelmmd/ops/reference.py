@@ -58,6 +58,10 @@ def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel,
     return kernel.matrix(x, y, block).double() @ v.double()
 
 
+#: numbers per chunk of explicit pair differences (√t kernels' gradient products): 32 MiB of float64
+_CHUNK = 1 << 22
+
+
 def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel) -> torch.Tensor:
     r"""Gradient in the first argument: :math:`\sum_j v_j \nabla_a k(a, y_j)|_{a = x_i}`, shape (n, d), float64."""
     v = v.double()
@@ -69,7 +73,12 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
         if lo > 0 or hi < float("inf"):
             gp = gp * ((t >= lo) & (t <= hi))  # the clamp's derivative
         p = gp * v[None, :]  # (n, m)
-        out = 2.0 * (xd * p.sum(1, keepdim=True) - p @ yd)  # (n, d)
+        if kernel.sqrt_distance:  # g' ∝ t^{-1/2}: x_i Σ p − Σ p y_j would cancel at close pairs; sum p (x_i − y_j)
+            rows = max(1, _CHUNK // max(1, y.shape[0] * x.shape[1]))  # (rows, m, d) differences at a time
+            out = torch.cat([2.0 * (p[r : r + rows, :, None] * (xd[r : r + rows, None, :] - yd[None])).sum(1)
+                             for r in range(0, x.shape[0], rows)]) if x.shape[0] else torch.zeros_like(xd)
+        else:
+            out = 2.0 * (xd * p.sum(1, keepdim=True) - p @ yd)  # (n, d)
         if isinstance(kernel, Energy):
             nx = _safe_sqrt((xd * xd).sum(1, keepdim=True))  # (n, 1)
             out = out + torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd)) * v.sum()

@@ -127,7 +127,7 @@ class _Block:
             self.bc = self.ac if b is a else b - c  # (m, d)
             # distances from (ta, tb): the centred inputs, in float64 for √t kernels, whose close pairs are re-formed
             # from differences of the given points (ra, rb: the centred ones are rounded), see _close_pairs
-            self.sqrt = kernel.sqrt_distance and a.shape[1] > 1
+            self.sqrt = kernel.sqrt_distance
             self.exact = kernel.sqrt_distance and a.dtype != torch.float64
             self.ta = self.ac.double() if self.exact else self.ac
             self.tb = self.ta if b is a else (self.bc.double() if self.exact else self.bc)
@@ -151,16 +151,16 @@ class _Block:
     def tile(self, r0: int, r1: int, c0: int, c1: int, grad: bool):
         """(K, D, T): kernel values, their derivative in t (or u) if ``grad``, and the (clamped) t or u."""
         if self.radial:
-            if self.ta.shape[1] == 1:  # d = 1: exact differences (a matrix product with inner size 1 is slow)
+            if self.ta.shape[1] == 1:  # d = 1: differences (a matrix product with inner size 1 is slow)
                 t = (self.ta[r0:r1] - self.tb[c0:c1].T).square_()  # (B, C)
             else:
                 t = torch.addmm(self.bn[None, c0:c1], self.ta[r0:r1], self.tb[c0:c1].T, alpha=-2.0)  # (B, C)
                 t.add_(self.an[r0:r1, None])
-                if self.sqrt:
-                    i, j = _close_pairs(t, self.an[r0:r1], self.bn[c0:c1])
-                    self.close = (r0 + i, c0 + j)  # absolute indices, reused by add_grads on this tile
-                    if i.numel():
-                        t[i, j] = _pair_sqdist(self.ra, self.rb, r0 + i, c0 + j)
+            if self.sqrt:
+                i, j = _close_pairs(t, self.an[r0:r1], self.bn[c0:c1])
+                self.close = (r0 + i, c0 + j)  # absolute indices, reused by add_grads on this tile
+                if i.numel():
+                    t[i, j] = _pair_sqdist(self.ra, self.rb, r0 + i, c0 + j)
             if self.exact:
                 t = t.to(self.a.dtype)
             mask = None
@@ -531,7 +531,7 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
             p = gp.double() * vd[None, :]  # (B, m)
             xbd = xb.double()
             near = None
-            if kernel.sqrt_distance and xb.shape[1] > 1:  # g' ∝ t^{-1/2}: close pairs' Σ p (x_i − y_j) by differences
+            if kernel.sqrt_distance:  # g' ∝ t^{-1/2}: close pairs' Σ p (x_i − y_j) by differences
                 i, j = _close_pairs(t, (xbd * xbd).sum(1).detach(), (yd * yd).sum(1).detach())
                 if i.numel():
                     near = torch.zeros_like(xbd).index_add(0, i, (xbd[i] - yd[j]) * (2.0 * p[i, j])[:, None])
