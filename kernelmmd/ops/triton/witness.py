@@ -13,7 +13,9 @@ permutations of a two-sample test are one ``kernel_mv`` with a (N, B) matrix E o
 **Tiling.** A program owns BLOCK_M rows, one chunk of output columns (B for ``kernel_mv``, d for the gradient) and a
 contiguous range of column tiles of y (``split`` > 1 only to fill the GPU when n is small). Per tile: the pair
 argument (t = ‖x‖² + ‖y‖² − 2xᵀy on centred data with ``tl.dot``, clamped at 0, or exact coordinate differences
-when d ≤ 8; u = xᵀy for dot kernels, via :func:`._tiles.pair_arg_tile`), the profile from :mod:`._profiles`,
+when d ≤ 8; u = xᵀy for dot kernels, via :func:`._tiles.pair_arg_tile`; for the √t kernels, uncentred, with close
+pairs re-formed from differences and their gradient shares summed by :func:`._tiles.sub_close_pair_grad` — see
+:mod:`.block_stats`), the profile from :mod:`._profiles`,
 then one product with ``tl.dot`` — P·V for ``kernel_mv``, P·Y for the gradient (the flash-attention structure
 exp(QKᵀ)·V without the normalisation). Tiles are summed in fp32 and accumulated across tiles in float64; each
 program writes its own partial, the host reduces partials with ``torch.sum`` (deterministic, no float atomics).
