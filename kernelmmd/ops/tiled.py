@@ -457,21 +457,29 @@ def _centre(kernel, *ts):
     return ts
 
 
-def _sq(a, b, kernel, diag_at=None):
+def _sq(a, b, kernel, diag_at=None, with_close=False):
     """Squared distances of the tile a = rows [r0, r0 + B) against b, value clamped at 0 with the gradient passed
-    through (as kernels.sqdist). √t kernels: formed in float64, then rounded to the input dtype. ``diag_at = r0``
-    when a and b are the same point set: the entries (i, r0 + i) are set to exactly 0."""
+    through (as kernels.sqdist). √t kernels (given uncentred points): formed in float64 on points centred on b's
+    mean, the close pairs re-formed from differences of the given points, then rounded to the input dtype;
+    ``with_close`` also returns those pairs' indices (i, j). ``diag_at = r0`` when a and b are the same point set:
+    the entries (i, r0 + i) are set to exactly 0."""
     exact = kernel.sqrt_distance
     a2, b2 = (a.double(), b.double()) if exact else (a, b)
+    if exact:
+        c = b2.detach().mean(0, keepdim=True)
+        ac, bc = a2 - c, b2 - c
+    else:
+        ac, bc = a2, b2  # already centred by _centre
+    an, bn = (ac * ac).sum(1), (bc * bc).sum(1)
     if a.shape[1] == 1:  # d = 1: exact differences
         t = (a2 - b2.T).square()  # (B, m)
     else:
-        an, bn = (a2 * a2).sum(1), (b2 * b2).sum(1)
-        t = an[:, None] + bn[None, :] - 2.0 * (a2 @ b2.T)  # (B, m)
-        if exact:  # close pairs from coordinate differences (values and gradients)
-            i, j = _close_pairs(t, an.detach(), bn.detach())
-            if i.numel():
-                t = t.index_put((i, j), _pair_sqdist(a2, b2, i, j))
+        t = an[:, None] + bn[None, :] - 2.0 * (ac @ bc.T)  # (B, m)
+    close = None
+    if exact:  # close pairs from differences of the given points (values and gradients)
+        close = _close_pairs(t, an.detach(), bn.detach())
+        if a.shape[1] > 1 and close[0].numel():
+            t = t.index_put(close, _pair_sqdist(a2, b2, *close))
     t = t.to(a.dtype)
     if diag_at is not None:
         i = torch.arange(a.shape[0], device=a.device)
@@ -479,7 +487,8 @@ def _sq(a, b, kernel, diag_at=None):
         keep = i + diag_at < b.shape[0]
         mask[i[keep], (i + diag_at)[keep]] = True
         t = t.masked_fill(mask, 0.0)
-    return t + (t.clamp_min(0.0) - t).detach()
+    t = t + (t.clamp_min(0.0) - t).detach()
+    return (t, close) if with_close else t
 
 
 def _k_tile(xb, y, kernel, block, diag_at=None):
@@ -524,15 +533,15 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
         yc = xc if same else yc
 
         def fn(xb, r0):
-            t = _sq(xb, yc, kernel, r0 if same else None)  # (B, m)
+            t, close = _sq(xb, yc, kernel, r0 if same else None, with_close=True)  # (B, m)
             gp = kernel.profile(t.clamp(lo, hi) if (lo > 0 or hi < math.inf) else t, 1)
             if lo > 0 or hi < math.inf:
                 gp = gp * ((t >= lo) & (t <= hi))  # the clamp's derivative
             p = gp.double() * vd[None, :]  # (B, m)
             xbd = xb.double()
             near = None
-            if kernel.sqrt_distance:  # g' ∝ t^{-1/2}: close pairs' Σ p (x_i − y_j) by differences
-                i, j = _close_pairs(t, (xbd * xbd).sum(1).detach(), (yd * yd).sum(1).detach())
+            if close is not None:  # √t kernel, g' ∝ t^{-1/2}: the close pairs' Σ p (x_i − y_j) by differences
+                i, j = close
                 if i.numel():
                     near = torch.zeros_like(xbd).index_add(0, i, (xbd[i] - yd[j]) * (2.0 * p[i, j])[:, None])
                     p = p.index_put((i, j), p.new_zeros(()))
