@@ -543,7 +543,8 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
             if close is not None:  # √t kernel, g' ∝ t^{-1/2}: the close pairs' Σ p (x_i − y_j) by differences
                 i, j = close
                 if i.numel():
-                    near = torch.zeros_like(xbd).index_add(0, i, (xbd[i] - yd[j]) * (2.0 * p[i, j])[:, None])
+                    near = torch.zeros_like(xbd)  # differentiable: index_add_ of a graph-carrying source
+                    _add_pair_grads(xbd, yd, i, j, p[i, j], near, None)
                     p = p.index_put((i, j), p.new_zeros(()))
             out = 2.0 * (xbd * p.sum(1, keepdim=True) - p @ yd)  # (B, d)
             return out if near is None else out + near

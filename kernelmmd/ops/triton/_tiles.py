@@ -93,15 +93,15 @@ def direct_arg_tile(arow, brow, rmask, cmask, d, RADIAL: tl.constexpr, BM: tl.co
 
 
 #: √t kernels (laplacian, energy) re-form t from coordinate differences where the ``tl.dot`` expansion gives
-#: t < CLOSE · (‖a_i‖² + ‖b_j‖²) (centred norms). The expansion's rounding is δt ≈ c·eps·(‖a_i‖² + ‖b_j‖²), which
-#: √ magnifies without bound near t = 0 (to ~√eps at coincident points); outside the close region it is at most
-#: c·eps·t/CLOSE, so √t keeps a relative error ≤ 8c·eps.
+#: t < CLOSE · (‖a_i‖² + ‖b_j‖²) (the squared norms the expansion used). Its rounding is δt ≈ c·eps·(‖a_i‖² +
+#: ‖b_j‖²), which √ magnifies without bound near t = 0 (to ~√eps at coincident points); outside the close region
+#: it is at most c·eps·t/CLOSE, so √t keeps a relative error ≤ 8c·eps. Same value as kernelmmd.kernels.CLOSE.
 CLOSE = 1.0 / 16.0  # written as a literal in the kernel (the interpreter cannot scale a tensor by a global)
 
 
 @triton.jit
 def close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m):
-    """(BM, BN) mask of the pairs in range with t < :data:`CLOSE` · (‖a_i‖² + ‖b_j‖²) (centred squared norms)."""
+    """(BM, BN) mask of the pairs in range with t < :data:`CLOSE` · (‖a_i‖² + ‖b_j‖²) (the expansion's norms)."""
     na = load_vec(na_ptr, rows, n)
     nb = load_vec(nb_ptr, cols, m)
     return (arg < 0.0625 * (na[:, None] + nb[None, :])) & (rows < n)[:, None] & (cols < m)[None, :]  # CLOSE
