@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +29,7 @@ import torch
 
 from . import ops
 from ._validate import as_samples, check_int, check_nonnegative, check_same_size, to_output
+from .errors import NumericalWarning
 from .kernels import DeepKernel, Kernel, RBFBounded, get_kernel
 from .mmd import _u, block_stats, mmd2_and_variance, mmd2_block, mmd2_linear, prepare
 from .ops.types import BlockStats
@@ -74,10 +78,18 @@ class KernelSelection:
 class MMDTestResult:
     """Outcome of a two-sample test of H0: P = Q against H1: P ≠ Q (reject for large statistics).
 
+    **Undecided tests.** When a quantity the p-value needs is not finite — the observed statistic, the estimated
+    standard deviation of a normal-approximation test, or any permuted (null) statistic — or the estimated standard
+    deviation is 0 (a normal approximation is then undefined), the test cannot decide: ``p_value`` is NaN,
+    :meth:`reject` is False at every level, and the test emits one :class:`~kernelmmd.NumericalWarning` naming the
+    quantity, its value and the likely cause (the inputs' scale or the kernel parameters). A p-value is never
+    computed from a NaN. Check ``math.isnan(result.p_value)`` to tell "cannot decide" from "do not reject".
+
     Attributes:
         statistic: the test statistic (MMD²_u for ``"permutation"``, MMD²_l for ``"linear"``, the mean block
-            MMD²_u for ``"block"``), a float.
-        p_value: a float in (0, 1]. For the permutation test (1 + #{null ≥ statistic}) / (1 + B), never 0.
+            MMD²_u for ``"block"``), a float (NaN or ±inf when it could not be computed).
+        p_value: a float in (0, 1], or NaN when the test cannot decide (see above). For the permutation test
+            (1 + #{null ≥ statistic}) / (1 + B), never 0.
         kernel: the kernel used, data-dependent parameters resolved (e.g. ``RBF(sigma=1.37)``).
         method: ``"permutation"``, ``"linear"`` or ``"block"``.
         n, m: the sample sizes the test used.
@@ -99,9 +111,9 @@ class MMDTestResult:
     selection: KernelSelection | None = None
 
     def reject(self, alpha: float = 0.05) -> bool:
-        """True when the test rejects H0 at level ``alpha`` (p ≤ alpha)."""
+        """True when the test rejects H0 at level ``alpha`` (p ≤ alpha); always False when ``p_value`` is NaN."""
         _check_level(alpha)
-        return self.p_value <= alpha
+        return _rejects(self.p_value, alpha)
 
 
 @dataclass
@@ -110,7 +122,9 @@ class RelativeTestResult:
 
     Attributes:
         statistic: d̂ = MMD²_u(X, Y) − MMD²_u(X, Z), a float (negative when Y looks closer to X).
-        p_value: Φ(d̂ / σ̂); small when Y is significantly closer to X than Z is.
+        p_value: Φ(d̂ / σ̂); small when Y is significantly closer to X than Z is. NaN when the test cannot decide
+            (d̂ or its variance estimate not finite, or σ̂ = 0: see :func:`relative_mmd_test`); then
+            :meth:`reject` is False at every level.
         std: σ̂, the estimated standard deviation of d̂ (after the ``min_variance`` floor).
         variance: the unbiased variance estimate of d̂ before the floor (may be slightly negative).
         mmd2_xy, mmd2_xz: the two MMD²_u estimates.
@@ -126,9 +140,12 @@ class RelativeTestResult:
     kernel: Kernel
 
     def reject(self, alpha: float = 0.05) -> bool:
-        """True when H0 is rejected at level ``alpha``, i.e. Y is significantly closer to X than Z is."""
+        """True when H0 is rejected at level ``alpha``, i.e. Y is significantly closer to X than Z is.
+
+        Always False when ``p_value`` is NaN (the test could not decide).
+        """
         _check_level(alpha)
-        return self.p_value <= alpha
+        return _rejects(self.p_value, alpha)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -158,10 +175,78 @@ def _generator(seed) -> torch.Generator:
 
 
 def _normal_sf(z: float) -> float:
-    """P(N(0, 1) > z), accurate in the tail."""
+    """P(N(0, 1) > z), accurate in the tail (NaN for NaN: callers decide first with :func:`_normal_p`)."""
     if math.isnan(z):
-        return 1.0
+        return math.nan
     return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+# ------------------------------------------------------------------ the "cannot decide" rule (every test uses it)
+def _rejects(p_value, alpha) -> bool:
+    """p ≤ alpha, and explicitly False for a NaN p-value (a test that could not decide never rejects)."""
+    p = float(p_value)
+    if math.isnan(p):
+        return False
+    return p <= float(alpha)
+
+
+def _stacklevel() -> int:
+    """stacklevel of the first frame outside the kernelmmd package, counted from the caller of this function."""
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _likely_cause(tensors, kernel) -> str:
+    """The usual reasons for a non-finite statistic, with the numbers that let the user check them."""
+    amax, dtype = 0.0, None
+    for t in tensors:
+        if t.numel():
+            amax = max(amax, float(t.detach().abs().max()))
+            dtype = t.dtype
+    where = f"largest |coordinate| {amax:.3g}" + (f", computed in {dtype}" if dtype is not None else "")
+    fix = "rescale the data"
+    if hasattr(kernel, "sigma") or hasattr(kernel, "sigmas"):
+        fix += " or choose bandwidths matched to the pairwise distances (e.g. sigma='median')"
+    return f"likely cause: the inputs' scale ({where}) or the kernel parameters ({kernel!r}) overflow or underflow " \
+        f"the kernel values; {fix}"
+
+
+def _nonfinite(named, tensors=(), kernel=None) -> str | None:
+    """Cause line for the first non-finite ``(description, value)`` pair, or None when every value is finite."""
+    for what, value in named:
+        v = float(value)
+        if not math.isfinite(v):
+            return f"{what} is {v!r} (not finite); {_likely_cause(tensors, kernel)}"
+    return None
+
+
+def _undecided(test: str, cause: str) -> float:
+    """THE RULE: emit one NumericalWarning naming ``cause`` and return the p-value NaN (reject() is then False)."""
+    warnings.warn(
+        f"{test}: cannot decide: {cause}. p_value = NaN and reject() is False at every level.",
+        NumericalWarning,
+        stacklevel=_stacklevel(),
+    )
+    return math.nan
+
+
+def _normal_p(test, stat, std, *, name, tensors, kernel, zero_std, lower_tail=False) -> float:
+    """One-sided normal-approximation p-value P(N(0,1) > stat/std) (``lower_tail``: Φ(stat/std)), under the rule.
+
+    A non-finite statistic or standard deviation, or a zero standard deviation (``zero_std`` says why it can be 0),
+    leaves the test undecided (p = NaN with one warning) instead of a p of 0 or 1 from a division by zero.
+    """
+    cause = _nonfinite([(f"the statistic {name}", stat), (f"the estimated standard deviation of {name}", std)],
+                       tensors, kernel)
+    if cause is None and std <= 0.0:
+        cause = (f"the estimated standard deviation of {name} is 0 ({zero_std}): its normal approximation is "
+                 f"undefined. If the samples are not constant, the {_likely_cause(tensors, kernel)}")
+    if cause is not None:
+        return _undecided(test, cause)
+    return _normal_sf(-stat / std if lower_tail else stat / std)
 
 
 def _test_kernel(k: Kernel) -> None:
@@ -238,6 +323,14 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
         if callback is not None:
             callback(count)
     null = torch.cat(null)  # (B,)
+    cause = _nonfinite([("the statistic MMD²_u", statistic)], (xt, yt), kernel)
+    bad = int((~torch.isfinite(null)).sum())
+    if cause is None and bad:  # never dropped, never counted as < or ≥ the observed statistic
+        first = float(null[~torch.isfinite(null)][0])
+        cause = (f"{bad} of the {n_permutations} permuted (null) statistics are not finite (e.g. {first!r}); "
+                 f"{_likely_cause((xt, yt), kernel)}")
+    if cause is not None:
+        return statistic, _undecided("mmd_test", cause), null
     # splits equal to the observed one up to rounding (e.g. X and Y swapped when n = m) are ties and count as ≥
     tol = _TIE_EPS * torch.finfo(z.dtype).eps * scale
     p = (1.0 + float((null >= statistic - tol).sum())) / (1.0 + n_permutations)
@@ -289,11 +382,16 @@ def mmd_test(
 
     Returns:
         :class:`MMDTestResult` with ``method="permutation"`` and the B null statistics in ``null_samples``.
+        ``p_value`` is NaN and ``reject()`` False at every level when the observed statistic or any permuted
+        statistic is not finite (e.g. kernel values that overflow at the inputs' scale): see :class:`MMDTestResult`.
 
     Raises:
         TypeError, ValueError: bad inputs (shapes, n or m < 2, NaN/Inf, unknown kernel or parameters, unknown
         backend), ``n_permutations`` or ``batch_size`` not an int ≥ 1, a bad ``seed``, a non-callable
         ``callback``, or ``kernel="rbf_bounded"`` (block-dependent, not one kernel).
+
+    Warns:
+        NumericalWarning: once, naming the statistic and its value, when the test cannot decide (p = NaN).
 
     Example:
         >>> import torch, kernelmmd
@@ -342,9 +440,15 @@ def linear_mmd_test(x, y, kernel="rbf", **params) -> MMDTestResult:
 
     Returns:
         :class:`MMDTestResult` with ``method="linear"`` and ``std`` the estimated standard deviation of MMD²_l.
+        ``p_value`` is NaN and ``reject()`` False at every level when MMD²_l or its standard deviation is not
+        finite, or the standard deviation is 0 (every h_i equal: constant or duplicated samples — use
+        :func:`mmd_test`, which is exact there); never a p of 0 or 1 from a division by zero.
 
     Raises:
         TypeError, ValueError: bad inputs, n ≠ m, n < 4, ``kernel="rbf_bounded"``.
+
+    Warns:
+        NumericalWarning: once, naming the quantity and its value, when the test cannot decide (p = NaN).
 
     Example:
         >>> import torch, kernelmmd
@@ -360,9 +464,10 @@ def linear_mmd_test(x, y, kernel="rbf", **params) -> MMDTestResult:
     with torch.no_grad():
         est, var = mmd2_linear(xt, yt, kernel=p.kernel, return_variance=True)
     stat, var = float(est), float(var)
-    std = math.sqrt(max(var, 0.0))
-    z = stat / std if std > 0 else (math.inf if stat > 0 else -math.inf if stat < 0 else math.nan)
-    return MMDTestResult(stat, _normal_sf(z), p.kernel, "linear", xt.shape[0], yt.shape[0], std=std)
+    std = math.sqrt(max(var, 0.0)) if not math.isnan(var) else math.nan
+    pval = _normal_p("linear_mmd_test", stat, std, name="MMD²_l", tensors=(xt, yt), kernel=p.kernel,
+                     zero_std="every pair term h_i is equal: constant or duplicated samples? mmd_test is exact there")
+    return MMDTestResult(stat, pval, p.kernel, "linear", xt.shape[0], yt.shape[0], std=std)
 
 
 def block_mmd_test(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", **params) -> MMDTestResult:
@@ -385,9 +490,16 @@ def block_mmd_test(x, y, kernel="rbf", *, block_size: int, backend: str = "auto"
 
     Returns:
         :class:`MMDTestResult` with ``method="block"`` and ``std`` the standard error of the block mean.
+        ``p_value`` is NaN and ``reject()`` False at every level when the statistic or its standard error is not
+        finite, or the standard error is 0 (every block value equal: constant or duplicated samples — use
+        :func:`mmd_test`); never a p of 0 or 1 from a division by zero.
 
     Raises:
         TypeError, ValueError: bad inputs, n ≠ m, block_size not an int in [2, n/2], ``kernel="rbf_bounded"``.
+
+    Warns:
+        NumericalWarning: once when the test cannot decide (p = NaN), naming the quantity and its value; and
+        (from :func:`~kernelmmd.mmd2_block`) when n is not a multiple of ``block_size``.
 
     Example:
         >>> import torch, kernelmmd
@@ -409,8 +521,10 @@ def block_mmd_test(x, y, kernel="rbf", *, block_size: int, backend: str = "auto"
     nb = vals.numel()
     stat = float(vals.mean())
     std = float(vals.std(unbiased=True)) / math.sqrt(nb)
-    z = stat / std if std > 0 else (math.inf if stat > 0 else -math.inf if stat < 0 else math.nan)
-    return MMDTestResult(stat, _normal_sf(z), p.kernel, "block", nb * bs, nb * bs, std=std)
+    pval = _normal_p("block_mmd_test", stat, std, name="η̂ (the mean block MMD²_u)", tensors=(xt, yt),
+                     kernel=p.kernel,
+                     zero_std="every block value is equal: constant or duplicated samples? mmd_test is exact there")
+    return MMDTestResult(stat, pval, p.kernel, "block", nb * bs, nb * bs, std=std)
 
 
 # ----------------------------------------------------------------------------------------------- kernel choice
@@ -441,11 +555,15 @@ def select_kernel(x, y, candidates, *, min_variance: float = 1e-8, backend: str 
         min_variance: floor ≥ 0 on V̂ (opt-mmd uses 1e-8). backend: as in :func:`mmd_test`.
 
     Returns:
-        :class:`KernelSelection` (the winner, resolved; every criterion).
+        :class:`KernelSelection` (the winner, resolved; every criterion). A candidate whose MMD²_u or V̂ is not
+        finite gets the criterion −inf and is never chosen (unless no candidate is finite: then index 0).
 
     Raises:
         TypeError, ValueError: bad inputs, n ≠ m, candidates not a non-empty sequence of kernels, negative
         ``min_variance``.
+
+    Warns:
+        NumericalWarning: once, listing the candidates whose MMD²_u or V̂ is not finite.
 
     Example:
         >>> import torch, kernelmmd
@@ -457,6 +575,24 @@ def select_kernel(x, y, candidates, *, min_variance: float = 1e-8, backend: str 
     """
     ks = _as_candidates(candidates)
     check_nonnegative("min_variance", min_variance)
+    sel, bad = _select(x, y, ks, min_variance, backend)
+    if bad:
+        warnings.warn(f"select_kernel: {_bad_candidates(sel, bad)}", NumericalWarning, stacklevel=_stacklevel())
+    return sel
+
+
+def _bad_candidates(sel: KernelSelection, bad: list) -> str:
+    shown = ", ".join(
+        f"#{i} {sel.kernels[i]!r} (MMD²_u = {float(sel.mmd2[i])!r}, V = {float(sel.variances[i])!r})" for i in bad[:3]
+    )
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return (f"{len(bad)} of {len(sel.kernels)} candidate kernels have a non-finite MMD²_u or variance on the "
+            f"selection data and cannot be chosen: {shown}{more}; the inputs' scale or these kernels' parameters "
+            "overflow or underflow the kernel values")
+
+
+def _select(x, y, ks, min_variance, backend) -> tuple[KernelSelection, list]:
+    """select_kernel without the warning: (selection, indices of candidates with non-finite MMD²_u or V̂)."""
     resolved, mmds, variances = [], [], []
     with torch.no_grad():
         for k in ks:
@@ -470,8 +606,11 @@ def select_kernel(x, y, candidates, *, min_variance: float = 1e-8, backend: str 
     var_t = torch.tensor(variances, dtype=torch.float64)
     crit = mmd_t / var_t.clamp_min(float(min_variance)).sqrt()
     crit = torch.where(torch.isnan(crit), torch.full_like(crit, -math.inf), crit)  # 0/0 with min_variance = 0
+    finite = torch.isfinite(mmd_t) & torch.isfinite(var_t)
+    crit = torch.where(finite, crit, torch.full_like(crit, -math.inf))  # an overflowed MMD² is never "best"
     best = int(torch.argmax(crit))
-    return KernelSelection(resolved[best], best, crit, mmd_t, var_t, resolved)
+    bad = [int(i) for i in torch.nonzero(~finite).flatten()]
+    return KernelSelection(resolved[best], best, crit, mmd_t, var_t, resolved), bad
 
 
 def selected_mmd_test(
@@ -501,11 +640,17 @@ def selected_mmd_test(
         min_variance: as in :func:`select_kernel`.
 
     Returns:
-        :class:`MMDTestResult` on the test split, with ``selection`` set.
+        :class:`MMDTestResult` on the test split, with ``selection`` set. ``p_value`` is NaN and ``reject()``
+        False at every level when no candidate has a finite MMD²_u and variance on the training split (the test
+        is then not run: ``statistic`` NaN, ``null_samples`` None) or when :func:`mmd_test` cannot decide.
 
     Raises:
         TypeError, ValueError: as :func:`select_kernel` and :func:`mmd_test`; ``train_fraction`` outside (0, 1) or
         leaving fewer than 2 points per sample on either side.
+
+    Warns:
+        NumericalWarning: once when the test cannot decide (naming the cause); once when some (not all)
+        candidates were excluded from the selection for non-finite statistics.
 
     Example:
         >>> import torch, kernelmmd
@@ -535,7 +680,14 @@ def selected_mmd_test(
     gen = _generator(seed)
     px, py = torch.randperm(n, generator=gen), torch.randperm(m, generator=gen)
     px, py = px.to(xt.device), py.to(yt.device)
-    sel = select_kernel(xt[px[:n_tr]], yt[py[:n_tr]], ks, min_variance=min_variance, backend=backend)
+    check_nonnegative("min_variance", min_variance)
+    sel, bad = _select(xt[px[:n_tr]], yt[py[:n_tr]], ks, min_variance, backend)
+    if len(bad) == len(ks):  # nothing to choose from: the test itself cannot decide
+        B = check_int("n_permutations", n_permutations, minimum=1)
+        pval = _undecided("selected_mmd_test", _bad_candidates(sel, bad) + " (so no test was run)")
+        return MMDTestResult(math.nan, pval, sel.kernel, "permutation", n - n_tr, m - n_tr, None, B, selection=sel)
+    if bad:
+        warnings.warn(f"selected_mmd_test: {_bad_candidates(sel, bad)}", NumericalWarning, stacklevel=_stacklevel())
     res = mmd_test(
         xt[px[n_tr:]],
         yt[py[n_tr:]],
@@ -728,11 +880,16 @@ def relative_mmd_test(
         backend: as in :func:`mmd_test`.
 
     Returns:
-        :class:`RelativeTestResult`.
+        :class:`RelativeTestResult`. ``p_value`` is NaN and ``reject()`` False at every level when d̂ or its
+        variance estimate is not finite, or when σ̂ = 0 (only possible with ``min_variance=0`` and a variance
+        estimate ≤ 0, e.g. a constant kernel): never a p of 0 or 1 from a division by zero.
 
     Raises:
         TypeError, ValueError: bad inputs (shapes, dimensions, NaN/Inf, n < 2, m or M < 4), unknown kernel or
         backend, negative ``min_variance``, ``kernel="rbf_bounded"``.
+
+    Warns:
+        NumericalWarning: once, naming the quantity and its value, when the test cannot decide (p = NaN).
 
     Example:
         >>> import torch, kernelmmd
@@ -756,12 +913,15 @@ def relative_mmd_test(
         n, m, M = sy.n, sy.m, sz.m
         d = sy.syy / (m * (m - 1)) - sz.syy / (M * (M - 1)) - 2.0 * sy.sxy / (n * m) + 2.0 * sz.sxy / (n * M)
         var = float(_relative_variance(sy, sz))
-        std = math.sqrt(max(var, float(min_variance)))
+        std = math.sqrt(max(var, float(min_variance))) if not math.isnan(var) else math.nan
         d = float(d)
-        if std > 0:
-            pval = _normal_sf(-d / std)  # Φ(d/σ), accurate in the lower tail
-        else:  # min_variance = 0 and a non-positive variance estimate: the sign decides
-            pval = 0.0 if d < 0 else 1.0 if d > 0 else 0.5
+        cause = _nonfinite([("the variance estimate of d̂", var)], (xt, yt, zt), p.kernel)
+        if cause is not None and math.isfinite(d):
+            pval = _undecided("relative_mmd_test", cause)
+        else:  # Φ(d/σ), accurate in the lower tail; NaN with one warning for a non-finite d̂ or σ̂ = 0
+            pval = _normal_p("relative_mmd_test", d, std, name="d̂ = MMD²_u(X, Y) − MMD²_u(X, Z)",
+                             tensors=(xt, yt, zt), kernel=p.kernel, lower_tail=True,
+                             zero_std=f"variance estimate {var!r} ≤ 0 and min_variance = 0; pass min_variance > 0")
         return RelativeTestResult(
             statistic=d,
             p_value=pval,
