@@ -18,6 +18,8 @@ __all__ = [
     "as_samples",
     "check_positive",
     "check_nonnegative",
+    "check_finite",
+    "check_bool",
     "check_int",
     "check_choice",
     "check_same_size",
@@ -115,6 +117,8 @@ def _as_float(name: str, value) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real number, got a tensor of dtype {value.dtype}: {value!r}")
         return float(value.detach())
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
@@ -126,6 +130,21 @@ def check_positive(name: str, value) -> None:
     v = _as_float(name, value)
     if not (v > 0 and math.isfinite(v)):
         raise ValueError(f"{name} must be a finite number > 0, got {v}")
+
+
+def check_finite(name: str, value) -> float:
+    """``value`` (number or scalar tensor) must be a finite real number (any sign); returns it as a float."""
+    v = _as_float(name, value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {v}")
+    return v
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` must be True or False (a numpy bool too), not a string or a number that happens to be truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_nonnegative(name: str, value) -> None:

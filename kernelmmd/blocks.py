@@ -49,13 +49,22 @@ def _prep(z, kernel, params, vectors=()):
         want = shape(zt)
         if tuple(vt.shape) != want:
             raise ValueError(f"{name} must have shape {want}, got {tuple(vt.shape)}")
+        if vt.dtype == torch.bool or vt.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got dtype {vt.dtype}")
+        if not vt.is_meta and not bool(torch.isfinite(vt.detach()).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
         vs.append(vt.to(device=zt.device, dtype=zt.dtype))
     return zt, k, s.numpy, vs
 
 
-def derivative_blocks(z, kernel="rbf", **params):
-    """Materialised (K, G, H) over Z, shapes (M, M), (M d, M), (M d, M d). Reference / small problems only."""
+def derivative_blocks(z, kernel="rbf", *, backend: str = "auto", **params):
+    """Materialised (K, G, H) over Z, shapes (M, M), (M d, M), (M d, M d). Reference / small problems only.
+
+    ``backend`` is accepted like every other function's and validated (a name of :data:`kernelmmd.ops.BACKENDS` or
+    a :class:`~kernelmmd.Auto`); the blocks are always materialised by the dense torch reference.
+    """
     zt, k, np_out, _ = _prep(z, kernel, params)
+    ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
     from .ops import reference
 
     return tuple(to_output(b, np_out) for b in reference.dense_blocks(zt, k))

@@ -37,10 +37,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import ops
-from ._validate import as_samples, check_int, check_nonnegative, check_positive, to_output
+from ._deprecation import old_positional_order
+from ._validate import as_samples, check_bool, check_int, check_nonnegative, check_positive, to_output
 from .errors import ConvergenceWarning
 from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel
 from .mmd import _v
@@ -303,9 +305,9 @@ def _gcmmd_deep(xt, yt, zt, z_is_x, kd, lam, solver, dense_max_size, backend, in
         or _needs_grad(xt, yt, zt, lam, *_kernel_tensors(kd.top))
     )
     with torch.set_grad_enabled(grad):
-        az, J = _features_and_jacobian(phi, zt, grad)  # (M, s), (M, s, D)
-        ax = az if z_is_x else _phi_out(phi, xt)
-        ay = _phi_out(phi, yt)
+        az, J = _features_and_jacobian(phi, zt, grad, "x" if z_is_x else "z")  # (M, s), (M, s, D)
+        ax = az if z_is_x else _phi_out(phi, xt, "x")
+        ay = _phi_out(phi, yt, "y")
         af, axf, ayf = az.double(), ax.double(), ay.double()
         top = kd.top.resolve(axf.detach(), ayf.detach())
         _check_twice(top, "gcmmd2")
@@ -340,14 +342,19 @@ def _gcmmd_deep(xt, yt, zt, z_is_x, kd, lam, solver, dense_max_size, backend, in
 # --------------------------------------------------------------------------------------------------------------
 
 
+@old_positional_order(
+    ("z", "kernel", "lam", "solver"),
+    lambda args: args[0] is None or isinstance(args[0], (torch.Tensor, np.ndarray)),
+    "gcmmd2(x, y, kernel='rbf', *, z=None, lam=1.0, solver='auto', ...)",
+)
 def gcmmd2(
     x,
     y,
-    z=None,
     kernel="rbf",
+    *,
+    z=None,
     lam=1.0,
     solver: str = "auto",
-    *,
     max_rank: int | None = None,
     tol: float | None = None,
     max_iter: int | None = None,
@@ -371,11 +378,15 @@ def gcmmd2(
     the system size M(1+d) ≤ ``dense_max_size``, else ``"cg"`` (matrix-free, exact to ``tol``). The threshold is
     this argument, not a hidden constant; pass ``solver=`` explicitly for reproducible choices.
 
+    Signature: ``(x, y, kernel, *, z, lam, solver, ...)`` like every other estimator (and :func:`kernelmmd.smmd2`).
+    The old order ``gcmmd2(x, y, z, kernel, lam, solver)`` is deprecated: a call whose third positional argument
+    is a tensor, a numpy array or None is read in that order, with a ``FutureWarning``.
+
     Args:
         x: samples of P, (n, d) (any (n, ...) for a deep kernel, e.g. images). y: samples of Q, same feature shape.
-        z: points of µ̂, (M, d); default x (µ = P̂).
         kernel: a twice-differentiable kernel (rbf, mix_rbf, rq, mix_rq, linear, poly; name or object) or a
             :class:`~kernelmmd.DeepKernel` on top of one.
+        z: points of µ̂, (M, d); default x (µ = P̂). Keyword-only.
         lam: λ > 0 (float or scalar tensor; tensors are differentiated).
         solver: ``"auto"``, ``"dense"``, ``"feature"`` (deep kernels only), ``"ichol"`` or ``"cg"``
             (kernels on R^d only).
@@ -414,6 +425,7 @@ def gcmmd2(
         >>> info.solver, info.size, bool(val >= 0)
         ('dense', 60, True)
     """
+    return_info = check_bool("return_info", return_info)
     if not isinstance(solver, str) or solver not in SOLVERS:
         raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
     if precond not in _PRECONDS:

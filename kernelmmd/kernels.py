@@ -26,9 +26,10 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
-from ._validate import check_int, check_positive
+from ._validate import as_samples, check_choice, check_finite, check_int, check_positive
 
 __all__ = [
     "Kernel",
@@ -63,6 +64,14 @@ def _scalar(v):
 
 def _value(v) -> float:
     return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _unresolved(kernel, name: str, value):
+    """ValueError for a profile evaluated while a data-dependent parameter is still a heuristic name."""
+    return ValueError(
+        f"{type(kernel).__name__}({name}={value!r}) must be resolved on data before its profile or matrix is "
+        f"evaluated: use kernel.resolve(x, y), or pass the kernel to an estimator (which resolves it)"
+    )
 
 
 def _check_param(name: str, v, *, heuristic_ok: bool = False):
@@ -131,8 +140,20 @@ def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "media
 
     At most ``max_points`` points (evenly strided, so the result is deterministic) enter the computation.
     Returns a float (the heuristic is not differentiated). Falls back to 1.0 if all points coincide.
+
+    Args:
+        x: (n, d) or (n,) points, a tensor or numpy array. y: (m, d) points pooled with x, or None.
+        rule: ``"median"`` or ``"mean"``.
+        max_points: integer ≥ 2, the most points used.
+
+    Raises:
+        TypeError, ValueError: bad x / y (shape, NaN/Inf, different d), an unknown ``rule``, ``max_points`` < 2.
     """
-    z = x if y is None else torch.cat([x, y])
+    check_choice("rule", rule, _HEURISTICS)
+    max_points = check_int("max_points", max_points, minimum=2)
+    named = [("x", x)] if y is None else [("x", x), ("y", y)]
+    ts = as_samples(*named).tensors
+    z = ts[0] if y is None else torch.cat(ts)
     z = z.detach()
     if z.shape[0] > max_points:
         idx = torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).round().long()
@@ -229,8 +250,14 @@ class RadialKernel(Kernel):
         return self.profile(t, 0)
 
     def _check_order(self, order: int) -> None:
-        if order not in (0, 1, 2, 3):
+        if isinstance(order, bool) or order not in (0, 1, 2, 3):
             raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
+
+    def _require_resolved(self) -> None:
+        """A ``sigma="median"`` / ``"mean"`` kernel has no profile until :meth:`resolve` fixed it on data."""
+        sigma = getattr(self, "sigma", None)
+        if isinstance(sigma, str):
+            raise _unresolved(self, "sigma", sigma)
 
 
 def _exp_new(z):
@@ -273,17 +300,20 @@ class RBF(RadialKernel):
 
     def profile(self, t, order=0):
         self._check_order(order)
+        self._require_resolved()
         c = -0.5 / (self.sigma * self.sigma)
         g = _exp_new(t * c)
         return g * (c**order) if order else g
 
     def param_grads(self, t):
+        self._require_resolved()
         s = self.sigma
         return [self.profile(t, 0) * t / (s * s * s)]
 
     def profiles(self, t, orders=(0, 1)):
         for o in orders:
             self._check_order(o)
+        self._require_resolved()
         c = -0.5 / (self.sigma * self.sigma)
         g = _exp_new(t * c)
         return tuple(g * (c**o) if o else g for o in orders)
@@ -508,6 +538,7 @@ class Laplacian(RadialKernel):
 
     def profile(self, t, order=0):
         self._check_order(order)
+        self._require_resolved()
         r = _safe_sqrt(t)
         g = (r * (-1.0 / self.sigma)).exp()
         if order == 0:
@@ -522,6 +553,7 @@ class Laplacian(RadialKernel):
         return torch.where(pos, -g / (2.0 * self.sigma * rr), torch.zeros_like(g))
 
     def param_grads(self, t):
+        self._require_resolved()
         r = _safe_sqrt(t)
         g = (r * (-1.0 / self.sigma)).exp()
         return [g * r / (self.sigma * self.sigma)]
@@ -580,6 +612,10 @@ class DotKernel(Kernel):
         """``(h^{(o)}(u) for o in orders)``."""
         return tuple(self.profile(u, o) for o in orders)
 
+    def _check_order(self, order: int) -> None:
+        if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+            raise ValueError(f"order must be an integer >= 0, got {order!r}")
+
     def matrix(self, x, y, block="xy"):
         return self.profile(x @ y.T, 0)
 
@@ -594,6 +630,7 @@ class Linear(DotKernel):
     kind_id = 10
 
     def profile(self, u, order=0):
+        self._check_order(order)
         if order == 0:
             return u
         if order == 1:
@@ -615,9 +652,10 @@ class Poly(DotKernel):
 
     def __init__(self, degree=3, gamma=None, coef0=1.0):
         self.degree = check_int("degree", degree, minimum=0)
+        if isinstance(gamma, str):
+            raise TypeError(f"gamma must be a number > 0 or None (1/d, resolved on the data), got str {gamma!r}")
         self.gamma = None if gamma is None else _check_param("gamma", gamma)
-        if isinstance(coef0, bool) or not isinstance(coef0, (int, float, torch.Tensor)):
-            raise TypeError(f"coef0 must be a real number, got {type(coef0).__name__} {coef0!r}")
+        check_finite("coef0", coef0)
         self.coef0 = _scalar(coef0)
 
     def params(self):
@@ -637,6 +675,7 @@ class Poly(DotKernel):
         return self.gamma
 
     def profile(self, u, order=0):
+        self._check_order(order)
         p, g, c = self.degree, self._gamma(), self.coef0
         if order > p:
             return u * 0.0
@@ -679,25 +718,58 @@ class DeepKernel(Kernel):
     def params(self):
         return {"phi": type(self.phi).__name__, "top": self.top}
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x) as an (n, s) tensor."""
-        f = self.phi(x)
-        if f.ndim == 1:
-            f = f[:, None]
-        return f.reshape(f.shape[0], -1)
+    def features(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """φ(x) as an (n, s) tensor.
+
+        ``name`` is the argument ``x`` came from, for the messages: φ must return a floating-point tensor with one
+        row per point, all finite (TypeError / ValueError naming φ, the input set and what φ returned otherwise).
+        """
+        return phi_features(self.phi, x, name)
 
     def matrix(self, x, y, block="xy"):
-        fx, fy = self.features(x), self.features(y)
+        fx, fy = self.features(x, "x"), self.features(y, "y")
         return self.top.resolve(fx, fy).matrix(fx, fy, block)
 
     def pairwise(self, a, b, block="xy"):
-        fa, fb = self.features(a), self.features(b)
+        fa, fb = self.features(a, "a"), self.features(b, "b")
         return self.top.resolve(fa, fb).pairwise(fa, fb, block)
 
 
+def phi_features(phi, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """``phi(x)`` checked and reshaped to (n, s): a floating-point tensor with one row per point of ``x``, finite.
+
+    ``name`` names the input set in the messages (``phi(y) returned NaN or Inf features``).
+    """
+    f = phi(x)
+    if not isinstance(f, torch.Tensor):
+        what = f"{type(f).__name__} of shape {f.shape}" if hasattr(f, "shape") else type(f).__name__
+        raise TypeError(
+            f"phi({name}) must return a torch.Tensor of shape (n,) or (n, s) (one row per point), got {what}"
+        )
+    n = x.shape[0]
+    if f.ndim == 0 or f.shape[0] != n:
+        raise ValueError(
+            f"phi({name}) must return shape (n,) or (n, s) with n = {n} (one row per point: phi must not change "
+            f"the number of points), got {tuple(f.shape)}"
+        )
+    if not f.is_floating_point():
+        raise TypeError(f"phi({name}) must return floating-point features, got dtype {f.dtype}")
+    if not f.is_meta and not bool(torch.isfinite(f.detach()).all()):
+        raise ValueError(
+            f"phi({name}) returned NaN or Inf features: phi applied to {name} must give finite values"
+        )
+    return f.reshape(n, -1)
+
+
 def _as_list(name, v):
+    if isinstance(v, np.ndarray):
+        if v.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D sequence of numbers, got a numpy array of shape {v.shape}")
+        v = v.tolist()
     if isinstance(v, torch.Tensor):
-        v = list(v.reshape(-1).unbind()) if v.requires_grad else v.reshape(-1).tolist()
+        if v.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D sequence of numbers, got a tensor of shape {tuple(v.shape)}")
+        v = list(v.unbind()) if v.requires_grad else v.tolist()
     if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
         raise TypeError(f"{name} must be a sequence of numbers, got {type(v).__name__} {v!r}")
     if len(v) == 0:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
-from ._validate import as_samples, check_choice, check_int, check_same_size, to_output
+from ._validate import as_samples, check_bool, check_choice, check_int, check_same_size, to_output
 from .errors import NumericalWarning
 from .kernels import DeepKernel, Kernel, get_kernel
 from .ops.types import BlockStats
@@ -63,7 +63,7 @@ def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2) 
     s = as_samples(*named, min_points=min_points, any_shape=deep)
     ts = s.tensors
     if deep:
-        ts = tuple(k.features(t) for t in ts)
+        ts = tuple(k.features(t, name) for (name, _), t in zip(named, ts))
         k = k.top
     if ts[0].dtype in (torch.float16, torch.bfloat16):
         ts = tuple(t.float() for t in ts)
@@ -105,12 +105,15 @@ def _v(st: BlockStats) -> torch.Tensor:
     return (st.sxx + st.dxx) / (n * n) + (st.syy + st.dyy) / (m * m) - 2.0 * st.sxy / (n * m)
 
 
-def kernel_matrix(x, y=None, kernel="rbf", **params):
+def kernel_matrix(x, y=None, kernel="rbf", *, backend: str = "auto", **params):
     """Dense kernel matrix K(x, y) (or K(x, x)), shape (n, m), in the input dtype.
 
     Args:
         x: (n, d) or (n,) samples. y: (m, d) samples, or None for y = x.
         kernel: a kernel name (see :data:`kernelmmd.KERNELS`) or a :class:`~kernelmmd.Kernel`.
+        backend: accepted like every estimator's and validated (a name of :data:`kernelmmd.ops.BACKENDS` or a
+            :class:`~kernelmmd.Auto`); the matrix itself is always formed by the dense torch formulas of
+            :meth:`Kernel.matrix` (materialising it is the point of this function).
         **params: the kernel's parameters when given by name (e.g. ``sigma=2.0``).
 
     Example:
@@ -122,6 +125,7 @@ def kernel_matrix(x, y=None, kernel="rbf", **params):
     p = prepare(named, kernel, params)
     a = p.tensors[0]
     b = a if y is None else p.tensors[1]
+    ops.select_backend(backend, a, b, op="block_stats")  # validated only (see above)
     return to_output(p.kernel.matrix(a, b), p.numpy)
 
 
@@ -187,6 +191,7 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
         block_size: points per block from each sample, 2 ≤ block_size ≤ n.
         return_blocks: also return the per-block values (shape (b,)), whose spread gives the B-test's variance.
     """
+    return_blocks = check_bool("return_blocks", return_blocks)
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     xt, yt = p.tensors
     check_same_size(xt, yt, "mmd2_block")
@@ -209,7 +214,7 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
     return to_output(est, p.numpy)
 
 
-def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, **params):
+def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, backend: str = "auto", **params):
     r"""Linear-time unbiased estimate (Gretton et al. 2012, Lemma 14), O(n) time and memory.
 
     .. math::
@@ -218,10 +223,16 @@ def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, **params):
 
     Needs n = m ≥ 2; with n odd the last point of each sample is left out. ``return_variance=True`` also returns
     the estimated variance of the statistic, var(h) / (n/2) (for the normal-approximation test).
+
+    ``backend`` is accepted like every estimator's and validated (a name of :data:`kernelmmd.ops.BACKENDS` or a
+    :class:`~kernelmmd.Auto`), but the 2n kernel values are O(n) elementwise work that no fused op exists for:
+    they are computed directly (:meth:`Kernel.pairwise`, torch) on every backend.
     """
+    return_variance = check_bool("return_variance", return_variance)
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     xt, yt = p.tensors
     check_same_size(xt, yt, "mmd2_linear")
+    ops.select_backend(backend, xt, yt, op="block_stats")  # validated only (see above)
     half = xt.shape[0] // 2
     x1, x2 = xt[0 : 2 * half : 2], xt[1 : 2 * half : 2]  # (n/2, d) each
     y1, y2 = yt[0 : 2 * half : 2], yt[1 : 2 * half : 2]
@@ -246,6 +257,7 @@ def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "a
     Returns:
         ``(kxx, kyy, kxy)``: three 0-d tensors (floats for numpy inputs), differentiable.
     """
+    unbiased = check_bool("unbiased", unbiased)
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2 if unbiased else 1)
     st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
     n, m = st.n, st.m
@@ -322,9 +334,9 @@ def _deep_witness_grad(x, y, t, k: DeepKernel, backend: str):
     keep_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         tq = tt if tt.requires_grad else tt.detach().requires_grad_(True)
-        ft = k.features(tq)
+        ft = k.features(tq, "t")
         with torch.set_grad_enabled(keep_graph):
-            fx, fy = k.features(xt), k.features(yt)
+            fx, fy = k.features(xt, "x"), k.features(yt, "y")
         g = witness_grad(fx, fy, ft, k.top, backend=backend)  # (T, s), differentiable in ft when keep_graph
         (out,) = torch.autograd.grad(ft, tq, grad_outputs=g.to(ft.dtype), create_graph=keep_graph)
     return to_output(out if keep_graph else out.detach(), s.numpy)

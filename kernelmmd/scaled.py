@@ -29,8 +29,9 @@ from __future__ import annotations
 import torch
 
 from . import ops
-from ._validate import as_samples, check_nonnegative, to_output
-from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel
+from ._deprecation import old_positional_order
+from ._validate import as_samples, check_bool, check_nonnegative, to_output
+from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel, phi_features
 from .mmd import _u, _v
 
 __all__ = ["jacobian_sqnorm", "sigma2_inv", "smmd2", "smmd_loss", "swgan_loss"]
@@ -53,17 +54,10 @@ def _leaf_like(x: torch.Tensor) -> torch.Tensor:
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 
-def _phi_out(phi, x: torch.Tensor, name: str = "phi") -> torch.Tensor:
-    """φ(x) as (n, s), with a clear error for outputs that are not per-sample vectors."""
-    f = phi(x)
-    if not isinstance(f, torch.Tensor):
-        raise TypeError(f"{name}(x) must return a torch.Tensor, got {type(f).__name__}")
-    if f.ndim == 0 or f.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{name}(x) must return shape (n,) or (n, s) with n = {x.shape[0]} (one row per sample), "
-            f"got {tuple(f.shape)}"
-        )
-    return f.reshape(f.shape[0], -1)  # (n, s)
+def _phi_out(phi, x: torch.Tensor, arg: str = "x") -> torch.Tensor:
+    """φ(x) as (n, s), with a clear error (naming the input set ``arg``) for outputs that are not finite per-sample
+    vectors (see :func:`kernelmmd.kernels.phi_features`)."""
+    return phi_features(phi, x, arg)
 
 
 def _jacobian(f: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -92,11 +86,12 @@ def _scale_needs_graph(phi, x: torch.Tensor) -> bool:
     return any(p.requires_grad for p in phi.parameters())
 
 
-def _features_and_jacobian(phi, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _features_and_jacobian(phi, x: torch.Tensor, create_graph: bool,
+                           arg: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
     """(φ(x) (n, s), J (n, s, D)), both differentiable when ``create_graph``."""
     with torch.enable_grad():
         xr = _leaf_like(x)
-        f = _phi_out(phi, xr)
+        f = _phi_out(phi, xr, arg)
         return f, _jacobian(f, xr, create_graph)
 
 
@@ -130,6 +125,7 @@ def jacobian_sqnorm(phi, x, *, create_graph: bool = True):
     """
     if not callable(phi):
         raise TypeError(f"phi must be callable (e.g. an nn.Module), got {type(phi).__name__}")
+    create_graph = check_bool("create_graph", create_graph)
     s = as_samples(("x", x), any_shape=True)
     (xt,) = s.tensors
     _, J = _features_and_jacobian(phi, xt, create_graph)
@@ -168,7 +164,7 @@ def _check_lam(lam) -> None:
     check_nonnegative("lam", lam)
 
 
-def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, **params):
+def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, backend: str = "auto", **params):
     r"""The SMMD scale :math:`\sigma^{-2}_{\hat\mu,k,\lambda}` of SPEC §5 with µ̂ the empirical measure on Z.
 
     .. math::
@@ -183,6 +179,9 @@ def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, **params):
         z: points of µ̂, shape (M, d) (any (M, ...) for a deep kernel).
         lam: λ ≥ 0 (float or scalar tensor; tensors are differentiated).
         create_graph: for deep kernels, keep the Jacobian's graph (train through σ⁻²).
+        backend: accepted like every estimator's and validated (a name of :data:`kernelmmd.ops.BACKENDS` or a
+            :class:`~kernelmmd.Auto`); σ⁻² is a closed form of the profile at t = 0 (or an O(M) mean), with no
+            pairwise kernel sums, so it is computed directly on every backend.
         **params: kernel parameters when ``kernel`` is a name (``sigma="median"`` is resolved on z).
 
     Returns:
@@ -199,16 +198,19 @@ def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, **params):
     """
     k = get_kernel(kernel, **params)
     _check_lam(lam)
+    create_graph = check_bool("create_graph", create_graph)
     if isinstance(k, DeepKernel):
         _check_twice(k.top, "sigma2_inv")
         s = as_samples(("z", z), any_shape=True)
         (zt,) = s.tensors
-        a, J = _features_and_jacobian(k.phi, zt, create_graph)
+        ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
+        a, J = _features_and_jacobian(k.phi, zt, create_graph, "z")
         top = k.top.resolve(a.detach())
         out = _sigma2_inv_deep(top, a, J, lam)
         return to_output(out.to(_out_dtype(a)), s.numpy)
     s = as_samples(("z", z))
     (zt,) = s.tensors
+    ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
     if zt.dtype in (torch.float16, torch.bfloat16):
         zt = zt.float()
     k = k.resolve(zt)
@@ -219,7 +221,12 @@ def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, **params):
 _ESTIMATORS = ("biased", "unbiased")
 
 
-def smmd2(x, y, kernel="rbf", z=None, lam=1.0, *, estimator: str = "biased", backend: str = "auto",
+@old_positional_order(
+    ("kernel", "z", "lam"),
+    lambda args: len(args) > 1,
+    "smmd2(x, y, kernel='rbf', *, z=None, lam=1.0, estimator='biased', backend='auto', ...)",
+)
+def smmd2(x, y, kernel="rbf", *, z=None, lam=1.0, estimator: str = "biased", backend: str = "auto",
           create_graph: bool = True, **params):
     r"""Scaled MMD², :math:`\mathrm{SMMD}^2 = \mathrm{MMD}^2 / \sigma^{-2}_{\hat\mu,k,\lambda}` (SPEC §5).
 
@@ -234,6 +241,9 @@ def smmd2(x, y, kernel="rbf", z=None, lam=1.0, *, estimator: str = "biased", bac
     both, Proposition 4 of Arbel et al. holds exactly for the estimates, ``smmd2 <= gcmmd2``. ``"unbiased"``
     uses MMD²_u instead (unbiased for MMD² up to the data-dependent scale, may be negative; it is what the
     paper's GAN loss :func:`smmd_loss` uses).
+
+    Signature: ``z`` and ``lam`` are keyword-only, as in :func:`kernelmmd.gcmmd2`; the old positional form
+    ``smmd2(x, y, kernel, z, lam)`` still works with a ``FutureWarning``.
 
     Args:
         x: samples of P, (n, d) (any (n, ...) for a deep kernel). y: samples of Q, same feature shape.
@@ -262,6 +272,7 @@ def smmd2(x, y, kernel="rbf", z=None, lam=1.0, *, estimator: str = "biased", bac
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {list(_ESTIMATORS)}, got {estimator!r}")
     _check_lam(lam)
+    create_graph = check_bool("create_graph", create_graph)
     k = get_kernel(kernel, **params)
     named = [("x", x), ("y", y)] + ([] if z is None else [("z", z)])
     deep = isinstance(k, DeepKernel)
@@ -271,9 +282,9 @@ def smmd2(x, y, kernel="rbf", z=None, lam=1.0, *, estimator: str = "biased", bac
     if deep:
         _check_twice(k.top, "smmd2")
         zt = xt if z is None else s.tensors[2]
-        az, J = _features_and_jacobian(k.phi, zt, create_graph)
-        ax = az if z is None else _phi_out(k.phi, xt)
-        ay = _phi_out(k.phi, yt)
+        az, J = _features_and_jacobian(k.phi, zt, create_graph, "x" if z is None else "z")
+        ax = az if z is None else _phi_out(k.phi, xt, "x")
+        ay = _phi_out(k.phi, yt, "y")
         if ax.dtype in (torch.float16, torch.bfloat16):
             ax, ay, az = ax.float(), ay.float(), az.float()
         top = k.top.resolve(ax.detach(), ay.detach())
@@ -349,8 +360,8 @@ def smmd_loss(phi, x_real, x_fake, *, scale=10.0, kernel="rbf", sigma=1.0, backe
     if isinstance(k, DeepKernel):
         raise TypeError("kernel must act on critic outputs; pass the critic as phi, not a DeepKernel")
     _check_twice(k, "smmd_loss")
-    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr))
-    ff = _phi_out(phi, xf)
+    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr), "x_real")
+    ff = _phi_out(phi, xf, "x_fake")
     if fr.dtype in (torch.float16, torch.bfloat16):
         fr, ff = fr.float(), ff.float()
     k = k.resolve(fr.detach(), ff.detach())
@@ -390,12 +401,12 @@ def swgan_loss(phi, x_real, x_fake, *, scale=10.0):
     """
     xr, xf = _loss_inputs(phi, x_real, x_fake, 1)
     check_nonnegative("scale", scale)
-    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr))
+    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr), "x_real")
     if fr.shape[1] != 1:
         raise ValueError(
             f"swgan_loss needs a scalar critic (output (n,) or (n, 1)), got outputs of shape {tuple(fr.shape)}"
         )
-    ff = _phi_out(phi, xf)
+    ff = _phi_out(phi, xf, "x_fake")
     fr64, ff64 = fr[:, 0].double(), ff[:, 0].double()
     denom = 1.0 + scale * ((fr64 * fr64).mean() + (J.double() ** 2).sum((1, 2)).mean())
     return ((fr64.mean() - ff64.mean()) / denom.sqrt()).to(_out_dtype(fr))

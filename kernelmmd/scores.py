@@ -138,6 +138,8 @@ def _check_stats(name_mu, mu, name_cov, cov):
     for name, t, nd in ((name_mu, mu, 1), (name_cov, cov, 2)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
         if t.ndim != nd:
             raise ValueError(f"{name} must have {nd} dimension(s), got shape {tuple(t.shape)}")
         if not bool(torch.isfinite(t).all()):
@@ -145,6 +147,31 @@ def _check_stats(name_mu, mu, name_cov, cov):
     d = mu.shape[0]
     if tuple(cov.shape) != (d, d):
         raise ValueError(f"{name_cov} must have shape ({d}, {d}) to match {name_mu}, got {tuple(cov.shape)}")
+    if d == 0:
+        raise ValueError(f"{name_mu} must have at least one entry, got shape {tuple(mu.shape)}")
+    c = cov.detach().double()
+    scale = float(c.abs().max())
+    asym = float((c - c.T).abs().max())
+    if asym > _tol(cov) * scale:
+        raise ValueError(
+            f"{name_cov} must be a symmetric covariance matrix, got max |{name_cov} - {name_cov}.T| = {asym:.3g} "
+            f"(max |entry| {scale:.3g})"
+        )
+
+
+def _tol(t: torch.Tensor) -> float:
+    """Relative tolerance for rounding in a covariance given in ``t``'s dtype: √eps (float64 for integers)."""
+    return math.sqrt(torch.finfo(t.dtype if t.is_floating_point() else torch.float64).eps)
+
+
+def _check_psd(name: str, w: torch.Tensor, tol: float) -> None:
+    """Eigenvalues ``w`` of a symmetric matrix: none below −tol · max |w| (rounding), else ValueError."""
+    lo, hi = float(w.min()), float(w.abs().max())
+    if lo < -tol * hi:
+        raise ValueError(
+            f"{name} must be positive semi-definite (a covariance), got an eigenvalue {lo:.3g} "
+            f"(largest |eigenvalue| {hi:.3g})"
+        )
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -165,7 +192,9 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
         a float ≥ 0 (up to rounding).
 
     Raises:
-        TypeError: non-tensor inputs. ValueError: wrong shapes, NaN/Inf entries.
+        TypeError: non-tensor or non-real inputs. ValueError: wrong shapes, NaN/Inf entries, a covariance that is not
+        symmetric or not positive semi-definite beyond rounding (√eps of its dtype relative to its largest entry /
+        eigenvalue).
 
     Example:
         >>> import torch, kernelmmd
@@ -177,10 +206,24 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     _check_stats("mu2", mu2, "cov2", cov2)
     if mu1.shape != mu2.shape:
         raise ValueError(f"mu1 and mu2 must have the same shape, got {tuple(mu1.shape)} and {tuple(mu2.shape)}")
+    tols = (_tol(cov1), _tol(cov2))
+    return _frechet(mu1, cov1, mu2, cov2, check_psd=tols)
+
+
+def _frechet(mu1, cov1, mu2, cov2, check_psd=None) -> float:
+    """frechet_distance on validated statistics; ``check_psd = (tol1, tol2)`` also checks both covariances are PSD
+    (cov1 from the eigenvalues its square root needs anyway, cov2 with one more ``eigvalsh``)."""
     mu1, mu2, cov1, cov2 = (t.detach().double() for t in (mu1, mu2, cov1, cov2))
     cov2 = cov2.to(cov1.device)
-    s1 = _sqrt_psd(0.5 * (cov1 + cov1.T))
-    mid = s1 @ (0.5 * (cov2 + cov2.T)) @ s1
+    sym1, sym2 = 0.5 * (cov1 + cov1.T), 0.5 * (cov2 + cov2.T)
+    if check_psd is not None:
+        w1, v1 = torch.linalg.eigh(sym1)
+        _check_psd("cov1", w1, check_psd[0])
+        _check_psd("cov2", torch.linalg.eigvalsh(sym2), check_psd[1])
+        s1 = (v1 * w1.clamp_min(0.0).sqrt()) @ v1.T
+    else:
+        s1 = _sqrt_psd(sym1)
+    mid = s1 @ sym2 @ s1
     tr_sqrt = torch.linalg.eigvalsh(0.5 * (mid + mid.T)).clamp_min(0.0).sqrt().sum()
     diff = (mu1 - mu2.to(mu1.device)).pow(2).sum()
     return float(diff + torch.trace(cov1) + torch.trace(cov2) - 2.0 * tr_sqrt)
@@ -215,7 +258,14 @@ def fid(real_feats, fake_feats) -> float:
     """
     s = as_samples(("real_feats", real_feats), ("fake_feats", fake_feats), min_points=2)
     a, b = (t.detach().double() for t in s.tensors)  # (n, d), (m, d)
-    return frechet_distance(a.mean(0), _cov(a), b.mean(0), _cov(b))
+    stats = []
+    for name, t in (("real_feats", a), ("fake_feats", b)):
+        mu, cov = t.mean(0), _cov(t)
+        if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(cov).all())):
+            big = float(t.abs().max())
+            raise ValueError(f"{name}: its mean or covariance overflows float64 (max |feature| {big:.3g})")
+        stats += [mu, cov]
+    return _frechet(*stats)  # sample covariances are symmetric PSD: no check needed
 
 
 def _cov(a: torch.Tensor) -> torch.Tensor:

@@ -424,7 +424,7 @@ def mmd_test(
 
 
 # ------------------------------------------------------------------------------------ normal-approximation tests
-def linear_mmd_test(x, y, kernel="rbf", **params) -> MMDTestResult:
+def linear_mmd_test(x, y, kernel="rbf", *, backend: str = "auto", **params) -> MMDTestResult:
     r"""Linear-time test (Gretton et al. 2012, §6): one-sided z-test on MMD²_l, O(n) time and memory.
 
     .. math::
@@ -437,6 +437,8 @@ def linear_mmd_test(x, y, kernel="rbf", **params) -> MMDTestResult:
     Args:
         x, y: samples of shape (n, d) with the same n ≥ 4 (an odd last point of each sample is left out).
         kernel, **params: as in :func:`mmd_test` (a ``"median"`` bandwidth is resolved on the pooled sample).
+        backend: validated as in :func:`mmd_test`; the O(n) kernel values are computed directly (see
+            :func:`~kernelmmd.mmd2_linear`).
 
     Returns:
         :class:`MMDTestResult` with ``method="linear"`` and ``std`` the estimated standard deviation of MMD²_l.
@@ -462,7 +464,7 @@ def linear_mmd_test(x, y, kernel="rbf", **params) -> MMDTestResult:
     xt, yt = p.tensors
     check_same_size(xt, yt, "linear_mmd_test")
     with torch.no_grad():
-        est, var = mmd2_linear(xt, yt, kernel=p.kernel, return_variance=True)
+        est, var = mmd2_linear(xt, yt, kernel=p.kernel, return_variance=True, backend=backend)
     stat, var = float(est), float(var)
     std = math.sqrt(max(var, 0.0)) if not math.isnan(var) else math.nan
     pval = _normal_p("linear_mmd_test", stat, std, name="MMD²_l", tensors=(xt, yt), kernel=p.kernel,
