@@ -1,10 +1,41 @@
-"""Command line two-sample test: ``python -m kernelmmd.test A B [options]``.
+r"""Command line two-sample test: ``python -m kernelmmd.test A B [options]``.
 
-A and B are ``.npy``, ``.csv`` (comma-separated numbers, an optional header line) or ``.pt`` (a tensor saved with
-``torch.save``) files holding arrays of shape (n, d) (or (n,) for one-dimensional data). Runs the permutation test of
+A and B hold arrays of shape (n, d) (or (n,) for one-dimensional data). Runs the permutation test of
 :func:`kernelmmd.mmd_test` and prints the statistic, the p-value and the kernel (``--json`` for one JSON object).
 
-Exit codes: 0 on success (whatever the p-value), 2 on bad usage or unreadable / malformed input (message on stderr).
+Input files (by suffix):
+
+* ``.npy`` — a numeric numpy array (no pickles: object arrays are refused).
+* ``.pt`` — one tensor saved with ``torch.save``, loaded with ``weights_only=True`` (a file that needs unsafe
+  unpickling, or holds a dict / list / anything but one tensor, is refused).
+* ``.csv``, ``.tsv``, ``.txt`` — delimited text as spreadsheets and databases export it: UTF-8 (with or without
+  a BOM) or UTF-16 with a BOM; LF, CRLF or CR line ends; the delimiter is detected — ``;`` (Excel in European
+  locales), tab, ``,`` in that order of preference when it separates every line, else runs of whitespace
+  (``.tsv``: always tab); decimal commas (``1,5``) are read as decimal points wherever a field holds one (in a
+  comma-separated file only quoted fields can); quoted fields, whitespace around fields, scientific notation,
+  ``#`` comment lines and blank lines at the end are fine; a trailing delimiter at every line end is ignored.
+  The first line is a header when any of its fields is text. A pandas ``to_csv`` index (empty or ``Unnamed: 0``
+  first header field above a first column 0, 1, …, n−1) is dropped, with a note on stderr.
+  Refused, naming the line (and column): ragged rows, missing values (empty fields, ``\N``, ``NULL``, ``NA``:
+  database NULLs), non-numbers, NaN/Inf, blank lines between rows.
+
+Values: integer and bool data are read as float64 (bool as 0/1); float16 / bfloat16 as float32; float32 and float64
+as they are (A and B of different float types: both float64). Complex, string, structured and object arrays are
+refused.
+
+Output: text, or with ``--json`` exactly one JSON object on stdout (strict JSON: NaN / Inf become ``null``).
+Everything else — warnings (one ``warning: ...`` line each), notes, the progress bar, and anything a backend prints
+to stdout while computing (KeOps's compiler messages: stdout is redirected to stderr at the file-descriptor level
+while the test runs) — goes to stderr.
+
+Exit codes:
+
+* 0 — the test was computed (whatever the p-value; read ``reject`` or the verdict line).
+* 1 — unexpected internal error (a bug, or e.g. running out of memory; Python traceback on stderr).
+* 2 — bad usage, or an input file that is missing or cannot be read (one line ``error: FILE: ...`` on stderr).
+* 3 — the test could not be computed: the statistic or the p-value is not finite (e.g. kernel values overflow
+  at the data's scale). The verdict is "cannot decide", never reject; ``--json`` still prints its object, with
+  ``"statistic"`` / ``"p_value"`` ``null``, ``"reject": false`` and ``"status": "cannot decide"``.
 
 Example::
 
@@ -14,62 +45,283 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
+import math
+import os
 import pathlib
+import re
 import sys
+import warnings
 
 import numpy as np
 
-__all__ = ["main", "load_samples"]
+__all__ = ["main", "load_samples", "InputError", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_UNDECIDED"]
 
-_SUFFIXES = (".npy", ".csv", ".pt")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNDECIDED = 0, 1, 2, 3
+_TEXT = (".csv", ".tsv", ".txt")
+_SUFFIXES = (".npy", ".pt", *_TEXT)
+#: fields a database or spreadsheet writes for a missing value (psql CSV: empty; psql text / MySQL: \N)
+_NULLS = {"", "\\n", "null", "na", "n/a", "#n/a", "none", "nil", "-"}
+#: first header fields of a pandas ``to_csv`` index column (empty; ``Unnamed: 0`` after a read/write round trip)
+_INDEX_NAMES = {"", "unnamed: 0"}
+
+_EPILOG = """\
+input files: .npy (numeric, no pickles), .pt (one tensor, weights_only), .csv / .tsv / .txt (delimiter ; tab , or
+whitespace detected; decimal commas; optional header; pandas index dropped; BOM, CRLF, quotes fine; missing values
+refused).
+
+exit codes:
+  0  the test was computed (whatever the p-value)
+  1  unexpected internal error (traceback on stderr)
+  2  bad usage or unreadable input (one line "error: ..." on stderr)
+  3  the test could not be computed: statistic or p-value not finite ("cannot decide"; JSON null values)
+
+stdout holds only the result (with --json exactly one strict JSON object); warnings and notes go to stderr."""
 
 
 class InputError(Exception):
     """A user-facing problem with the input files (reported on stderr with exit code 2)."""
 
 
-def load_samples(path: str) -> np.ndarray:
-    """Read an (n, d) float array from a .npy, .csv or .pt file; raise :class:`InputError` with a clear message."""
+def _one_line(msg: str, limit: int = 300) -> str:
+    """First non-empty line of a (library) message, shortened: stderr gets one line per problem."""
+    line = next((ln.strip() for ln in str(msg).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def load_samples(path: str, note=_note) -> np.ndarray:
+    """Read an (n, d) float array from a .npy, .pt, .csv, .tsv or .txt file (see the module docstring).
+
+    Raises :class:`InputError` with a one-line message starting with the path; ``note(msg)`` receives remarks
+    such as a dropped pandas index column (default: printed to stderr as ``note: ...``).
+    """
     p = pathlib.Path(path)
     suffix = p.suffix.lower()
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
     if suffix not in _SUFFIXES:
         raise InputError(f"{path}: unsupported file type {p.suffix or '(none)'!r}; use one of {list(_SUFFIXES)}")
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
+    try:
+        with open(p, "rb") as f:
+            empty = not f.read(1)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (cannot open the file for reading)") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot open ({_one_line(e.strerror or e)})") from None
+    if empty:
+        raise InputError(f"{path}: empty file")
     try:
         if suffix == ".npy":
-            a = np.load(p, allow_pickle=False)
-        elif suffix == ".csv":
-            a = _load_csv(p)
+            a = _load_npy(p)
+        elif suffix == ".pt":
+            a = _load_pt(p)
         else:
-            import torch
-
-            t = torch.load(p, map_location="cpu", weights_only=True)
-            if not isinstance(t, torch.Tensor):
-                raise InputError(f"{path}: expected a saved torch.Tensor, found {type(t).__name__}")
-            a = t.detach().to(torch.float64 if not t.is_floating_point() else t.dtype).numpy()
-    except InputError:
-        raise
-    except Exception as e:  # any parse failure of a user file becomes a clear message, not a traceback
-        raise InputError(f"{path}: cannot read {suffix} file ({type(e).__name__}: {e})") from None
-    a = np.asarray(a)
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise InputError(f"{path}: expected real numbers, found dtype {a.dtype}")
-    if a.ndim not in (1, 2):
-        raise InputError(f"{path}: expected an array of shape (n, d) or (n,), found shape {a.shape}")
-    if a.shape[0] < 2:
-        raise InputError(f"{path}: need at least 2 samples (rows), found {a.shape[0]}")
-    if not np.isfinite(a).all():
-        raise InputError(f"{path}: contains NaN or Inf values")
-    return a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float64)
+            a = _load_text(p, suffix, lambda msg: note(f"{path}: {msg}"))
+        return _as_samples(a)
+    except InputError as e:
+        raise InputError(f"{path}: {_one_line(e)}") from None
+    except Exception as e:  # any parse failure of a user file becomes one clear line, not a traceback
+        raise InputError(f"{path}: cannot read {suffix} file ({type(e).__name__}: {_one_line(e)})") from None
 
 
-def _load_csv(p: pathlib.Path) -> np.ndarray:
+def _load_npy(p: pathlib.Path) -> np.ndarray:
+    with open(p, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise InputError("cannot read .npy file: not in numpy's .npy format (no \\x93NUMPY header)")
     try:
-        return np.loadtxt(p, delimiter=",", ndmin=2)
+        a = np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise InputError("holds Python objects (an object array or a pickle); refusing to unpickle: save a "
+                             "numeric array with numpy.save") from None
+        raise
+    if not isinstance(a, np.ndarray):  # an .npz archive under a .npy name
+        raise InputError(f"expected one numpy array, found {type(a).__name__} (an .npz archive?)")
+    return a
+
+
+def _load_pt(p: pathlib.Path) -> np.ndarray:
+    import pickle
+
+    import torch
+
+    try:
+        t = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if needs is None:  # not a pickle of allowed objects at all: a corrupt or foreign file
+            why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+            why = why.group(1) if why else _one_line(e, 120)
+            raise InputError(f"cannot read .pt file: not a valid torch.save file ({why.strip()})") from None
+        needs = f" (it needs {needs.group(1)})"
+        raise InputError(f"cannot be loaded safely: it holds objects other than tensors{needs}, which would need "
+                         "unsafe unpickling (torch.load(weights_only=True) refused it); re-save it with "
+                         "torch.save(tensor)") from None
+    if not isinstance(t, torch.Tensor):
+        raise InputError(f"expected a saved torch.Tensor, found {type(t).__name__}")
+    t = t.detach()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.is_complex():
+        raise InputError(f"complex values are not supported (dtype {t.dtype})")
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()  # numpy has no bfloat16; the library computes half precision in float32 anyway
+    elif not t.is_floating_point():
+        t = t.double()  # integers and bool (0/1)
+    return t.numpy()
+
+
+def _as_samples(a: np.ndarray) -> np.ndarray:
+    """Check dtype and shape; convert to float32 / float64 (messages without the path: the caller adds it)."""
+    kind = a.dtype.kind
+    if a.dtype.names is not None:
+        raise InputError(f"structured array with fields {list(a.dtype.names)}: save a plain (n, d) float array")
+    if kind == "c":
+        raise InputError(f"complex values are not supported (dtype {a.dtype})")
+    if kind not in "biuf":
+        raise InputError(f"expected real numbers, found dtype {a.dtype}")
+    if a.ndim not in (1, 2):
+        raise InputError(f"expected an array of shape (n, d) or (n,), found shape {a.shape}")
+    if a.ndim == 2 and a.shape[1] == 0:
+        raise InputError(f"no features: shape {a.shape}")
+    if a.shape[0] < 2:
+        raise InputError(f"need at least 2 samples (rows), found {a.shape[0]}")
+    if kind != "f" or a.dtype.itemsize > 8:
+        a = a.astype(np.float64)  # integers, bool (0/1), long double
+    elif a.dtype.itemsize < 4:
+        a = a.astype(np.float32)  # float16
+    bad = ~np.isfinite(a)
+    if bad.any():
+        where = np.argwhere(bad)[0]
+        at = f"row {where[0] + 1}" + (f", column {where[1] + 1}" if a.ndim == 2 else "")
+        raise InputError(f"contains NaN or Inf values (first at {at}: {float(a[tuple(where)])!r})")
+    return a
+
+
+# -------------------------------------------------------------------------------------------- delimited text
+def _decode(raw: bytes) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")  # Excel's "Unicode text" export
+    try:
+        text = raw.decode("utf-8-sig")  # strips a UTF-8 BOM
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (undecodable byte at offset {e.start}); a binary file?") from None
+    if "\x00" in text:
+        raise InputError("not a text file (contains NUL bytes)")
+    return text
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _delimiter(lines: list[str], suffix: str) -> str | None:
+    """';', tab or ',' (outside quotes) in at least half of the lines, in that order of preference; None: whitespace.
+
+    Half, not all: a ragged row without the delimiter must still be read with it (and refused as ragged).
+    """
+    if suffix == ".tsv":
+        return "\t"
+    sample = [_QUOTED.sub("", ln) for ln in lines[:200]]
+    for d in (";", "\t", ","):
+        if 2 * sum(d in ln for ln in sample) >= len(sample):
+            return d
+    return None
+
+
+def _fields(lines: list[str], delim: str | None) -> list[list[str]]:
+    if delim is None:
+        rows = [ln.split() for ln in lines]
+        return [[f[1:-1].strip() if len(f) >= 2 and f[0] == f[-1] == '"' else f for f in r] for r in rows]
+    return [[f.strip() for f in r] for r in csv.reader(lines, delimiter=delim, quotechar='"', skipinitialspace=True)]
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?")
+
+
+def _number(field: str) -> float | None:
+    if "," in field:  # a decimal comma ("1,5"; a comma inside a field is never the delimiter): nothing else
+        if not _DECIMAL_COMMA.fullmatch(field):
+            return None
+        field = field.replace(",", ".")
+    try:
+        return float(field)
     except ValueError:
-        return np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)  # a header line
+        return None
+
+
+def _load_text(p: pathlib.Path, suffix: str, note) -> np.ndarray:
+    text = _decode(p.read_bytes())
+    numbered = [(i + 1, ln) for i, ln in enumerate(text.splitlines())]  # LF, CRLF, CR
+    numbered = [(i, ln) for i, ln in numbered if not ln.lstrip().startswith("#")]  # comments (numpy.savetxt header)
+    while numbered and not numbered[-1][1].strip():
+        numbered.pop()  # blank lines at the end
+    while numbered and not numbered[0][1].strip():
+        numbered.pop(0)  # and before the first line
+    if not numbered:
+        raise InputError("no data (only blank or comment lines)")
+    blank = next((i for i, ln in numbered if not ln.strip()), None)
+    if blank is not None:
+        raise InputError(f"line {blank} is empty (a missing value?); blank lines are allowed only at the end")
+    lineno = [i for i, _ in numbered]
+    delim = _delimiter([ln for _, ln in numbered], suffix)
+    rows = _fields([ln for _, ln in numbered], delim)
+    if len(rows) != len(lineno):  # a quoted field spanning lines
+        raise InputError("a quoted field spans several lines; not a table of numbers")
+    header = None
+    if any(_number(f) is None and f.lower() not in _NULLS for f in rows[0]):
+        header, rows, lineno = rows[0], rows[1:], lineno[1:]
+    if not rows:
+        raise InputError("no data rows (only a header line)")
+    if delim is not None and len(rows[0]) > 1 and all(r and r[-1] == "" for r in rows):
+        rows = [r[:-1] for r in rows]  # a delimiter at the end of every line
+        if header is not None and len(header) == len(rows[0]) + 1 and header[-1] == "":
+            header = header[:-1]
+    ncol = len(rows[0])
+    for r, i in zip(rows, lineno):
+        if len(r) != ncol:
+            raise InputError(f"line {i} has {len(r)} fields, but line {lineno[0]} (the first data row) has {ncol}; "
+                             "every row needs the same number of columns")
+    if header is not None and len(header) != ncol:
+        raise InputError(f"the header (line {numbered[0][0]}) has "
+                         f"{len(header)} fields, but the data rows have {ncol}")
+    a = _to_array(rows, lineno)
+    if header is not None and ncol > 1 and header[0].strip().lower() in _INDEX_NAMES:
+        if np.array_equal(a[:, 0], np.arange(a.shape[0])):
+            note(f"dropped the first column (a pandas index: unnamed header, values 0..{a.shape[0] - 1})")
+            a = a[:, 1:]
+        else:
+            note("the first column has an unnamed header but is not 0..n-1: kept as data (drop it if it is an index)")
+    return a
+
+
+def _to_array(rows: list[list[str]], lineno: list[int]) -> np.ndarray:
+    a = None
+    if not any("," in f for r in rows for f in r):
+        with contextlib.suppress(ValueError):  # fast path: numpy parses the strings
+            a = np.array(rows, dtype=str).astype(np.float64)
+    if a is None or not np.isfinite(a).all():  # find the first bad field and name it
+        for r, i in zip(rows, lineno):
+            for j, f in enumerate(r):
+                v = _number(f)
+                if f.lower() in _NULLS:
+                    raise InputError(f"line {i}, column {j + 1}: missing value {f!r} (a database NULL?); "
+                                     "remove or impute it first")
+                if v is None:
+                    raise InputError(f"line {i}, column {j + 1}: cannot read {f!r} as a number")
+                if not math.isfinite(v):
+                    raise InputError(f"line {i}, column {j + 1}: {f!r} is not a finite number (NaN or Inf)")
+        if a is None:  # numpy disagreed with float() somewhere: use float()
+            a = np.array([[_number(f) for f in r] for r in rows], dtype=np.float64)
+    return a
 
 
 def _number_or_heuristic(v: str):
@@ -98,9 +350,11 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m kernelmmd.test",
         description="Kernel two-sample permutation test (MMD^2_u) between the samples in files A and B.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("a", metavar="A", help="samples of P: .npy, .csv or .pt file of shape (n, d)")
-    ap.add_argument("b", metavar="B", help="samples of Q: .npy, .csv or .pt file of shape (m, d)")
+    ap.add_argument("a", metavar="A", help="samples of P: .npy, .pt, .csv, .tsv or .txt file of shape (n, d)")
+    ap.add_argument("b", metavar="B", help="samples of Q: .npy, .pt, .csv, .tsv or .txt file of shape (m, d)")
     ap.add_argument("--kernel", default="rbf", choices=sorted(k for k in KERNELS if k != "rbf_bounded"))
     ap.add_argument(
         "--sigma",
@@ -142,8 +396,46 @@ def _progress_bar(total: int, enabled):
     return tqdm(total=total, unit="perm", desc="permutations", disable=None if enabled is None else False)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """While computing, everything written to stdout goes to stderr: Python prints (sys.stdout) and, at the file-
+    descriptor level, output of C code and subprocesses (KeOps's compiler messages), so stdout keeps only the result.
+    """
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    saved = None
+    with contextlib.suppress(OSError, ValueError):
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(Exception):  # C stdio buffers written meanwhile belong to stderr too
+                import ctypes
+
+                ctypes.CDLL(None).fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _finite_or_none(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _undecided_reason(res) -> str | None:
+    """Why the result cannot be used (exit code 3), or None."""
+    if not math.isfinite(res.statistic):
+        return f"statistic is {'NaN' if math.isnan(res.statistic) else f'{res.statistic:+}'}"
+    if math.isnan(res.p_value):
+        return "p-value is NaN (some permuted statistics are not finite)"
+    return None
+
+
 def main(argv=None) -> int:
-    """Entry point; returns the exit code (0 success, 2 usage or input error)."""
+    """Entry point; returns the exit code (see the module docstring: 0 ok, 1 internal, 2 usage/input, 3 undecided)."""
     ap = _parser()
     args = ap.parse_args(argv)
     if args.permutations < 1:
@@ -168,8 +460,8 @@ def main(argv=None) -> int:
         if a.dtype != b.dtype:
             a, b = a.astype(np.float64), b.astype(np.float64)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {_one_line(e, 1000)}", file=sys.stderr)
+        return EXIT_USAGE
 
     from .kernels import get_kernel
     from .two_sample import mmd_test
@@ -177,48 +469,60 @@ def main(argv=None) -> int:
     try:
         kernel = get_kernel(args.kernel, **params)
     except (TypeError, ValueError) as e:
-        print(f"error: --kernel {args.kernel}: {e}", file=sys.stderr)
-        return 2
+        print(f"error: --kernel {args.kernel}: {_one_line(e, 1000)}", file=sys.stderr)
+        return EXIT_USAGE
     bar = _progress_bar(args.permutations, args.progress)
+    caught = []
     try:
-        res = mmd_test(
-            a,
-            b,
-            kernel,
-            n_permutations=args.permutations,
-            seed=args.seed,
-            backend=args.backend,
-            batch_size=args.batch_size,
-            callback=bar.update if bar is not None else None,
-        )
+        with _stdout_to_stderr(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = mmd_test(
+                a,
+                b,
+                kernel,
+                n_permutations=args.permutations,
+                seed=args.seed,
+                backend=args.backend,
+                batch_size=args.batch_size,
+                callback=bar.update if bar is not None else None,
+            )
     except (TypeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {_one_line(e, 1000)}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if bar is not None:
             bar.close()
+        for w in caught:  # one line each, after the bar
+            print(f"warning: {w.category.__name__}: {_one_line(w.message, 2000)}", file=sys.stderr)
+    undecided = _undecided_reason(res)
     out = {
-        "statistic": res.statistic,
-        "p_value": res.p_value,
+        "statistic": _finite_or_none(res.statistic),
+        "p_value": _finite_or_none(res.p_value),
         "kernel": repr(res.kernel),
         "n": res.n,
         "m": res.m,
         "d": da,
         "n_permutations": res.n_permutations,
         "seed": args.seed,
-        "reject": res.reject(args.alpha),
+        "reject": bool(res.reject(args.alpha)),
         "alpha": args.alpha,
+        "status": "ok" if undecided is None else "cannot decide",
+        "reason": undecided,
     }
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(out, allow_nan=False))
     else:
         print(f"statistic (MMD^2_u): {res.statistic:.6g}")
         print(f"p-value: {res.p_value:.6g} ({res.n_permutations} permutations)")
         print(f"kernel: {res.kernel!r}")
         print(f"samples: n = {res.n}, m = {res.m}, d = {da}")
-        verdict = "reject" if out["reject"] else "do not reject"
-        print(f"at alpha = {args.alpha:g}: {verdict} H0 (P = Q)")
-    return 0
+        if undecided is not None:
+            print(f"at alpha = {args.alpha:g}: cannot decide: {undecided}; the test could not be computed "
+                  "(see the warning on stderr: rescale the data or change the kernel parameters)")
+        else:
+            verdict = "reject" if out["reject"] else "do not reject"
+            print(f"at alpha = {args.alpha:g}: {verdict} H0 (P = Q)")
+    return EXIT_OK if undecided is None else EXIT_UNDECIDED
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocess in tests/test_cli.py

@@ -109,9 +109,9 @@ def test_main_single_column_csv_and_1d_npy(tmp_path, capsys):
     "setup,message",
     [
         (lambda p: None, "no such file"),
-        (lambda p: (p / "x.txt").write_text("1,2\n"), "unsupported file type '.txt'"),
+        (lambda p: (p / "x.json").write_text("[[1, 2]]\n"), "unsupported file type '.json'"),
         (lambda p: (p / "x.npy").write_bytes(b"not a numpy file"), "cannot read .npy file"),
-        (lambda p: (p / "x.csv").write_text("a,b\n1,x\n2,y\n"), "cannot read .csv file"),
+        (lambda p: (p / "x.csv").write_text("a,b\n1,x\n2,y\n"), "line 2, column 2: cannot read 'x' as a number"),
         (lambda p: torch.save({"x": torch.zeros(3, 2)}, p / "x.pt"), "expected a saved torch.Tensor, found dict"),
         (lambda p: np.save(p / "x.npy", np.zeros((4, 2, 2))), r"expected an array of shape \(n, d\) or \(n,\)"),
         (lambda p: np.save(p / "x.npy", np.zeros((1, 3))), "need at least 2 samples"),
@@ -123,7 +123,7 @@ def test_main_single_column_csv_and_1d_npy(tmp_path, capsys):
 def test_main_unreadable_inputs_exit_2(samples, capsys, setup, message):
     tmp, _, _ = samples
     setup(tmp)
-    bad = next((tmp / f for f in ("x.txt", "x.npy", "x.csv", "x.pt") if (tmp / f).exists()), tmp / "missing.npy")
+    bad = next((tmp / f for f in ("x.json", "x.npy", "x.csv", "x.pt") if (tmp / f).exists()), tmp / "missing.npy")
     code, out, err = _main(capsys, tmp / "a.npy", bad)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and str(bad) in err
