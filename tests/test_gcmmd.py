@@ -116,7 +116,7 @@ def mlp(d, s, seed=0, width=16):
 def test_solvers_agree_with_reference(name, params, solver):
     x, y, z = _data()
     want, mmd2b, pbar = ref_gcmmd2(kfun(name, **params), x, y, z, 0.3)
-    got, info = km.gcmmd2(x, y, z, kernel=name, lam=0.3, solver=solver, return_info=True, **params, **EXACT[solver])
+    got, info = km.gcmmd2(x, y, z=z, kernel=name, lam=0.3, solver=solver, return_info=True, **params, **EXACT[solver])
     assert got.dtype == DT and got.ndim == 0
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6 if solver == "cg" else 1e-9)
     np.testing.assert_allclose(info.mmd2_biased, float(mmd2b), rtol=1e-12)
@@ -141,9 +141,9 @@ def test_default_z_is_x_and_numpy(d):
 
 def test_float32_close_to_float64():
     x, y, z = _data(seed=4)
-    want = km.gcmmd2(x, y, z, kernel="rbf", sigma=1.0, lam=1.0)
+    want = km.gcmmd2(x, y, z=z, kernel="rbf", sigma=1.0, lam=1.0)
     for solver in ("dense", "ichol", "cg"):
-        got = km.gcmmd2(x.float(), y.float(), z.float(), kernel="rbf", sigma=1.0, lam=1.0, solver=solver)
+        got = km.gcmmd2(x.float(), y.float(), z=z.float(), kernel="rbf", sigma=1.0, lam=1.0, solver=solver)
         assert got.dtype == torch.float32
         np.testing.assert_allclose(float(got), float(want), rtol=1e-4)
 
@@ -152,18 +152,18 @@ def test_median_bandwidth_resolved_on_x_and_y():
     x, y, z = _data(seed=5)
     sig = km.bandwidth(x, y)
     np.testing.assert_allclose(
-        float(km.gcmmd2(x, y, z, kernel="rbf", sigma="median")), float(km.gcmmd2(x, y, z, kernel="rbf", sigma=sig))
+        float(km.gcmmd2(x, y, z=z, kernel="rbf", sigma="median")), float(km.gcmmd2(x, y, z=z, kernel="rbf", sigma=sig))
     )
 
 
 def test_ichol_error_decreases_with_rank_and_bounds_from_above():
     x, y, z = _data(n=8, m=8, M=8, d=4, seed=6)
     kw = dict(kernel="rbf", sigma=1.5, lam=0.05)
-    exact = float(km.gcmmd2(x, y, z, solver="dense", **kw))
+    exact = float(km.gcmmd2(x, y, z=z, solver="dense", **kw))
     N = 8 * 5
     errs = []
     for rank in (1, 2, 4, 8, 16, 24, 32, N):
-        val, info = km.gcmmd2(x, y, z, solver="ichol", max_rank=rank, return_info=True, **kw)
+        val, info = km.gcmmd2(x, y, z=z, solver="ichol", max_rank=rank, return_info=True, **kw)
         assert info.rank == rank
         assert float(val) >= exact - 1e-12  # the surrogate at an approximate w gives an upper bound
         errs.append(float(val) - exact)
@@ -173,7 +173,7 @@ def test_ichol_error_decreases_with_rank_and_bounds_from_above():
 
 def test_ichol_tol_stops_early():
     x, y, z = _data(n=8, m=8, M=8, d=4, seed=6)
-    _, info = km.gcmmd2(x, y, z, kernel="rbf", sigma=1.5, lam=0.05, solver="ichol", tol=1e-3, return_info=True)
+    _, info = km.gcmmd2(x, y, z=z, kernel="rbf", sigma=1.5, lam=0.05, solver="ichol", tol=1e-3, return_info=True)
     assert info.rank < info.size and info.trace_residual <= 1e-3
 
 
@@ -197,11 +197,11 @@ def test_ichol_reads_only_diag_and_pivot_columns(monkeypatch):
 
     monkeypatch.setattr(ops, "routine", counting)
     monkeypatch.setattr(reference, "dense_blocks", forbidden)
-    val, info = km.gcmmd2(x, y, z, kernel="rbf", sigma=1.3, lam=0.3, solver="ichol", max_rank=10, return_info=True)
+    val, info = km.gcmmd2(x, y, z=z, kernel="rbf", sigma=1.3, lam=0.3, solver="ichol", max_rank=10, return_info=True)
     assert calls["a_diag"] == 1 and calls["a_column"] == info.rank == 10 and calls["a_matvec"] == 1
     assert set(calls) == {"a_diag", "a_column", "a_matvec", "block_stats", "kernel_mv", "kernel_grad_mv"}
     calls.clear()
-    km.gcmmd2(x, y, z, kernel="rbf", sigma=1.3, lam=0.3, solver="cg", precond=None)
+    km.gcmmd2(x, y, z=z, kernel="rbf", sigma=1.3, lam=0.3, solver="cg", precond=None)
     assert "a_column" not in calls and calls["a_matvec"] >= 2
 
 
@@ -209,8 +209,8 @@ def test_ichol_reads_only_diag_and_pivot_columns(monkeypatch):
 def test_cg_preconditioners_agree(precond):
     x, y, z = _data(n=6, m=6, M=7, d=5, seed=8)
     kw = dict(kernel=km.RBF(0.7), lam=0.02)
-    exact = float(km.gcmmd2(x, y, z, solver="dense", **kw))
-    val, info = km.gcmmd2(x, y, z, solver="cg", precond=precond, tol=1e-10, max_iter=1000, return_info=True, **kw)
+    exact = float(km.gcmmd2(x, y, z=z, solver="dense", **kw))
+    val, info = km.gcmmd2(x, y, z=z, solver="cg", precond=precond, tol=1e-10, max_iter=1000, return_info=True, **kw)
     assert info.converged
     np.testing.assert_allclose(float(val), exact, rtol=1e-6)
     if precond == "ichol":
@@ -221,28 +221,28 @@ def test_cg_preconditioners_agree(precond):
 def test_cg_warns_when_not_converged():
     x, y, z = _data(seed=9)
     with pytest.warns(km.ConvergenceWarning, match="did not converge"):
-        val, info = km.gcmmd2(x, y, z, kernel="rbf", sigma=1.0, lam=1e-3, solver="cg", max_iter=2, return_info=True)
+        val, info = km.gcmmd2(x, y, z=z, kernel="rbf", sigma=1.0, lam=1e-3, solver="cg", max_iter=2, return_info=True)
     assert info.iterations == 2 and not info.converged
-    exact = float(km.gcmmd2(x, y, z, kernel="rbf", sigma=1.0, lam=1e-3))
+    exact = float(km.gcmmd2(x, y, z=z, kernel="rbf", sigma=1.0, lam=1e-3))
     assert float(val) >= exact  # still an upper bound, never negative
 
 
 def test_auto_choices_and_dense_limit():
     x, y, z = _data(seed=10)
-    _, info = km.gcmmd2(x, y, z, kernel="rbf", return_info=True)
+    _, info = km.gcmmd2(x, y, z=z, kernel="rbf", return_info=True)
     assert info.solver == "dense"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        val, info = km.gcmmd2(x, y, z, kernel="rbf", dense_max_size=10, return_info=True)
+        val, info = km.gcmmd2(x, y, z=z, kernel="rbf", dense_max_size=10, return_info=True)
     assert info.solver == "cg" and info.converged
-    np.testing.assert_allclose(float(val), float(km.gcmmd2(x, y, z, kernel="rbf")), rtol=1e-6)
+    np.testing.assert_allclose(float(val), float(km.gcmmd2(x, y, z=z, kernel="rbf")), rtol=1e-6)
     with pytest.raises(ValueError, match=r"solver='dense' materialises the 24 x 24 matrix A .* dense_max_size = 10"):
-        km.gcmmd2(x, y, z, kernel="rbf", solver="dense", dense_max_size=10)
+        km.gcmmd2(x, y, z=z, kernel="rbf", solver="dense", dense_max_size=10)
     phi = mlp(3, 1)
-    _, info = km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, "rbf"), return_info=True)
+    _, info = km.gcmmd2(x, y, z=z, kernel=km.DeepKernel(phi, "rbf"), return_info=True)
     assert info.solver == "feature" and info.size == 6 * 2 and info.s == 1 and info.d == 3
     with pytest.raises(ValueError, match="solver='dense' materialises the 24 x 24"):
-        km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, "rbf"), solver="dense", dense_max_size=10)
+        km.gcmmd2(x, y, z=z, kernel=km.DeepKernel(phi, "rbf"), solver="dense", dense_max_size=10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_nonnegative_and_bounds_on_random_problems(seed):
         y = x.clone()[:m] if m <= n else y  # include P̂ = Q̂-like problems
     lam = float(10 ** rng.uniform(-3, 1))
     zz = None if seed % 3 == 0 else z
-    g = km.gcmmd2(x, y, zz, kernel=name, lam=lam, **params)
+    g = km.gcmmd2(x, y, z=zz, kernel=name, lam=lam, **params)
     s = km.smmd2(x, y, name, z=zz, lam=lam, **params)
     b = km.mmd2_biased(x, y, name, **params)
     assert float(g) >= 0
@@ -277,14 +277,14 @@ def test_smmd_below_gcmmd_deep(top, s):
     for seed in range(3):
         kd = km.DeepKernel(mlp(4, s, seed=seed), top)
         for lam in (1e-2, 1.0):
-            g = km.gcmmd2(x, y, z, kernel=kd, lam=lam)
+            g = km.gcmmd2(x, y, z=z, kernel=kd, lam=lam)
             sm = km.smmd2(x, y, kd, z=z, lam=lam)
             assert 0 <= float(sm.detach()) <= float(g.detach()) * (1 + 1e-9)
 
 
 def test_gcmmd_zero_when_samples_equal():
     x, _, z = _data(seed=12)
-    assert abs(float(km.gcmmd2(x, x.clone(), z, kernel="rbf", lam=0.1))) < 1e-14
+    assert abs(float(km.gcmmd2(x, x.clone(), z=z, kernel="rbf", lam=0.1))) < 1e-14
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def test_gradients_match_dense_autograd(name, solver):
     wrt = [x, y, z, lam, *pt.values()]
     gw = torch.autograd.grad(want, wrt)
     kern = {"rbf": km.RBF, "rq": km.RQ, "poly": lambda **q: km.Poly(degree=3, **q)}[name](**pt)
-    got = km.gcmmd2(x, y, z, kernel=kern, lam=lam, solver=solver, **EXACT[solver])
+    got = km.gcmmd2(x, y, z=z, kernel=kern, lam=lam, solver=solver, **EXACT[solver])
     gg = torch.autograd.grad(got, wrt)
     for a, b in zip(gg, gw):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
@@ -316,7 +316,7 @@ def test_gradcheck_finite_differences(solver):
     kw = dict(kernel="rbf", sigma=1.1, lam=0.2, solver=solver, **EXACT[solver])
 
     def f(x, y, z):
-        return km.gcmmd2(x, y, z, **kw)
+        return km.gcmmd2(x, y, z=z, **kw)
 
     assert torch.autograd.gradcheck(f, (x.requires_grad_(), y.requires_grad_(), z.requires_grad_()), atol=1e-6)
     assert torch.autograd.gradcheck(lambda x, y: km.gcmmd2(x, y, **kw), (x, y), atol=1e-6)  # z = x
@@ -324,9 +324,9 @@ def test_gradcheck_finite_differences(solver):
 
 def test_no_graph_without_grad_inputs():
     x, y, z = _data(seed=15)
-    assert not km.gcmmd2(x, y, z, kernel="rbf").requires_grad
+    assert not km.gcmmd2(x, y, z=z, kernel="rbf").requires_grad
     with torch.no_grad():
-        assert not km.gcmmd2(x.requires_grad_(), y, z, kernel="rbf").requires_grad
+        assert not km.gcmmd2(x.requires_grad_(), y, z=z, kernel="rbf").requires_grad
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -349,9 +349,9 @@ def test_feature_solver_matches_dense_and_reference(top, d, s):
     phi = mlp(d, s, seed=s, width=8)
     ktop, ftop = TOPS[top]
     kd = km.DeepKernel(phi, ktop)
-    got, info = km.gcmmd2(x, y, z, kernel=kd, lam=0.2, solver="feature", return_info=True)
+    got, info = km.gcmmd2(x, y, z=z, kernel=kd, lam=0.2, solver="feature", return_info=True)
     assert info.size == M * (1 + s) and info.s == s and info.d == d
-    dense = km.gcmmd2(x, y, z, kernel=kd, lam=0.2, solver="dense")
+    dense = km.gcmmd2(x, y, z=z, kernel=kd, lam=0.2, solver="dense")
     want = ref_gcmmd2(deep_kfun(phi, ftop), x, y, z, 0.2)[0]
     np.testing.assert_allclose(float(got.detach()), float(want.detach()), rtol=1e-6)
     np.testing.assert_allclose(float(dense.detach()), float(want.detach()), rtol=1e-6)
@@ -369,7 +369,7 @@ def test_deep_gradients_match_reference(solver, s):
         want = ref_gcmmd2(deep_kfun(phi, ftop), x, y, zr, 0.2)[0]
         wrt = [x, y] + ([] if zz is None else [z]) + params
         gw = torch.autograd.grad(want, wrt)
-        got = km.gcmmd2(x, y, zz, kernel=km.DeepKernel(phi, ktop), lam=0.2, solver=solver)
+        got = km.gcmmd2(x, y, z=zz, kernel=km.DeepKernel(phi, ktop), lam=0.2, solver=solver)
         gg = torch.autograd.grad(got, wrt)
         for a, b in zip(gg, gw):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
@@ -381,7 +381,7 @@ def test_deep_gradients_in_top_parameter_and_lambda(solver):
     phi = mlp(3, 2, width=8)
     sig = torch.tensor(0.9, dtype=DT, requires_grad=True)
     lam = torch.tensor(0.2, dtype=DT, requires_grad=True)
-    got = km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, km.RBF(sig)), lam=lam, solver=solver)
+    got = km.gcmmd2(x, y, z=z, kernel=km.DeepKernel(phi, km.RBF(sig)), lam=lam, solver=solver)
     top = lambda a, b: torch.exp(-((a - b) ** 2).sum() / (2 * sig**2))  # noqa: E731
     want = ref_gcmmd2(deep_kfun(phi, top), x, y, z, lam)[0]
     for a, b in zip(torch.autograd.grad(got, [sig, lam]), torch.autograd.grad(want, [sig, lam])):
@@ -392,10 +392,10 @@ def test_deep_no_graph_when_nothing_requires_grad():
     x, y, z = _data(seed=29)
     phi = mlp(3, 1)
     with torch.no_grad():
-        assert not km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, "rbf")).requires_grad
+        assert not km.gcmmd2(x, y, z=z, kernel=km.DeepKernel(phi, "rbf")).requires_grad
     for p in phi.parameters():
         p.requires_grad_(False)
-    assert not km.gcmmd2(x, y, z, kernel=km.DeepKernel(phi, "rbf")).requires_grad
+    assert not km.gcmmd2(x, y, z=z, kernel=km.DeepKernel(phi, "rbf")).requires_grad
 
 
 def test_feature_gradcheck_in_critic_parameters():
@@ -441,8 +441,8 @@ def test_feature_solver_rank_deficient_jacobian():
     with torch.no_grad():
         lin.bias.fill_(-0.5)
     kd = km.DeepKernel(phi, "rbf")
-    got = km.gcmmd2(x, y, z, kernel=kd, lam=0.1, solver="feature")
-    want = km.gcmmd2(x, y, z, kernel=kd, lam=0.1, solver="dense")
+    got = km.gcmmd2(x, y, z=z, kernel=kd, lam=0.1, solver="feature")
+    want = km.gcmmd2(x, y, z=z, kernel=kd, lam=0.1, solver="dense")
     np.testing.assert_allclose(float(got.detach()), float(want.detach()), rtol=1e-8)
 
 
@@ -468,9 +468,9 @@ def test_feature_critic_training_increases_gcmmd():
 def test_rejects_non_twice_differentiable_kernels(name):
     x, y, z = _data()
     with pytest.raises(ValueError, match="needs a twice-differentiable kernel"):
-        km.gcmmd2(x, y, z, kernel=name)
+        km.gcmmd2(x, y, z=z, kernel=name)
     with pytest.raises(ValueError, match="needs a twice-differentiable kernel"):
-        km.gcmmd2(x, y, z, kernel=km.DeepKernel(mlp(3, 1), name))
+        km.gcmmd2(x, y, z=z, kernel=km.DeepKernel(mlp(3, 1), name))
 
 
 def test_argument_errors():
@@ -498,7 +498,7 @@ def test_argument_errors():
         with pytest.raises(ValueError, match=f"solver='{solver}' is for kernels on R\\^d"):
             km.gcmmd2(x, y, kernel=kd, solver=solver)
     with pytest.raises(ValueError, match=r"z has feature shape \(2,\) but x has \(3,\)"):
-        km.gcmmd2(x, y, z[:, :2], kernel="rbf")
+        km.gcmmd2(x, y, z=z[:, :2], kernel="rbf")
     with pytest.raises(TypeError, match="kernel 'rbf' takes parameters"):
         km.gcmmd2(x, y, kernel="rbf", alpha=1.0)
     with pytest.raises(ValueError, match=r"phi\(x\) must return shape \(n,\) or \(n, s\)"):
@@ -507,7 +507,7 @@ def test_argument_errors():
 
 def test_info_fields():
     x, y, z = _data()
-    val, info = km.gcmmd2(x, y, z, kernel="rbf", lam=0.5, return_info=True)
+    val, info = km.gcmmd2(x, y, z=z, kernel="rbf", lam=0.5, return_info=True)
     assert isinstance(info, km.GCMMDInfo) and info.backend == "torch" and info.lam == 0.5
     np.testing.assert_allclose((info.mmd2_biased - info.pbar) / 0.5, float(val), rtol=1e-12)
     assert math.isfinite(info.pbar) and info.rank is None and info.iterations is None
