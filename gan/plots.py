@@ -1,4 +1,8 @@
-"""PNG outputs of a run: sample grids (images), scatter plots (2-D toys) and loss curves (matplotlib, Agg)."""
+"""PNG outputs of a run: sample grids (images), scatter plots (2-D toys) and loss curves (matplotlib, Agg).
+
+Every PNG is written atomically (temporary file, fsync, ``os.replace``): a killed process never leaves a partly
+written image behind.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
+from .checkpoint import atomic_path  # noqa: E402
 
 __all__ = ["image_grid", "save_image_grid", "save_scatter", "save_loss_curves"]
 
@@ -29,10 +35,11 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> torch.Tenso
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> None:
     """Save a grid of images (n, C, H, W) in [-1, 1] as a PNG (grayscale for C = 1)."""
     grid = image_grid(images, nrow).numpy()
-    if grid.shape[2] == 1:
-        plt.imsave(path, grid[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
-    else:
-        plt.imsave(path, grid)
+    with atomic_path(path) as tmp:
+        if grid.shape[2] == 1:
+            plt.imsave(tmp, grid[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
+        else:
+            plt.imsave(tmp, grid, format="png")
 
 
 def save_scatter(fake: torch.Tensor, real: torch.Tensor, path: str | os.PathLike, title: str = "") -> None:
@@ -45,8 +52,15 @@ def save_scatter(fake: torch.Tensor, real: torch.Tensor, path: str | os.PathLike
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _save(fig, path) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
 
 def save_loss_curves(rows: list[dict], path: str | os.PathLike, title: str = "") -> None:
@@ -60,5 +74,4 @@ def save_loss_curves(rows: list[dict], path: str | os.PathLike, title: str = "")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
