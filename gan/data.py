@@ -27,6 +27,7 @@ import importlib.util
 import math
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,11 +107,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     big-endian int32, then the data.
 
     Raises:
-        ValueError: the file is not in IDX format or is truncated.
+        ValueError: the file is not in IDX format, is truncated, or (``.gz``) is not a valid gzip stream.
     """
     path = Path(path)
-    with _open(path) as f:
-        raw = f.read()
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a cut gzip stream an EOFError
+        what = "a readable gzip file" if path.suffix == ".gz" else "readable"
+        raise ValueError(f"{path} is not {what} ({type(e).__name__}: {e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
@@ -130,8 +135,13 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: the pickle does not hold ``data`` (n × 3072 uint8) and ``labels``.
     """
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except Exception as e:  # noqa: BLE001 - unpickling garbage raises almost anything
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (unpickling failed: {type(e).__name__})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (it holds a {type(d).__name__}, not a dict)")
     data, labels = d.get(b"data", d.get("data")), d.get(b"labels", d.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"{path} is not a CIFAR-10 python batch (no 'data'/'labels' entries)")

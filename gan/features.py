@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._cli import HelpFormatter, check_device
+
 __all__ = ["LeNet", "FeatureExtractor", "FeaturesUnavailable", "INCEPTION_URL", "INCEPTION_ENV", "FEATURES_ENV",
            "EXTRACTORS", "default_weights_path", "train_classifier", "save_classifier", "load_classifier",
            "load_feature_extractor", "featurize", "main"]
@@ -171,12 +173,13 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
 
 
 def save_classifier(model: LeNet, path: str | os.PathLike, info: dict | None = None) -> Path:
-    """Save the LeNet (config + weights + info) atomically (temp file + rename); loadable with weights_only."""
+    """Save the LeNet (config + weights + info) atomically (temp file + fsync + rename); loadable with weights_only."""
+    from .checkpoint import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "info": dict(info or {})}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"config": model.config, "state_dict": model.state_dict(), "info": dict(info or {})}, tmp)
     return path
 
 
@@ -191,12 +194,20 @@ def load_classifier(path: str | os.PathLike, device="cpu") -> tuple[LeNet, dict]
         raise FeaturesUnavailable(
             f"no LeNet feature weights at {path}. Train them once with `python -m gan.features --data mnist "
             f"--out {path}` (about a minute on a CPU), or pass the path of existing weights")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, dict) or "state_dict" not in state or "config" not in state:
-        raise FeaturesUnavailable(f"{path} is not a LeNet weights file written by `python -m gan.features`")
-    model = LeNet(**state["config"]).to(device)
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), dict(state.get("info", {}))
+    not_lenet = (f"{path} is not a LeNet weights file written by `python -m gan.features` (damaged? train them again "
+                 f"with `python -m gan.features --data mnist --out {path}`)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises on a damaged or foreign file
+        raise FeaturesUnavailable(f"{not_lenet}: torch.load failed ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "state_dict" not in state or not isinstance(state.get("config"), dict):
+        raise FeaturesUnavailable(not_lenet)
+    try:
+        model = LeNet(**state["config"])
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+        raise FeaturesUnavailable(f"{not_lenet}: {type(e).__name__}") from None
+    return model.to(device).eval(), dict(state.get("info", {}))
 
 
 # ------------------------------------------------------------------------------------------------------ extractors
@@ -324,7 +335,7 @@ def featurize(extractor, images, *, batch_size: int = 500, progress: bool = Fals
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gan.features", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="python -m gan.features", formatter_class=HelpFormatter,
                                 description="Train the LeNet-style classifier whose penultimate layer gives the "
                                 "KID/FID features for MNIST-like data; prints its test accuracy and saves it.")
     p.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -352,8 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.epochs, args.batch_size, args.width) < 1 or not 0 < args.test_fraction < 1 or not args.lr > 0:
         p.error("--epochs, --batch-size and --width must be >= 1, --lr > 0 and --test-fraction in (0, 1)")
     try:
+        check_device(args.device)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
+    try:
         data = load_images(args.data, args.data_dir)
-    except DataNotFoundError as e:
+    except (DataNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if data.labels is None:
