@@ -15,6 +15,13 @@ Features (``--features auto``): MNIST / Fashion-MNIST use the LeNet of ``python 
 see :mod:`gan.features` for where weights come from. ``--init`` scores the generator at initialisation instead (the
 run's seed, as :class:`gan.train.Run` builds it) and writes ``scores_init.json``: the yardstick for "KID fell by ×k".
 
+The checkpoint is the newest one whose SHA-256 checksum verifies (:mod:`gan.checkpoint`): damaged newer ones are
+skipped with a warning naming each; ``--checkpoint FILE`` uses exactly that file or fails. A KID subset size that
+covers all generated samples or all real images makes the std over subsets meaningless (0 when it covers both): a
+warning says so. Exit statuses: 0 scores written; 2 bad options or unusable input (no / damaged config.json or
+checkpoints, a ``--checkpoint`` that is not a checkpoint, missing or damaged data or feature weights, a ``--device``
+this machine lacks), one ``error:`` line on stderr and no traceback. ``scores.json`` is written atomically.
+
 Python use: :func:`evaluate_generator` (any generator, real images and feature extractor) and :func:`evaluate_run`.
 """
 
@@ -26,6 +33,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,6 +42,8 @@ from tqdm import tqdm
 
 import kernelmmd
 
+from ._cli import HelpFormatter, check_device, one_line_warnings
+from .checkpoint import atomic_write
 from .features import FeaturesUnavailable, featurize, load_feature_extractor
 
 __all__ = ["evaluate_generator", "evaluate_run", "default_features", "initial_generator", "main"]
@@ -100,6 +110,10 @@ def evaluate_generator(generator: nn.Module, real_images: torch.Tensor, feature_
         dict: ``kid_mean``, ``kid_std`` (over subsets), ``kid_subsets``, ``kid_subset_size``, ``kid_exact``,
         ``kid_exact_std``, ``fid``, ``n_real``, ``n_fake``, ``feature_dim``, ``seconds``.
 
+    Warns:
+        UserWarning: the (capped) subset size equals the number of generated samples or of real images: every
+        subset then holds all of them, so ``kid_std`` is 0 (both) or reflects only the other set's subsampling.
+
     Raises:
         ValueError: ``n_samples`` < 4 or fewer than 4 real images, bad ``subsets`` / ``subset_size`` / ``batch_size``,
         features that kernelmmd rejects (NaN/Inf, mismatched dimensions).
@@ -124,6 +138,17 @@ def evaluate_generator(generator: nn.Module, real_images: torch.Tensor, feature_
                        desc="featurising real")
     real_f, fake_f = real_f.double(), fake_f.double()
     ss = min(subset_size, real_f.shape[0], fake_f.shape[0])
+    whole = [what for what, n in (("generated samples", fake_f.shape[0]), ("real images", real_f.shape[0])) if n == ss]
+    if whole and subsets > 1:
+        if len(whole) == 2:
+            effect = "every subset is the whole of both sets, so the std over subsets is 0 (up to rounding) and " \
+                "meaningless"
+        else:
+            effect = "the std over subsets only reflects the subsampling of the other set and understates the " \
+                "uncertainty"
+        warnings.warn(f"KID subset size {ss}{' (capped)' if ss < subset_size else ''} equals the number of "
+                      f"{' and of '.join(whole)}: {effect}; use a smaller subset size (e.g. {max(2, ss // 2)}, "
+                      f"--subset-size) or more samples (--samples > {ss})", UserWarning, stacklevel=2)
     sub = kernelmmd.kid(real_f, fake_f, subsets=subsets, subset_size=ss, seed=seed)
     exact = kernelmmd.kid(real_f, fake_f, subsets=None)
     return {"kid_mean": sub.mean, "kid_std": sub.std, "kid_subsets": subsets, "kid_subset_size": ss,
@@ -133,10 +158,10 @@ def evaluate_generator(generator: nn.Module, real_images: torch.Tensor, feature_
 
 
 def _read_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory written by `python -m gan.train`")
-    return json.loads(path.read_text())
+    """The run's config.json, checked (:func:`gan.train.read_run_config`)."""
+    from .train import read_run_config
+
+    return read_run_config(run_dir)[0]
 
 
 def initial_generator(run_dir: str | os.PathLike, device="cpu"):
@@ -174,14 +199,19 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
     """Score a run directory (latest checkpoint, a given ``checkpoint``, or the initial generator with ``init``) and
     write ``scores.json`` (``scores_init.json`` with ``init``) into it; returns the written dict.
 
+    Without ``checkpoint`` the newest intact checkpoint is used; newer damaged ones are skipped with a
+    :class:`gan.checkpoint.DamagedFileWarning` naming each.
+
     Raises:
         FileNotFoundError: no config.json / checkpoint. gan.data.DataNotFoundError: no real data.
-        gan.features.FeaturesUnavailable: missing feature weights / torch-fidelity. ValueError: bad arguments.
+        gan.features.FeaturesUnavailable: missing feature weights / torch-fidelity. gan.checkpoint.CheckpointError
+        (a ValueError): ``checkpoint`` damaged or not a checkpoint, or no intact one. gan.train.RunConfigError (a
+        ValueError): damaged or invalid config.json. ValueError: bad arguments (a device this machine lacks).
     """
-    from .checkpoint import latest_checkpoint, load
-    from .train import load_generator
+    from .train import _load_generator
 
     run_dir = Path(run_dir)
+    check_device(str(device), "device")
     saved = _read_config(run_dir)
     data = saved["config"]["data"]
     name = default_features(data) if features == "auto" else features
@@ -190,9 +220,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
         gen, cfg = initial_generator(run_dir, device)
         step, ckpt_path = 0, None
     else:
-        ckpt_path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
-        gen, cfg = load_generator(run_dir, device=device, checkpoint=ckpt_path)
-        step = int(load(ckpt_path)["step"]) if ckpt_path is not None else None
+        gen, cfg, ckpt_path, state = _load_generator(run_dir, device=device, checkpoint=checkpoint, stacklevel=4)
+        step = int(state["step"])
+        del state
     real = _real_images(cfg, samples, seed, data_dir)
     scores = evaluate_generator(gen, real, fx, samples, z_dim=cfg.z_dim, subsets=subsets, subset_size=subset_size,
                                 batch_size=batch_size, seed=seed, device=device, progress=progress)
@@ -200,17 +230,18 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
            "checkpoint": str(ckpt_path) if ckpt_path is not None else None, "features": name,
            "feature_source": fx.source, "seed": seed, **scores}
     path = run_dir / ("scores_init.json" if init else "scores.json")
-    path.write_text(json.dumps(out, indent=2, allow_nan=False) + "\n")
+    atomic_write(path, json.dumps(out, indent=2, allow_nan=False) + "\n")
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gan.evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="python -m gan.evaluate", formatter_class=HelpFormatter,
                                 description="KID (mean ± std over subsets, and exact) and FID of a trained run; "
                                 "written to RUN_DIR/scores.json and printed.")
     p.add_argument("run_dir", help="run directory written by python -m gan.train")
     p.add_argument("--samples", type=int, default=10000, help="generated samples (and at most as many real ones)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the latest of the run)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file (default: the newest intact checkpoint of the run)")
     p.add_argument("--init", action="store_true", help="score the generator at initialisation -> scores_init.json")
     p.add_argument("--features", choices=["auto", "lenet", "inception", "identity"], default="auto",
                    help="feature extractor (auto: lenet for mnist/fashion-mnist, inception for cifar10, identity "
@@ -223,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-size", type=int, default=1000, help="points per KID subset")
     p.add_argument("--batch-size", type=int, default=500, help="generation / featurisation batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent noise, real subset and KID subsets")
-    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
@@ -240,11 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 4 or args.subsets < 1 or args.subset_size < 2 or args.batch_size < 1:
         p.error("--samples must be >= 4, --subsets >= 1, --subset-size >= 2 and --batch-size >= 1")
     try:
-        s = evaluate_run(args.run_dir, samples=args.samples, checkpoint=args.checkpoint, init=args.init,
-                         features=args.features, feature_weights=args.feature_weights, data_dir=args.data_dir,
-                         subsets=args.subsets, subset_size=args.subset_size, batch_size=args.batch_size,
-                         seed=args.seed, device=args.device, progress=args.progress)
-    except (FileNotFoundError, DataNotFoundError, FeaturesUnavailable, ValueError) as e:
+        check_device(args.device)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
+    try:
+        with one_line_warnings():
+            s = evaluate_run(args.run_dir, samples=args.samples, checkpoint=args.checkpoint, init=args.init,
+                             features=args.features, feature_weights=args.feature_weights, data_dir=args.data_dir,
+                             subsets=args.subsets, subset_size=args.subset_size, batch_size=args.batch_size,
+                             seed=args.seed, device=args.device, progress=args.progress)
+    except (OSError, DataNotFoundError, FeaturesUnavailable, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     what = "initial generator" if args.init else f"step {s['step']}"

