@@ -645,6 +645,8 @@ def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
 def _pick_checkpoint(cfg: Config, run_dir: Path) -> tuple[Path | None, dict | None]:
     """Process 0: the checkpoint to resume from and its verified state — the newest intact one; newer damaged ones
     are renamed ``*.damaged`` with a warning — or (None, None) for a new run. Also removes stale temporary files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"--out {run_dir} is a file, not a run directory")
     if not cfg.resume:
         latest = ckpt.latest_checkpoint(run_dir)
         if latest is not None:

@@ -408,6 +408,12 @@ def test_garbage_idx_files_are_one_clear_error(case, tmp_path, capsys):
     one_error_line(capsys.readouterr().err, str(bad), message)
 
 
+def test_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["--data", "gaussians-2d", "--steps", "1", "--out", str(tmp_path / "notes.txt"), "--no-progress"]) == 2
+    one_error_line(capsys.readouterr().err, "notes.txt is a file, not a run directory")
+
+
 def test_garbage_cifar_batch(tmp_path):
     from gan.data import read_cifar_batch
 
