@@ -35,6 +35,9 @@ class Samples:
 
     tensors: tuple[torch.Tensor, ...]
     numpy: bool  # True when the inputs were numpy arrays: results are returned as numpy / float
+    #: max |coordinate| of each tensor (from the same reduction as the finiteness check; 0.0 for meta tensors):
+    #: ``_range`` decides the compute dtype from it
+    amax: tuple[float, ...] = ()
 
 
 def _to_tensor(name: str, a) -> tuple[torch.Tensor, bool]:
@@ -50,6 +53,14 @@ def _to_tensor(name: str, a) -> tuple[torch.Tensor, bool]:
     raise TypeError(
         f"{name} must be a torch.Tensor or a numpy.ndarray of shape (n, d) or (n,), got {type(a).__name__}"
     )
+
+
+def amax(t: torch.Tensor) -> float:
+    """max |t| as a float by one reduction and one host sync; NaN if t holds a NaN, inf if it holds an inf."""
+    if t.is_meta or t.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(t.detach().reshape(-1))
+    return float(torch.maximum(hi, -lo))  # aminmax propagates NaN; maximum too
 
 
 def _check_one(name: str, t: torch.Tensor, *, min_points: int, any_shape: bool = False) -> torch.Tensor:
@@ -72,9 +83,15 @@ def _check_one(name: str, t: torch.Tensor, *, min_points: int, any_shape: bool =
         raise ValueError(
             f"{name} must have at least {min_points} points for this estimator, got {t.shape[0]}"
         )
-    if not t.is_meta and not bool(torch.isfinite(t.detach()).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
     return t
+
+
+def _check_finite(name: str, t: torch.Tensor) -> float:
+    """Raise for NaN / Inf entries; return max |t| (one reduction, one sync: the same pass does both)."""
+    a = amax(t)
+    if not math.isfinite(a):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return a
 
 
 def as_samples(*named, min_points: int = 1, same_dim: bool = True, any_shape: bool = False) -> Samples:
@@ -84,11 +101,14 @@ def as_samples(*named, min_points: int = 1, same_dim: bool = True, any_shape: bo
     number of points, feature dimension, device and dtype agreement.
     """
     out = []
+    amaxes = []
     any_numpy = False
     for name, a in named:
         t, was_np = _to_tensor(name, a)
         any_numpy |= was_np
-        out.append((name, _check_one(name, t, min_points=min_points, any_shape=any_shape)))
+        t = _check_one(name, t, min_points=min_points, any_shape=any_shape)
+        amaxes.append(_check_finite(name, t))
+        out.append((name, t))
     name0, t0 = out[0]
     for name, t in out[1:]:
         if same_dim and t.shape[1:] != t0.shape[1:]:
@@ -100,7 +120,7 @@ def as_samples(*named, min_points: int = 1, same_dim: bool = True, any_shape: bo
             raise ValueError(f"{name} is on device {t.device} but {name0} is on {t0.device}; put both on one device")
         if t.dtype != t0.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but {name0} has {t0.dtype}; convert both to one dtype")
-    return Samples(tuple(t for _, t in out), any_numpy)
+    return Samples(tuple(t for _, t in out), any_numpy, tuple(amaxes))
 
 
 def to_output(value: torch.Tensor, numpy: bool):

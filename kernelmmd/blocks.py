@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import ops
+from . import _range, ops
 from ._validate import as_samples, check_int, to_output
 from .kernels import DeepKernel, get_kernel
 
@@ -36,6 +36,8 @@ def _prep(z, kernel, params, vectors=()):
         raise ValueError(
             f"derivative blocks need a twice-differentiable kernel (rbf, mix_rbf, rq, mix_rq, linear, poly), got {k!r}"
         )
+    # compute dtype: float64 where float32 cannot hold t, g, g', g'' (see kernelmmd._range); results cast back
+    (zt,), k, plan = _range.compute((zt,), k, s.amax[0], orders=(0, 1, 2))
     vs = []
     for name, v, shape in vectors:
         if isinstance(v, torch.Tensor):
@@ -54,7 +56,7 @@ def _prep(z, kernel, params, vectors=()):
         if not vt.is_meta and not bool(torch.isfinite(vt.detach()).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         vs.append(vt.to(device=zt.device, dtype=zt.dtype))
-    return zt, k, s.numpy, vs
+    return zt, k, (lambda v: to_output(plan.result(v), s.numpy)), vs
 
 
 def derivative_blocks(z, kernel="rbf", *, backend: str = "auto", **params):
@@ -63,21 +65,21 @@ def derivative_blocks(z, kernel="rbf", *, backend: str = "auto", **params):
     ``backend`` is accepted like every other function's and validated (a name of :data:`kernelmmd.ops.BACKENDS` or
     a :class:`~kernelmmd.Auto`); the blocks are always materialised by the dense torch reference.
     """
-    zt, k, np_out, _ = _prep(z, kernel, params)
+    zt, k, out, _ = _prep(z, kernel, params)
     ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
     from .ops import reference
 
-    return tuple(to_output(b, np_out) for b in reference.dense_blocks(zt, k))
+    return tuple(out(b) for b in reference.dense_blocks(zt, k))
 
 
 def a_matvec(z, u0, u1, kernel="rbf", *, backend: str = "auto", **params):
     """A·u for u = [u0 (M,); u1 (M, d)]: returns (K u0 + Gᵀ u1 (M,), G u0 + H u1 (M, d))."""
-    zt, k, np_out, (a, b) = _prep(
+    zt, k, out, (a, b) = _prep(
         z, kernel, params, [("u0", u0, lambda t: (t.shape[0],)), ("u1", u1, lambda t: tuple(t.shape))]
     )
     be = ops.select_backend(backend, zt, op="a_matvec")
     top, bottom = ops.routine("a_matvec", be)(zt, a, b, k)
-    return to_output(top, np_out), to_output(bottom, np_out)
+    return out(top), out(bottom)
 
 
 def g_matvec(z, v, kernel="rbf", *, backend: str = "auto", **params):
@@ -103,16 +105,16 @@ def h_matvec(z, v, kernel="rbf", *, backend: str = "auto", **params):
 
 def a_diagonal(z, kernel="rbf", *, backend: str = "auto", **params):
     """diag(A) as (diag K (M,), diag H (M, d))."""
-    zt, k, np_out, _ = _prep(z, kernel, params)
+    zt, k, out, _ = _prep(z, kernel, params)
     be = ops.select_backend(backend, zt, op="a_diag")
     top, bottom = ops.routine("a_diag", be)(zt, k)
-    return to_output(top, np_out), to_output(bottom, np_out)
+    return out(top), out(bottom)
 
 
 def a_column(z, index: int, kernel="rbf", *, backend: str = "auto", **params):
     """Column ``index`` of A, 0 ≤ index < M(1+d), as (top (M,), bottom (M, d))."""
-    zt, k, np_out, _ = _prep(z, kernel, params)
+    zt, k, out, _ = _prep(z, kernel, params)
     check_int("index", index, minimum=0)
     be = ops.select_backend(backend, zt, op="a_column")
     top, bottom = ops.routine("a_column", be)(zt, index, k)
-    return to_output(top, np_out), to_output(bottom, np_out)
+    return out(top), out(bottom)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import ops
+from . import _range, ops
 from ._deprecation import old_positional_order
 from ._validate import as_samples, check_bool, check_int, check_nonnegative, check_positive, to_output
 from .errors import ConvergenceWarning
@@ -455,7 +455,7 @@ def gcmmd2(
         _check_twice(k.top, "gcmmd2")
         info.solver = "feature" if solver == "auto" else solver
         mmd2b, pbar, dt = _gcmmd_deep(xt, yt, zt, z is None, k, lam, info.solver, dense_max_size, backend, info)
-        out_dtype = _out_dtype(torch.empty(0, dtype=dt))
+        plan = _range.Plan(torch.float64, _out_dtype(torch.empty(0, dtype=dt)), "features")  # float64 throughout
     else:
         if solver == "feature":
             raise ValueError(
@@ -467,6 +467,10 @@ def gcmmd2(
         xt, yt, zt = ts
         k = k.resolve(xt, yt)
         _check_twice(k, "gcmmd2")
+        # compute dtype: float64 where float32 cannot hold t, g, g', g'' (kernelmmd._range); the result is cast back
+        zs = (zt,) if z is not None else ()
+        (xt, yt, *zs), k, plan = _range.compute((xt, yt, *zs), k, max(smp.amax), orders=(0, 1, 2))
+        zt = zs[0] if z is not None else xt
         if not isinstance(k, (RadialKernel, DotKernel)):  # pragma: no cover - _check_twice covers it
             raise ValueError(f"gcmmd2 needs a radial or dot-product kernel, got {k!r}")
         M, d = zt.shape
@@ -476,8 +480,7 @@ def gcmmd2(
         mmd2b, pbar = _gcmmd_input(
             xt, yt, zt, k, lam, info.solver, max_rank, tol, max_iter, precond, dense_max_size, backend, info
         )
-        out_dtype = _out_dtype(xt)
     value = (mmd2b - pbar) / lam
     info.mmd2_biased, info.pbar = float(mmd2b.detach()), float(pbar.detach())
-    out = to_output(value.to(out_dtype), smp.numpy)
+    out = to_output(plan.result(value), smp.numpy)
     return (out, info) if return_info else out

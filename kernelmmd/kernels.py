@@ -22,8 +22,10 @@ returns gradients for them). ``sigma="median"`` (or ``"mean"``) is resolved on t
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -196,6 +198,38 @@ class Kernel:
         """Flat list of the scalar parameters, in the order ``param_grads`` uses (floats or 0-d tensors)."""
         return []
 
+    def cast(self, dtype: torch.dtype) -> Kernel:
+        """The same kernel with its floating tensor parameters converted ``.to(dtype)`` (differentiably; floats and
+        other attributes are kept). ``self`` when nothing changes. Used to compute in float64 (see ``_range``)."""
+        return self._map_tensors(lambda v: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v)
+
+    def _tensors(self) -> list[torch.Tensor]:
+        """Every tensor held by the kernel's attributes (parameters, also inside lists and a DeepKernel's top)."""
+        out = []
+        self._map_tensors(lambda v: out.append(v) or v)
+        return out
+
+    def _map_tensors(self, fn) -> Kernel:
+        """A shallow copy with ``fn`` applied to every tensor attribute (also in lists/tuples and nested kernels);
+        ``self`` when ``fn`` returns every tensor unchanged. Generic, so new kernels need no code here."""
+
+        def conv(v):
+            if isinstance(v, torch.Tensor):
+                return fn(v)
+            if isinstance(v, Kernel):
+                return v._map_tensors(fn)
+            if isinstance(v, (list, tuple)):
+                return type(v)(conv(a) for a in v)
+            return v
+
+        new = {k: conv(v) for k, v in vars(self).items()}
+        if all(new[k] is v or (isinstance(v, (list, tuple)) and all(a is b for a, b in zip(new[k], v)))
+               for k, v in vars(self).items()):
+            return self
+        out = copy.copy(self)
+        vars(out).update(new)
+        return out
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
         return f"{type(self).__name__}({inner})"
@@ -260,6 +294,56 @@ class RadialKernel(Kernel):
             raise _unresolved(self, "sigma", sigma)
 
 
+def _finite_max(t) -> float:
+    """The largest finite value of ``t``'s dtype (a torch tensor), else of float64 (numbers, KeOps LazyTensors)."""
+    if isinstance(t, torch.Tensor) and t.is_floating_point():
+        return torch.finfo(t.dtype).max
+    return sys.float_info.max
+
+
+def _gauss_coef(s, t):
+    """c = −1/(2s²) of a Gaussian profile exp(c·t), limited to −(the largest finite value of t's dtype).
+
+    With a huge 1/(2s²) (s ≲ 1e-19 against float32 distances, or s² underflowing to 0) the product c·t is then 0 at
+    t = 0 (g = 1 rather than 0·inf = NaN) and −inf (g = 0) where it overflows. Values in range are unchanged (results
+    in the normal range are bitwise the same); a tensor s stays differentiable (a clamp, no host sync).
+    """
+    big = _finite_max(t)
+    if isinstance(s, torch.Tensor):  # (a float32 s against float64 t: s's own range; inf becomes its max)
+        return (-0.5 / (s * s)).clamp_min(-min(big, torch.finfo(s.dtype).max))
+    if _is_lazy(s):  # a KeOps parameter: symbolic, as before
+        return -0.5 / (s * s)
+    ss = s * s
+    return max(-0.5 / ss, -big) if ss > 0 else -big
+
+
+def _coef_pow(c, order: int, t):
+    """c**order limited to ± the largest finite value of t's dtype: g·c^order is then 0 (not 0·inf = NaN) where
+    g = exp(c·t) underflows, and finite at t = 0."""
+    big = _finite_max(t)
+    if isinstance(c, torch.Tensor):
+        big = min(big, torch.finfo(c.dtype).max)
+        return (c**order).clamp(-big, big)
+    if _is_lazy(c):
+        return c**order
+    try:
+        p = c**order
+    except OverflowError:  # Python floats raise instead of returning inf
+        p = math.copysign(math.inf, c) if order % 2 else math.inf
+    return min(max(p, -big), big)
+
+
+def _gauss_dsigma(s, t):
+    """∂/∂s exp(−t/(2s²)) = exp(c t)·(−2 c t)/s with c = −1/(2s²): 0 at t = 0 and where the Gaussian underflows (the
+    textbook form g·t/s³ overflows s³ or t/s³ first for tiny s and gives 0·inf = NaN)."""
+    c = _gauss_coef(s, t)
+    ct = t * c
+    v = ct.exp() * ct * (-2.0 / s)
+    if isinstance(v, torch.Tensor):  # exp(ct) = 0 next to ct = −inf
+        v = torch.nan_to_num(v, nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return v
+
+
 def _exp_new(z):
     """exp of a freshly made tensor, in place (one pass and one allocation less over a tile); KeOps LazyTensors and
     other array types get their out-of-place ``exp``."""
@@ -301,22 +385,21 @@ class RBF(RadialKernel):
     def profile(self, t, order=0):
         self._check_order(order)
         self._require_resolved()
-        c = -0.5 / (self.sigma * self.sigma)
+        c = _gauss_coef(self.sigma, t)
         g = _exp_new(t * c)
-        return g * (c**order) if order else g
+        return g * _coef_pow(c, order, t) if order else g
 
     def param_grads(self, t):
         self._require_resolved()
-        s = self.sigma
-        return [self.profile(t, 0) * t / (s * s * s)]
+        return [_gauss_dsigma(self.sigma, t)]
 
     def profiles(self, t, orders=(0, 1)):
         for o in orders:
             self._check_order(o)
         self._require_resolved()
-        c = -0.5 / (self.sigma * self.sigma)
+        c = _gauss_coef(self.sigma, t)
         g = _exp_new(t * c)
-        return tuple(g * (c**o) if o else g for o in orders)
+        return tuple(g * _coef_pow(c, o, t) if o else g for o in orders)
 
 
 class MixRBF(RadialKernel):
@@ -343,23 +426,23 @@ class MixRBF(RadialKernel):
         self._check_order(order)
         out = None
         for s in self.sigmas:
-            c = -0.5 / (s * s)
+            c = _gauss_coef(s, t)
             e = _exp_new(t * c)
-            e = e * (c**order) if order else e
+            e = e * _coef_pow(c, order, t) if order else e
             out = e if out is None else out + e
         return out
 
     def param_grads(self, t):
-        return [(t * (-0.5 / (s * s))).exp() * t / (s * s * s) for s in self.sigmas]
+        return [_gauss_dsigma(s, t) for s in self.sigmas]
 
     def profiles(self, t, orders=(0, 1)):
         for o in orders:
             self._check_order(o)
         out = [0.0] * len(orders)
         for s in self.sigmas:
-            c = -0.5 / (s * s)
+            c = _gauss_coef(s, t)
             e = _exp_new(t * c)
-            out = [acc + (e * (c**o) if o else e) for acc, o in zip(out, orders)]
+            out = [acc + (e * _coef_pow(c, o, t) if o else e) for acc, o in zip(out, orders)]
         return tuple(out)
 
 

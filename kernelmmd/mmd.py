@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ops
+from . import _range, ops
 from ._validate import as_samples, check_bool, check_choice, check_int, check_same_size, to_output
 from .errors import NumericalWarning
 from .kernels import DeepKernel, Kernel, get_kernel
@@ -46,17 +46,27 @@ __all__ = [
 class Prepared:
     """Validated tensors (features, for a deep kernel), the resolved top-level kernel and the output mode."""
 
-    tensors: tuple[torch.Tensor, ...]
-    kernel: Kernel
+    tensors: tuple[torch.Tensor, ...]  # in the compute dtype (float64 where float32 cannot hold the values)
+    kernel: Kernel  # resolved, tensor parameters cast to the compute dtype
     numpy: bool
-    dtype: torch.dtype
+    dtype: torch.dtype  # the output dtype: float32 for float32 / half inputs, float64 for float64
+    plan: _range.Plan | None = None
+
+    def out(self, value: torch.Tensor) -> torch.Tensor:
+        """A result in the output dtype (warns if a float64 computation's result overflows float32)."""
+        return value.to(self.dtype) if self.plan is None else self.plan.result(value)
 
 
-def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2) -> Prepared:
+def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2, orders=(0, 1)) -> Prepared:
     """Validate inputs, apply a deep kernel's feature map, upcast half precision and resolve the kernel.
 
     ``named`` is a sequence of ``(argument name, array)``; the first ``resolve_on`` sets are pooled to resolve
     data-dependent kernel parameters (``sigma="median"``, ``gamma=None``).
+
+    Then :func:`kernelmmd._range.compute` picks the compute dtype: float32 tensors whose squared distances, inner
+    products or kernel profile (orders ``orders``) leave float32's range are computed in float64 (``tensors`` and
+    tensor kernel parameters cast differentiably) and the results cast back (``Prepared.out``); where float64 cannot
+    hold them either, one :class:`~kernelmmd.NumericalWarning`. ``Prepared.dtype`` is the output dtype.
     """
     k = get_kernel(kernel, **params)
     deep = isinstance(k, DeepKernel)
@@ -69,7 +79,9 @@ def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2) 
         ts = tuple(t.float() for t in ts)
     pool = ts[:resolve_on]
     k = k.resolve(pool[0], torch.cat(pool[1:]) if len(pool) > 1 else None)
-    return Prepared(ts, k, s.numpy, ts[0].dtype)
+    amax = None if deep else max(s.amax, default=None)  # features: one reduction in _range
+    ts, k, plan = _range.compute(ts, k, amax, orders=orders, what="features" if deep else "inputs")
+    return Prepared(ts, k, s.numpy, plan.out, plan)
 
 
 #: ``precision`` values: exact fp32 products everywhere, or tensor-core products on the triton backend
@@ -126,7 +138,7 @@ def kernel_matrix(x, y=None, kernel="rbf", *, backend: str = "auto", **params):
     a = p.tensors[0]
     b = a if y is None else p.tensors[1]
     ops.select_backend(backend, a, b, op="block_stats")  # validated only (see above)
-    return to_output(p.kernel.matrix(a, b), p.numpy)
+    return to_output(p.out(p.kernel.matrix(a, b)), p.numpy)
 
 
 def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
@@ -162,7 +174,7 @@ def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", precision: str =
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
-    return to_output(_u(st).to(p.dtype), p.numpy)
+    return to_output(p.out(_u(st)), p.numpy)
 
 
 def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
@@ -176,7 +188,7 @@ def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=1)
     st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
-    return to_output(_v(st).to(p.dtype), p.numpy)
+    return to_output(p.out(_v(st)), p.numpy)
 
 
 def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", return_blocks: bool = False,
@@ -208,9 +220,9 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
         )
     blocks = [(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs]) for b in range(nb)]  # (bs, d) each
     vals = torch.stack([_u(block_stats(xb, yb, p.kernel, backend=backend, precision=precision)) for xb, yb in blocks])
-    est = vals.mean().to(p.dtype)
+    est = p.out(vals.mean())
     if return_blocks:
-        return to_output(est, p.numpy), to_output(vals.to(p.dtype), p.numpy)
+        return to_output(est, p.numpy), to_output(p.out(vals), p.numpy)
     return to_output(est, p.numpy)
 
 
@@ -241,9 +253,9 @@ def mmd2_linear(x, y, kernel="rbf", *, return_variance: bool = False, backend: s
     h = h.double()  # (n/2,)
     est = h.mean()
     if not return_variance:
-        return to_output(est.to(p.dtype), p.numpy)
+        return to_output(p.out(est), p.numpy)
     var = h.var(unbiased=True) / half if half > 1 else torch.zeros((), dtype=h.dtype, device=h.device)
-    return to_output(est.to(p.dtype), p.numpy), to_output(var.to(p.dtype), p.numpy)
+    return to_output(p.out(est), p.numpy), to_output(p.out(var), p.numpy)
 
 
 def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "auto", precision: str = "ieee",
@@ -266,7 +278,7 @@ def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "a
     else:
         kxx, kyy = (st.sxx + st.dxx) / (n * n), (st.syy + st.dyy) / (m * m)
     kxy = st.sxy / (n * m)
-    return tuple(to_output(v.to(p.dtype), p.numpy) for v in (kxx, kyy, kxy))
+    return tuple(to_output(p.out(v), p.numpy) for v in (kxx, kyy, kxy))
 
 
 def _variance_h1(st: BlockStats) -> torch.Tensor:
@@ -300,7 +312,7 @@ def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", precision: s
     xt, yt = p.tensors
     check_same_size(xt, yt, "mmd2_and_variance")
     st = block_stats(xt, yt, p.kernel, variance=True, backend=backend, precision=precision)
-    return to_output(_u(st).to(p.dtype), p.numpy), to_output(_variance_h1(st).to(p.dtype), p.numpy)
+    return to_output(p.out(_u(st)), p.numpy), to_output(p.out(_variance_h1(st)), p.numpy)
 
 
 def _witness_weights(xt, yt):
@@ -324,7 +336,7 @@ def witness(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
     xt, yt, tt = p.tensors
     s, w = _witness_weights(xt, yt)
     b = ops.select_backend(backend, tt, s, op="kernel_mv")
-    return to_output(ops.routine("kernel_mv", b)(tt, s, w, p.kernel).to(p.dtype), p.numpy)
+    return to_output(p.out(ops.routine("kernel_mv", b)(tt, s, w, p.kernel)), p.numpy)
 
 
 def _deep_witness_grad(x, y, t, k: DeepKernel, backend: str):
@@ -374,5 +386,5 @@ def witness_grad(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
     xt, yt, tt = p.tensors
     s, w = _witness_weights(xt, yt)
     b = ops.select_backend(backend, tt, s, op="kernel_grad_mv")
-    return to_output(ops.routine("kernel_grad_mv", b)(tt, s, w, p.kernel).to(p.dtype), p.numpy)
+    return to_output(p.out(ops.routine("kernel_grad_mv", b)(tt, s, w, p.kernel)), p.numpy)
 

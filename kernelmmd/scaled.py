@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from . import ops
+from . import _range, ops
 from ._deprecation import old_positional_order
 from ._validate import as_samples, check_bool, check_nonnegative, to_output
 from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel, phi_features
@@ -206,8 +206,8 @@ def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, backend: str = 
         ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
         a, J = _features_and_jacobian(k.phi, zt, create_graph, "z")
         top = k.top.resolve(a.detach())
-        out = _sigma2_inv_deep(top, a, J, lam)
-        return to_output(out.to(_out_dtype(a)), s.numpy)
+        out = _sigma2_inv_deep(top, a, J, lam)  # float64 throughout
+        return to_output(_range.Plan(torch.float64, _out_dtype(a), "features").result(out), s.numpy)
     s = as_samples(("z", z))
     (zt,) = s.tensors
     ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
@@ -215,7 +215,8 @@ def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, backend: str = 
         zt = zt.float()
     k = k.resolve(zt)
     _check_twice(k, "sigma2_inv")
-    return to_output(_sigma2_inv_input(k, zt, lam).to(zt.dtype), s.numpy)
+    (zt,), k, plan = _range.compute((zt,), k, s.amax[0], orders=(0, 1, 2))
+    return to_output(plan.result(_sigma2_inv_input(k, zt, lam)), s.numpy)
 
 
 _ESTIMATORS = ("biased", "unbiased")
@@ -288,9 +289,10 @@ def smmd2(x, y, kernel="rbf", *, z=None, lam=1.0, estimator: str = "biased", bac
         if ax.dtype in (torch.float16, torch.bfloat16):
             ax, ay, az = ax.float(), ay.float(), az.float()
         top = k.top.resolve(ax.detach(), ay.detach())
+        (ax, ay), top, plan = _range.compute((ax, ay), top, what="features")
         st = ops.routine("block_stats", ops.select_backend(backend, ax, ay, op="block_stats"))(ax, ay, top)
         out = stat(st) / _sigma2_inv_deep(top, az, J, lam)
-        return to_output(out.to(ax.dtype), s.numpy)
+        return to_output(plan.result(out), s.numpy)
     ts = s.tensors
     if ts[0].dtype in (torch.float16, torch.bfloat16):
         ts = tuple(t.float() for t in ts)
@@ -298,9 +300,12 @@ def smmd2(x, y, kernel="rbf", *, z=None, lam=1.0, estimator: str = "biased", bac
     zt = xt if z is None else ts[2]
     k = k.resolve(xt, yt)
     _check_twice(k, "smmd2")
+    ts, k, plan = _range.compute(ts, k, max(s.amax))
+    xt, yt = ts[:2]
+    zt = xt if z is None else ts[2]
     st = ops.routine("block_stats", ops.select_backend(backend, xt, yt, op="block_stats"))(xt, yt, k)
     out = stat(st) / _sigma2_inv_input(k, zt, lam)
-    return to_output(out.to(xt.dtype), s.numpy)
+    return to_output(plan.result(out), s.numpy)
 
 
 def _loss_inputs(phi, x_real, x_fake, min_points: int):
@@ -365,9 +370,10 @@ def smmd_loss(phi, x_real, x_fake, *, scale=10.0, kernel="rbf", sigma=1.0, backe
     if fr.dtype in (torch.float16, torch.bfloat16):
         fr, ff = fr.float(), ff.float()
     k = k.resolve(fr.detach(), ff.detach())
+    (fr, ff), k, plan = _range.compute((fr, ff), k, what="critic outputs")
     st = ops.routine("block_stats", ops.select_backend(backend, fr, ff, op="block_stats"))(fr, ff, k)
     jn = (J.double() ** 2).sum((1, 2)).mean()
-    return (_u(st) / (1.0 + scale * jn)).to(fr.dtype)
+    return plan.result(_u(st) / (1.0 + scale * jn))
 
 
 def swgan_loss(phi, x_real, x_fake, *, scale=10.0):

@@ -33,6 +33,18 @@ def kernel_launch_args(kernel: Kernel, device) -> tuple[int, int, int, torch.Ten
 
 
 @triton.jit
+def _limit(v):
+    """v clamped to ± the largest finite value of its dtype (kernels._gauss_coef / _coef_pow): a huge 1/(2 s^2)
+    then gives g(0) = 1 and 0 where the Gaussian underflows, never 0 * inf = NaN. The constant matches the dtype so
+    that float32 code stays float32 (a float64-only constant would promote it)."""
+    if v.dtype == tl.float64:
+        out = tl.minimum(tl.maximum(v, -1.7976931348623157e308), 1.7976931348623157e308)
+    else:
+        out = tl.minimum(tl.maximum(v, -3.4028234663852886e38), 3.4028234663852886e38)
+    return out
+
+
+@triton.jit
 def _rq_term(t, a, ORDER: tl.constexpr):
     # g^{(k)}(t) = coef_k u^{-a-k},  u = 1 + t / (2a),  coef_{k+1} = coef_k * (-(a + k)) / (2a)
     u = 1.0 + t * (0.5 / a)
@@ -49,10 +61,12 @@ def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.cons
         out = tl.zeros_like(t)
         for r in tl.static_range(R):
             s = tl.load(p_ptr + r)
-            c = -0.5 / (s * s)
+            c = _limit(-0.5 / (s * s))  # c and c^ORDER limited: no 0 * inf at t = 0 or where exp underflows
             w = 1.0
             for _k in tl.static_range(ORDER):
                 w = w * c
+            if ORDER > 0:
+                w = _limit(w)
             out += tl.exp(t * c) * w
     elif KIND == 2 or KIND == 3:
         out = tl.zeros_like(t)
@@ -80,8 +94,10 @@ def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.cons
 def radial_param_grad(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr):
     """∂g/∂θ_IDX (t) for the IDX-th scalar parameter, elementwise."""
     th = tl.load(p_ptr + IDX)
-    if KIND == 0 or KIND == 1:  # d/ds exp(-t/(2 s^2)) = exp(.) t / s^3
-        out = tl.exp(t * (-0.5 / (th * th))) * t / (th * th * th)
+    if KIND == 0 or KIND == 1:  # d/ds exp(-t/(2 s^2)) = exp(c t) (-2 c t) / s: 0 at t = 0 and where exp underflows
+        ct = t * _limit(-0.5 / (th * th))
+        e = tl.exp(ct)
+        out = tl.where((e > 0) & (ct < 0), e * ct * (-2.0 / th), 0.0)
     elif KIND == 2 or KIND == 3:  # d/da u^{-a} = g (t / (2 a u) - log u)
         u = 1.0 + t * (0.5 / th)
         lu = tl.log(u)
@@ -156,7 +172,8 @@ def radial_param_grad_order(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr, ORD
         for _k in tl.static_range(ORDER):
             dk = dk * c + ck
             ck = ck * c
-        out = tl.exp(t * c) * (dk + ck * t) / (th * th * th)
+        e = tl.exp(t * c)
+        out = tl.where(e > 0, e * ((dk + ck * t) / (th * th * th)), 0.0)  # 0, not 0 * inf, where e underflows
     elif KIND == 2 or KIND == 3:  # g^{(k)} [sum_{i<k} (1/(a+i) - 1/a) - log u + (a+k) t / (2 a^2 u)]
         u = 1.0 + t * (0.5 / th)
         lu = tl.log(u)
