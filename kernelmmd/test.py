@@ -5,23 +5,28 @@ A and B hold arrays of shape (n, d) (or (n,) for one-dimensional data). Runs the
 
 Input files (by suffix):
 
-* ``.npy`` — a numeric numpy array (no pickles: object arrays are refused).
+* ``.npy`` — a numeric numpy array (no pickles: object arrays are refused; bytes after the array — several arrays
+  saved into one file — are refused).
 * ``.pt`` — one tensor saved with ``torch.save``, loaded with ``weights_only=True`` (a file that needs unsafe
   unpickling, or holds a dict / list / anything but one tensor, is refused).
-* ``.csv``, ``.tsv``, ``.txt`` — delimited text as spreadsheets and databases export it: UTF-8 (with or without
-  a BOM) or UTF-16 with a BOM; LF, CRLF or CR line ends; the delimiter is detected — ``;`` (Excel in European
-  locales), tab, ``,`` in that order of preference when it separates every line, else runs of whitespace
-  (``.tsv``: always tab); decimal commas (``1,5``) are read as decimal points wherever a field holds one (in a
-  comma-separated file only quoted fields can); quoted fields, whitespace around fields, scientific notation,
+* ``.csv``, ``.tsv``, ``.txt`` — delimited text as spreadsheets and databases export it: UTF-8 (with or without a
+  BOM), UTF-16 with a BOM, or else Windows-1252 (with a note); LF, CRLF or CR line ends; the delimiter is detected —
+  ``;`` (Excel in European locales), tab, ``,`` in that order of preference when it separates every line, else runs of
+  whitespace (``.tsv``: always tab); decimal commas (``1,5``) are read as decimal points wherever a field holds one
+  (in a comma-separated file only quoted fields can); quoted fields, whitespace around fields, scientific notation,
   ``#`` comment lines and blank lines at the end are fine; a trailing delimiter at every line end is ignored.
-  The first line is a header when any of its fields is text. A pandas ``to_csv`` index (empty or ``Unnamed: 0``
-  first header field above a first column 0, 1, …, n−1) is dropped, with a note on stderr.
+  ``−`` (U+2212) is a minus sign.
+  The first line is a header when any of its fields is text, or it is pandas's ``,0,1,…`` (``DataFrame(array)
+  .to_csv()``), or ``0,1,…`` above float data (with a note). A pandas ``to_csv`` index (empty or ``Unnamed: 0``
+  first header field above a first column 0, 1, …, n−1) and R row names (``write.csv``: ``""`` header field;
+  ``write.table``: one header field fewer; above 1, 2, …, n) are dropped, with a note on stderr.
   Refused, naming the line (and column): ragged rows, missing values (empty fields, ``\N``, ``NULL``, ``NA``:
-  database NULLs), non-numbers, NaN/Inf, blank lines between rows.
+  database NULLs), non-numbers (thousands separators included), NaN/Inf, blank lines between rows.
+* FIFOs, sockets and devices are refused (a pipe would block): save the samples to a file.
 
-Values: integer and bool data are read as float64 (bool as 0/1); float16 / bfloat16 as float32; float32 and float64
-as they are (A and B of different float types: both float64). Complex, string, structured and object arrays are
-refused.
+Values: integer and bool data are read as float64 (bool as 0/1); float16 / bfloat16 / float8 as float32 (quantized
+tensors dequantized); float32 and float64 as they are (A and B of different float types: both float64). Complex,
+string, structured and object arrays are refused.
 
 Output: text, or with ``--json`` exactly one JSON object on stdout (strict JSON: NaN / Inf become ``null``).
 Everything else — warnings (one ``warning: ...`` line each), notes, the progress bar, and anything a backend prints
@@ -52,6 +57,7 @@ import math
 import os
 import pathlib
 import re
+import stat
 import sys
 import warnings
 
@@ -110,6 +116,14 @@ def load_samples(path: str, note=_note) -> np.ndarray:
     if suffix not in _SUFFIXES:
         raise InputError(f"{path}: unsupported file type {p.suffix or '(none)'!r}; use one of {list(_SUFFIXES)}")
     try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        raise InputError(f"{path}: cannot open ({_one_line(e.strerror or e)})") from None
+    if not stat.S_ISREG(mode):  # a FIFO would block the open forever, a device could be endless
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise InputError(f"{path}: is {kind}, not a regular file; save the samples to a file first")
+    try:
         with open(p, "rb") as f:
             empty = not f.read(1)
     except PermissionError:
@@ -146,6 +160,14 @@ def _load_npy(p: pathlib.Path) -> np.ndarray:
         raise
     if not isinstance(a, np.ndarray):  # an .npz archive under a .npy name
         raise InputError(f"expected one numpy array, found {type(a).__name__} (an .npz archive?)")
+    with open(p, "rb") as f:  # np.load ignores bytes after the array: several arrays saved into one file?
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read_header(f)
+        extra = p.stat().st_size - f.tell() - a.nbytes
+    if extra > 0:
+        raise InputError(f"{extra} bytes after the array (several arrays saved into one file, or a damaged "
+                         "file?); save one array per .npy file")
     return a
 
 
@@ -155,9 +177,11 @@ def _load_pt(p: pathlib.Path) -> np.ndarray:
     import torch
 
     try:
-        t = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own remarks while loading (sparse checks, pickle protocol)
+            warnings.simplefilter("ignore")
+            t = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        needs = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
         if needs is None:  # not a pickle of allowed objects at all: a corrupt or foreign file
             why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
             why = why.group(1) if why else _one_line(e, 120)
@@ -166,15 +190,22 @@ def _load_pt(p: pathlib.Path) -> np.ndarray:
         raise InputError(f"cannot be loaded safely: it holds objects other than tensors{needs}, which would need "
                          "unsafe unpickling (torch.load(weights_only=True) refused it); re-save it with "
                          "torch.save(tensor)") from None
+    except (RuntimeError, KeyError, UnicodeDecodeError, EOFError, ValueError, AttributeError) as e:
+        raise InputError(f"cannot read .pt file: not a valid torch.save file, or a damaged one "
+                         f"({type(e).__name__}: {_one_line(e, 120)})") from None
     if not isinstance(t, torch.Tensor):
         raise InputError(f"expected a saved torch.Tensor, found {type(t).__name__}")
+    if t.device.type == "meta":
+        raise InputError("the tensor is on the 'meta' device: it has a shape but no values; save a CPU tensor")
     t = t.detach()
+    if t.is_quantized:
+        t = t.dequantize()
     if t.layout != torch.strided:
         t = t.to_dense()
     if t.is_complex():
         raise InputError(f"complex values are not supported (dtype {t.dtype})")
-    if t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()  # numpy has no bfloat16; the library computes half precision in float32 anyway
+    if t.is_floating_point() and t.element_size() < 4:
+        t = t.float()  # float16, bfloat16, float8 (numpy has no bfloat16 / float8): computed in float32
     elif not t.is_floating_point():
         t = t.double()  # integers and bool (0/1)
     return t.numpy()
@@ -208,16 +239,20 @@ def _as_samples(a: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------- delimited text
-def _decode(raw: bytes) -> str:
+def _decode(raw: bytes, note) -> str:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return raw.decode("utf-16")  # Excel's "Unicode text" export
+    if b"\x00" in raw:
+        raise InputError("not a text file (contains NUL bytes; UTF-16 without a byte order mark, or binary?)")
     try:
-        text = raw.decode("utf-8-sig")  # strips a UTF-8 BOM
+        return raw.decode("utf-8-sig")  # strips a UTF-8 BOM
     except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text (undecodable byte at offset {e.start}); a binary file?") from None
-    if "\x00" in text:
-        raise InputError("not a text file (contains NUL bytes)")
-    return text
+        try:  # Excel / Windows tools in Western locales: Windows-1252 (accented header names)
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            raise InputError(f"not UTF-8 text (undecodable byte at offset {e.start}); a binary file?") from None
+        note(f"not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start}): read as Windows-1252 text")
+        return text
 
 
 _QUOTED = re.compile(r'"[^"]*"')
@@ -259,7 +294,7 @@ def _number(field: str) -> float | None:
 
 
 def _load_text(p: pathlib.Path, suffix: str, note) -> np.ndarray:
-    text = _decode(p.read_bytes())
+    text = _decode(p.read_bytes(), note).replace("\u2212", "-")  # U+2212 MINUS SIGN (typeset / locale exports)
     numbered = [(i + 1, ln) for i, ln in enumerate(text.splitlines())]  # LF, CRLF, CR
     numbered = [(i, ln) for i, ln in numbered if not ln.lstrip().startswith("#")]  # comments (numpy.savetxt header)
     while numbered and not numbered[-1][1].strip():
@@ -277,7 +312,13 @@ def _load_text(p: pathlib.Path, suffix: str, note) -> np.ndarray:
     if len(rows) != len(lineno):  # a quoted field spanning lines
         raise InputError("a quoted field spans several lines; not a table of numbers")
     header = None
+    columns = [str(j) for j in range(len(rows[0]))]
     if any(_number(f) is None and f.lower() not in _NULLS for f in rows[0]):
+        header, rows, lineno = rows[0], rows[1:], lineno[1:]
+    elif rows[0] == [""] + columns[:-1]:  # pandas DataFrame(array).to_csv(): index, then column names 0..d-1
+        header, rows, lineno = rows[0], rows[1:], lineno[1:]
+    elif len(rows[0]) > 1 and rows[0] == columns and any(c in f for r in rows[1:3] for f in r for c in ".eE"):
+        note(f"line {lineno[0]} ({','.join(columns)}) read as a header: pandas column names above float data")
         header, rows, lineno = rows[0], rows[1:], lineno[1:]
     if not rows:
         raise InputError("no data rows (only a header line)")
@@ -290,17 +331,28 @@ def _load_text(p: pathlib.Path, suffix: str, note) -> np.ndarray:
         if len(r) != ncol:
             raise InputError(f"line {i} has {len(r)} fields, but line {lineno[0]} (the first data row) has {ncol}; "
                              "every row needs the same number of columns")
-    if header is not None and len(header) != ncol:
+    row_names = header is not None and len(header) == ncol - 1 > 0  # R write.table: no header field above them
+    if header is not None and len(header) != ncol and not row_names:
         raise InputError(f"the header (line {numbered[0][0]}) has "
                          f"{len(header)} fields, but the data rows have {ncol}")
     a = _to_array(rows, lineno)
-    if header is not None and ncol > 1 and header[0].strip().lower() in _INDEX_NAMES:
-        if np.array_equal(a[:, 0], np.arange(a.shape[0])):
-            note(f"dropped the first column (a pandas index: unnamed header, values 0..{a.shape[0] - 1})")
+    n = a.shape[0]
+    if header is not None and ncol > 1 and (row_names or header[0].strip().lower() in _INDEX_NAMES):
+        if np.array_equal(a[:, 0], np.arange(n)):
+            note(f"dropped the first column (a pandas index: unnamed header, values 0..{n - 1})")
             a = a[:, 1:]
+        elif np.array_equal(a[:, 0], np.arange(1, n + 1)):
+            note(f"dropped the first column (R row names: unnamed header, values 1..{n})")
+            a = a[:, 1:]
+        elif row_names:
+            raise InputError(f"the header (line {numbered[0][0]}) has {len(header)} fields, but the data rows have "
+                             f"{ncol} and the first column is not a row index 1..n")
         else:
             note("the first column has an unnamed header but is not 0..n-1: kept as data (drop it if it is an index)")
     return a
+
+
+_GROUPED = re.compile(r"[+-]?[0-9]{1,3}(?:[,.\u00a0\u202f' ][0-9]{3})+(?:[.,][0-9]*)?")
 
 
 def _to_array(rows: list[list[str]], lineno: list[int]) -> np.ndarray:
@@ -316,7 +368,9 @@ def _to_array(rows: list[list[str]], lineno: list[int]) -> np.ndarray:
                     raise InputError(f"line {i}, column {j + 1}: missing value {f!r} (a database NULL?); "
                                      "remove or impute it first")
                 if v is None:
-                    raise InputError(f"line {i}, column {j + 1}: cannot read {f!r} as a number")
+                    hint = "; thousands separators are not supported: export without digit grouping" if (
+                        _GROUPED.fullmatch(f)) else ""
+                    raise InputError(f"line {i}, column {j + 1}: cannot read {f!r} as a number{hint}")
                 if not math.isfinite(v):
                     raise InputError(f"line {i}, column {j + 1}: {f!r} is not a finite number (NaN or Inf)")
         if a is None:  # numpy disagreed with float() somewhere: use float()

@@ -326,3 +326,76 @@ def test_help_documents_exit_codes(capsys):
         assert line in out
     doc = cli.__doc__
     assert all(f"* {c} —" in doc for c in "0123")
+
+
+# ------------------------------------------------------------------ QA round 2: more exports a new user brings
+READ_WITH_NOTE = {  # name: (file name, bytes, note regex or None) -> WANT
+    "pandas-dataframe-default": ("a.csv", b",0,1\n0,1.5,2.0\n1,3.0,4.0\n2,-0.25,0.001\n", r"pandas index"),
+    "pandas-no-index-int-names": ("a.csv", b"0,1\n1.5,2.0\n3.0,4.0\n-0.25,0.001\n", r"line 1 \(0,1\) read as a header"),
+    "r-write-csv": ("a.csv", b'"","x","y"\n"1",1.5,2\n"2",3,4\n"3",-0.25,0.001\n', r"R row names"),
+    "r-write-table": ("a.txt", b'"x" "y"\n"1" 1.5 2\n"2" 3 4\n"3" -0.25 0.001\n', r"R row names"),
+    "unicode-minus": ("a.csv", "x;y\n1,5;2\n3;4\n\u22120,25;0,001\n".encode(), None),
+    "cp1252-header": ("a.csv", "temp\u00e9rature;\u00e9l\u00e8ve\n1,5;2\n3;4\n-0,25;0,001\n".encode("cp1252"),
+                      r"read as Windows-1252"),
+}
+
+
+@pytest.mark.parametrize("name", list(READ_WITH_NOTE))
+def test_more_exports_are_read(tmp_path, capsys, good, name):
+    fname, data, note = READ_WITH_NOTE[name]
+    path = tmp_path / fname
+    path.write_bytes(data)
+    code, out, err = _main(capsys, path, good, "--permutations", "5", "--seed", "0", "--json")
+    assert code == 0 and _strict_json(out)["n"] == 3 and _strict_json(out)["d"] == 2, err
+    if note is None:
+        assert err == ""
+    else:
+        import re
+
+        assert err.startswith(f"note: {path}: ") and err.count("\n") == 1 and re.search(note, err), err
+    np.testing.assert_array_equal(cli.load_samples(str(path), note=lambda m: None), WANT)
+
+
+def test_pt_variants_are_read_without_torch_warnings(tmp_path, capsys, good):
+    x = torch.tensor(WANT, dtype=torch.float32)
+    with warnings.catch_warnings():  # "beta" / "deprecated" remarks of torch when making them
+        warnings.simplefilter("ignore")
+        cases = {
+            "sparse": x.to_sparse(),
+            "csr": x.to_sparse_csr(),
+            "quantized": torch.quantize_per_tensor(x, 0.25, 0, torch.qint32),
+            "float8": x.to(torch.float8_e5m2),
+            "strided": torch.stack([x, x], 2)[:, :, 0],
+        }
+    for name, t in cases.items():
+        path = _save(t, tmp_path / f"{name}.pt")
+        code, out, err = _main(capsys, path, good, "--permutations", "5", "--seed", "0", "--json")
+        assert code == 0 and err == "" and _strict_json(out)["n"] == 3, (name, err)
+
+
+@pytest.mark.parametrize(
+    "name,make,message",
+    [
+        ("fifo", lambda p: os.mkfifo(p / "f.csv") or p / "f.csv", r"is a FIFO \(named pipe\), not a regular file"),
+        ("device", lambda p: os.symlink("/dev/zero", p / "z.npy") or p / "z.npy", r"is a device"),
+        ("npy-two-arrays", lambda p: _write(p / "two.npy", (_save(np.ones((3, 2)), p / "o.npy").read_bytes() * 2)),
+         r"\d+ bytes after the array \(several arrays saved into one file"),
+        ("pt-meta", lambda p: _save(torch.empty(3, 2, device="meta"), p / "m.pt"), r"on the 'meta' device"),
+        ("pt-code-execution", lambda p: _write(p / "x.pt", b"cposix\nsystem\n(S'true'\ntR."),
+         r"cannot be loaded safely: .*\(it needs posix.system\)"),
+        ("pt-plain-pickle", lambda p: _write(p / "pp.pt", __import__("pickle").dumps([1.0, 2.0], protocol=4)),
+         r"cannot read .pt file: not a valid torch.save file"),
+        ("pt-text", lambda p: _write(p / "t.pt", b"hello"), r"not a valid torch.save file"),
+        ("thousands-en", lambda p: _write(p / "t.csv", b'x,y\n"1,234.5",2\n3,4\n'),
+         r"cannot read '1,234.5' as a number; thousands separators are not supported"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and not v.startswith(("r", "(")) else None,
+)
+def test_more_inputs_refused_with_one_line(tmp_path, capsys, good, name, make, message):
+    import re
+
+    path = make(tmp_path)
+    code, out, err = _main(capsys, good, path, "--permutations", "5")
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
