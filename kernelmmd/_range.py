@@ -82,7 +82,10 @@ def _float_kernel(kernel: Kernel) -> Kernel:
     ts = kernel._tensors()
     if not ts:
         return kernel
-    vals = iter(torch.stack([t.detach().reshape(()).to(torch.float64) for t in ts]).cpu().tolist())
+    if len(ts) == 1:
+        vals = iter([float(ts[0].detach())])
+    else:
+        vals = iter(torch.stack([t.detach().reshape(()).to(torch.float64) for t in ts]).cpu().tolist())
     return kernel._map_tensors(lambda v: next(vals))
 
 
@@ -110,6 +113,22 @@ def _rounded(kf: Kernel) -> Kernel:
     return new
 
 
+def _sig(v):
+    if isinstance(v, float):
+        return _pow2(v)
+    if isinstance(v, (list, tuple)):
+        return tuple(_sig(a) for a in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _sig(a)) for k, a in v.items()))
+    return v
+
+
+def _signature(kf: Kernel) -> tuple:
+    """The cache key of a float-parameter kernel: its attributes with floats rounded as :func:`_rounded` does
+    (cheaper than building the rounded copy and its repr on every call)."""
+    return tuple((name, _sig(v)) for name, v in vars(kf).items())
+
+
 def _grid(W: torch.dtype, S: float, radial: bool) -> list[float]:
     if S <= 0:
         return [0.0]
@@ -133,10 +152,15 @@ def _probe(kf: Kernel, W: torch.dtype, S: float, orders: tuple[int, ...]) -> str
         return None  # a custom kernel without a profile: only the magnitude rules apply
     if not kf.twice_differentiable:
         orders = tuple(o for o in orders if o <= 1)
+    key = (type(kf), _signature(kf), W, math.frexp(S)[1] if S > 0 else None, orders)
+    try:
+        if key in _CACHE:
+            return _CACHE[key]
+    except TypeError:  # an attribute that cannot be hashed: key by the rounded kernel's repr
+        key = (type(kf), repr(_rounded(kf)), *key[2:])
+        if key in _CACHE:
+            return _CACHE[key]
     kf = _rounded(kf)
-    key = (type(kf), repr(kf), W, math.frexp(S)[1] if S > 0 else None, orders)
-    if key in _CACHE:
-        return _CACHE[key]
     pts = _grid(W, S, radial)
     big = torch.finfo(W).max
     reason = None

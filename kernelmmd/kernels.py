@@ -294,10 +294,13 @@ class RadialKernel(Kernel):
             raise _unresolved(self, "sigma", sigma)
 
 
+_FINITE_MAX = {dt: torch.finfo(dt).max for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
 def _finite_max(t) -> float:
     """The largest finite value of ``t``'s dtype (a torch tensor), else of float64 (numbers, KeOps LazyTensors)."""
-    if isinstance(t, torch.Tensor) and t.is_floating_point():
-        return torch.finfo(t.dtype).max
+    if isinstance(t, torch.Tensor):
+        return _FINITE_MAX.get(t.dtype, sys.float_info.max)
     return sys.float_info.max
 
 
@@ -310,7 +313,7 @@ def _gauss_coef(s, t):
     """
     big = _finite_max(t)
     if isinstance(s, torch.Tensor):  # (a float32 s against float64 t: s's own range; inf becomes its max)
-        return (-0.5 / (s * s)).clamp_min(-min(big, torch.finfo(s.dtype).max))
+        return (-0.5 / (s * s)).clamp_min(-min(big, _finite_max(s)))
     if _is_lazy(s):  # a KeOps parameter: symbolic, as before
         return -0.5 / (s * s)
     ss = s * s
@@ -322,7 +325,7 @@ def _coef_pow(c, order: int, t):
     g = exp(c·t) underflows, and finite at t = 0."""
     big = _finite_max(t)
     if isinstance(c, torch.Tensor):
-        big = min(big, torch.finfo(c.dtype).max)
+        big = min(big, _finite_max(c))
         return (c**order).clamp(-big, big)
     if _is_lazy(c):
         return c**order
