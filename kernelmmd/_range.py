@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import NumericalWarning
+from .errors import NumericalWarning, user_stacklevel
 from .kernels import DotKernel, Kernel, RadialKernel
 
 __all__ = ["Plan", "compute", "plan"]
@@ -68,7 +68,7 @@ class Plan:
                 f"kernelmmd: {what} for {self.describe} does not fit {_name(self.out)} (computed in float64 because "
                 f"float32 could not hold the kernel values; it overflows on the cast back): pass float64 inputs",
                 NumericalWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return v
 
@@ -217,7 +217,7 @@ def plan(tensors, kernel: Kernel, amax: float | None = None, *, orders=(0, 1), w
     desc = f"{what} of magnitude {amax:.1e} (d = {d})"
     if not math.isfinite(amax):
         warnings.warn(f"kernelmmd: {what} contain NaN or Inf values (max |value| = {amax}); results will be NaN",
-                      NumericalWarning, stacklevel=3)
+                      NumericalWarning, stacklevel=user_stacklevel())
         return Plan(W, out, desc)
     kf = _float_kernel(kernel)
     why = _unsafe(kf, W, d, amax, orders)
@@ -232,7 +232,7 @@ def plan(tensors, kernel: Kernel, amax: float | None = None, *, orders=(0, 1), w
         f"kernelmmd: {desc}: {why}; results may be inf/NaN or inaccurate: rescale the data (or the kernel's "
         "parameters) to a moderate range",
         NumericalWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
     return Plan(torch.float64, out, desc)
 

@@ -43,7 +43,7 @@ import torch
 from . import _range, ops
 from ._deprecation import old_positional_order
 from ._validate import as_samples, check_bool, check_int, check_nonnegative, check_positive, to_output
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, user_stacklevel
 from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel
 from .mmd import _v
 from .scaled import _check_twice, _features_and_jacobian, _out_dtype, _phi_out
@@ -211,7 +211,7 @@ def _solve_input(zt, k, v0, v1, c, solver, max_rank, tol, max_iter, precond, den
             f"{1e-8 if tol is None else tol:g} after {res.iterations} iterations; the value returned is an upper bound "
             "on GCMMD² (raise max_iter, loosen tol, or use precond='ichol')",
             ConvergenceWarning,
-            stacklevel=4,  # the caller of gcmmd2
+            stacklevel=user_stacklevel(),
         )
     return split(res.x)
 

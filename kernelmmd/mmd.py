@@ -22,7 +22,7 @@ import torch
 
 from . import _range, ops
 from ._validate import as_samples, check_bool, check_choice, check_int, check_same_size, to_output
-from .errors import NumericalWarning
+from .errors import NumericalWarning, user_stacklevel
 from .kernels import DeepKernel, Kernel, get_kernel
 from .ops.types import BlockStats
 
@@ -216,7 +216,7 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
         warnings.warn(
             f"mmd2_block: n = {n} is not a multiple of block_size = {bs}; the last {n % bs} points are ignored",
             NumericalWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     blocks = [(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs]) for b in range(nb)]  # (bs, d) each
     vals = torch.stack([_u(block_stats(xb, yb, p.kernel, backend=backend, precision=precision)) for xb, yb in blocks])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validate import check_int, check_nonnegative, check_positive
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, user_stacklevel
 
 __all__ = ["PivotedCholesky", "CGResult", "pivoted_cholesky", "woodbury_solve", "conjugate_gradient"]
 
@@ -292,7 +292,7 @@ def conjugate_gradient(
                         f"conjugate_gradient: pᵀAp = {pAp:.3g} <= 0 at iteration {it}; the matrix is not positive "
                         "definite (or has lost positive definiteness numerically)",
                         ConvergenceWarning,
-                        stacklevel=2,
+                        stacklevel=user_stacklevel(),
                     )
                 return CGResult(x=x, iterations=it, residual=rel, converged=False)
             alpha = rz / pAp
@@ -311,6 +311,6 @@ def conjugate_gradient(
             f"conjugate_gradient did not converge: relative residual {rel:.3g} > tol = {tol:g} after {it} iterations "
             f"(max_iter = {max_iter}); raise max_iter, loosen tol or use a preconditioner",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return CGResult(x=x, iterations=it, residual=rel, converged=converged)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ import torch
 
 from . import ops
 from ._validate import as_samples, check_int, check_nonnegative, check_same_size, to_output
-from .errors import NumericalWarning
+from .errors import NumericalWarning, user_stacklevel
 from .kernels import DeepKernel, Kernel, RBFBounded, get_kernel
 from .mmd import _u, block_stats, mmd2_and_variance, mmd2_block, mmd2_linear, prepare
 from .ops.types import BlockStats
@@ -190,15 +188,6 @@ def _rejects(p_value, alpha) -> bool:
     return p <= float(alpha)
 
 
-def _stacklevel() -> int:
-    """stacklevel of the first frame outside the kernelmmd package, counted from the caller of this function."""
-    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def _likely_cause(tensors, kernel) -> str:
     """The usual reasons for a non-finite statistic, with the numbers that let the user check them."""
     amax, dtype = 0.0, None
@@ -228,7 +217,7 @@ def _undecided(test: str, cause: str) -> float:
     warnings.warn(
         f"{test}: cannot decide: {cause}. p_value = NaN and reject() is False at every level.",
         NumericalWarning,
-        stacklevel=_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
     return math.nan
 
@@ -579,7 +568,7 @@ def select_kernel(x, y, candidates, *, min_variance: float = 1e-8, backend: str 
     check_nonnegative("min_variance", min_variance)
     sel, bad = _select(x, y, ks, min_variance, backend)
     if bad:
-        warnings.warn(f"select_kernel: {_bad_candidates(sel, bad)}", NumericalWarning, stacklevel=_stacklevel())
+        warnings.warn(f"select_kernel: {_bad_candidates(sel, bad)}", NumericalWarning, stacklevel=user_stacklevel())
     return sel
 
 
@@ -689,7 +678,7 @@ def selected_mmd_test(
         pval = _undecided("selected_mmd_test", _bad_candidates(sel, bad) + " (so no test was run)")
         return MMDTestResult(math.nan, pval, sel.kernel, "permutation", n - n_tr, m - n_tr, None, B, selection=sel)
     if bad:
-        warnings.warn(f"selected_mmd_test: {_bad_candidates(sel, bad)}", NumericalWarning, stacklevel=_stacklevel())
+        warnings.warn(f"selected_mmd_test: {_bad_candidates(sel, bad)}", NumericalWarning, stacklevel=user_stacklevel())
     res = mmd_test(
         xt[px[n_tr:]],
         yt[py[n_tr:]],

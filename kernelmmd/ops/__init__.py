@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import BackendFallbackWarning
+from ..errors import BackendFallbackWarning, user_stacklevel
 from .types import BlockStats
 
 __all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "available", "routine", "select_backend"]
@@ -160,7 +160,7 @@ def _fallback(backend: str, why: str, instead: str) -> None:
         f"({_IMPORT_ERRORS[backend]}); using {instead!r} instead. Install it with: pip install 'kernelmmd[{extra}]' "
         "(this warning is shown once per process)",
         BackendFallbackWarning,
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
 
 
