@@ -1,7 +1,8 @@
 r"""Low-level ops and the backend dispatch table.
 
 Every op has the same signature on every backend; estimators never import a backend module, they call
-:func:`select_backend` then :func:`routine` (``routines[op][backend]``).
+:func:`dispatch` (``dispatch(op, backend, x, y)(x, y, ...)``), which is :func:`select_backend` then :func:`routine`
+(``routines[op][backend]``).
 
 Backends
 --------
@@ -61,7 +62,7 @@ import torch
 from ..errors import BackendFallbackWarning, user_stacklevel
 from .types import BlockStats
 
-__all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "available", "routine", "select_backend"]
+__all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "available", "dispatch", "routine", "select_backend"]
 
 #: backend name -> module implementing the ops (imported lazily; fused backends need optional packages)
 _MODULES = {
@@ -256,3 +257,32 @@ def routine(op: str, backend: str) -> Callable:
     if fn is None:
         raise NotImplementedError(f"backend {backend!r} does not provide the op {op!r}")
     return fn
+
+
+def dispatch(op: str, backend, *tensors) -> Callable:
+    """The implementation of ``op`` on the backend that ``backend`` resolves to for ``tensors``.
+
+    ``dispatch(op, backend, x, y)`` is ``routine(op, select_backend(backend, x, y, op=op))``: ``tensors`` are the
+    point sets the ``auto`` rules look at (``x, y`` for the two-set ops, ``z`` for the ops over one set), not
+    necessarily every argument of the op. Call the result with the op's own arguments.
+
+    Args:
+        op: one of :data:`OPS`.
+        backend: ``"auto"``, a :class:`Auto`, or a concrete backend name (see :func:`select_backend`).
+        *tensors: the tensors that drive the ``auto`` choice (device, dtype, n·m, d).
+
+    Returns:
+        The backend's function for ``op``.
+
+    Raises:
+        TypeError, ValueError, ImportError: as :func:`select_backend` and :func:`routine`.
+        NotImplementedError: the selected backend does not provide ``op``.
+
+    Example:
+        >>> import torch
+        >>> from kernelmmd import ops
+        >>> from kernelmmd.kernels import RBF
+        >>> x, y = torch.randn(50, 3), torch.randn(40, 3)
+        >>> stats = ops.dispatch("block_stats", "auto", x, y)(x, y, RBF(sigma=1.0))
+    """
+    return routine(op, select_backend(backend, *tensors, op=op))
