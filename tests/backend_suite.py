@@ -1,48 +1,47 @@
-"""Shared checks for the fused/tiled backends: a backend module supplies the ops, the dense torch reference
-(:mod:`kernelmmd.ops.reference`, itself tested against the independent numpy reference in
-``tests/reference_np.py``) is the truth. Used by ``test_tiled.py`` and ``test_keops.py``.
-
-Tolerances: float64 inputs must agree to ~1e-10 relative to the scale of the quantity (rounding only); float32
-inputs are compared with the float64 reference evaluated on the same (float32-rounded) points, to 1e-6 relative
-to the scale of the kernel sums (Σ|k| over the block for sums, per row for row sums). float32 gradients: within
-1e-5 relative to the largest reference gradient entry, or within twice the error of the dense reference itself
-run in float32 (Liger's method: a low-precision result is judged against the precision's own error), whichever
-is larger: gradients that cancel (e.g. derivative blocks at d = 50, where the kernel is almost diagonal) are
-as accurate as float32 arithmetic allows, not more.
+"""The shared test base of the fused backends: a backend's test class supplies the ops ("build it") and inherits
+the value and gradient checks against the dense truth (:mod:`kernelmmd.ops.reference`, itself tested against
+``tests/reference_np.py``), with a per-op, per-dtype tolerance table. See docs/ARCHITECTURE.md, "Tests".
 """
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 
-import kernelmmd as km
 from kernelmmd.ops import reference as R
 
+from ._cases import KINDS, TWICE, case
+
+__all__ = ["KINDS", "TWICE", "OpSuite", "BlockStatsSuite", "KernelMvSuite", "KernelGradMvSuite", "AMatvecSuite",
+           "AuxSuite", "BackendSuite", "grid", "make_kernel", "points", "assert_close", "tensor_params"]
+
 FIELDS = ("sxx", "syy", "sxy", "dxx", "dyy", "rxx", "ryy", "rxy", "cxy", "qxx", "qyy", "qxy")
-F64 = torch.float64
+F64, F32 = torch.float64, torch.float32
+
+# Relative tolerances (values, gradients) per op and input dtype. float64: rounding only. float32 inputs are compared
+# with the float64 reference evaluated on the same (float32-rounded) points: values to 1e-6 relative to the scale of
+# the kernel sums (Σ|k| over the block for sums, per row for row sums; Σ_j |k_ij||v_j| for kernel_mv) or 1e-5 of the
+# largest entry (kernel_grad_mv, a_matvec). float32 gradients: within the tolerance relative to the largest reference
+# gradient entry, or within twice the error of the dense reference itself run in float32 (Liger's method: a
+# low-precision result is judged against the precision's own error), whichever is larger: gradients that cancel
+# (e.g. derivative blocks at d = 50, where the kernel is almost diagonal) are as accurate as float32 arithmetic
+# allows, not more.
+TOLERANCES = {
+    "block_stats": {F64: (1e-10, 1e-9), F32: (1e-6, 1e-5)},
+    "kernel_mv": {F64: (1e-10, 1e-9), F32: (1e-6, 1e-5)},
+    # float32: the parameter gradients of ∇k pass through h″ of float32 pair arguments (poly d/dγ on torch 2.14:
+    # 1.4e-5 of the largest entry, the dense float32 reference 4e-7): 3e-5, still ~250 float32 eps
+    "kernel_grad_mv": {F64: (1e-10, 1e-9), F32: (1e-5, 3e-5)},
+    "a_matvec": {F64: (1e-10, 1e-9), F32: (1e-5, 1e-5)},
+    "aux": {F64: (1e-12, None)},  # a_diag / a_column: O(M d), float64 only
+}
 
 
 def make_kernel(name: str, tensor_params: bool = False):
-    """A kernel of each kind with non-default parameters; ``tensor_params`` makes them float64 leaf tensors."""
-
-    def p(v):
-        return torch.tensor(v, dtype=F64, requires_grad=True) if tensor_params else v
-
-    return {
-        "rbf": lambda: km.RBF(p(1.3)),
-        "mix_rbf": lambda: km.MixRBF([p(0.6), p(2.0)]),
-        "rq": lambda: km.RQ(p(0.7)),
-        "mix_rq": lambda: km.MixRQ([p(0.5), p(2.0)]),
-        "rbf_bounded": lambda: km.RBFBounded(p(1.1), 0.5, 3.0),
-        "laplacian": lambda: km.Laplacian(p(1.2)),
-        "energy": lambda: km.Energy(),
-        "linear": lambda: km.Linear(),
-        "poly": lambda: km.Poly(3, p(0.4), p(0.8)),
-    }[name]()
-
-
-KINDS = ("rbf", "mix_rbf", "rq", "mix_rq", "rbf_bounded", "laplacian", "energy", "linear", "poly")
-TWICE = ("rbf", "mix_rbf", "rq", "mix_rq", "linear", "poly")
+    """The kernel of case ``name`` of the shared table; ``tensor_params`` makes its parameters float64 leaf tensors."""
+    return case(name).kernel(tensor_params)
 
 
 def tensor_params(kernel) -> list[torch.Tensor]:
@@ -117,14 +116,15 @@ def _weights(st, seed=1):
     return {f: torch.randn(getattr(st, f).shape, generator=g, dtype=F64) for f in FIELDS if getattr(st, f) is not None}
 
 
-def check_block_stats(mod, kind, n, m, d, dtype, variance, grad=True, tensor_param=False, close=False):
+def check_block_stats(mod, kind, n, m, d, dtype, variance=False, grad=True, tensor_param=False, close=False, *,
+                      truth=R, tol=TOLERANCES["block_stats"]):
     """Every field of block_stats and the gradient of a random combination of them (x, y, tensor params)."""
     kernel = make_kernel(kind, tensor_param)
     x, y = points(n, m, d, dtype, close=close)
     got = mod.block_stats(x, y, kernel, variance)
     xr, yr = _up(x), _up(y)
-    want = R.block_stats(xr, yr, kernel, variance)
-    rel = 1e-10 if dtype == F64 else 1e-6
+    want = truth.block_stats(xr, yr, kernel, variance)
+    rel, grel = tol[dtype]
     scales = _stat_scales(x, y, kernel)
     for f in FIELDS:
         w = getattr(want, f)
@@ -146,12 +146,13 @@ def check_block_stats(mod, kind, n, m, d, dtype, variance, grad=True, tensor_par
     base = None
     if dtype != F64:
         xb, yb = _same(x), _same(y)
-        base = _grads(loss(R.block_stats(xb, yb, kernel, variance)), [xb, yb, *ps])
+        base = _grads(loss(truth.block_stats(xb, yb, kernel, variance)), [xb, yb, *ps])
     names = ["x", "y", *[f"param{i}" for i in range(len(ps))]]
-    assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 1e-5, kind)
+    assert_grads(names, gg, gw, base, grel, kind)
 
 
-def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_param=False, block="xy", close=False):
+def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_param=False, block="xy", close=False, *,
+                    truth=R, tol=TOLERANCES["kernel_mv"]):
     kernel = make_kernel(kind, tensor_param)
     x, y = points(n, m, d, dtype, close=close)
     g = torch.Generator().manual_seed(2)
@@ -160,11 +161,11 @@ def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_par
     got = mod.kernel_mv(x, y, v, kernel, block)
     xr, yr = _up(x), _up(y)
     vr = v.detach().to(dtype).double().requires_grad_() if dtype != F64 else v
-    want = R.kernel_mv(xr, yr, vr, kernel, block)
+    want = truth.kernel_mv(xr, yr, vr, kernel, block)
     assert got.dtype == F64 and got.shape == want.shape
     kabs = kernel.matrix(xr.detach(), yr.detach(), block).abs()
     scale = float((kabs @ vr.detach().abs().reshape(m, -1)).max())
-    rel = 1e-10 if dtype == F64 else 1e-6
+    rel, grel = tol[dtype]
     assert_close(got, want, scale, rel, f"{kind} kernel_mv")
     if not grad:
         return
@@ -175,12 +176,13 @@ def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_par
     base = None
     if dtype != F64:
         xb, yb, vb = _same(x), _same(y), _same(v)
-        base = _grads((R.kernel_mv(xb, yb, vb, kernel, block) * wt).sum(), [xb, yb, vb, *ps])
+        base = _grads((truth.kernel_mv(xb, yb, vb, kernel, block) * wt).sum(), [xb, yb, vb, *ps])
     names = ["x", "y", "v", *[f"param{i}" for i in range(len(ps))]]
-    assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 1e-5, f"{kind} kernel_mv")
+    assert_grads(names, gg, gw, base, grel, f"{kind} kernel_mv")
 
 
-def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=False, close=False):
+def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=False, close=False, *,
+                         truth=R, tol=TOLERANCES["kernel_grad_mv"]):
     kernel = make_kernel(kind, tensor_param)
     x, y = points(n, m, d, dtype, close=close)
     g = torch.Generator().manual_seed(3)
@@ -188,9 +190,9 @@ def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=Fals
     got = mod.kernel_grad_mv(x, y, v, kernel)
     xr, yr = _up(x), _up(y)
     vr = v.detach().to(dtype).double().requires_grad_() if dtype != F64 else v
-    want = R.kernel_grad_mv(xr, yr, vr, kernel)
+    want = truth.kernel_grad_mv(xr, yr, vr, kernel)
     assert got.dtype == F64 and got.shape == want.shape == (n, d)
-    rel = 1e-10 if dtype == F64 else 1e-5
+    rel, grel = tol[dtype]
     assert_close(got, want, max(float(want.abs().max()), 1e-12), rel, f"{kind} kernel_grad_mv")
     if not grad:
         return
@@ -201,14 +203,13 @@ def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=Fals
     base = None
     if dtype != F64:
         xb, yb, vb = _same(x), _same(y), _same(v)
-        base = _grads((R.kernel_grad_mv(xb, yb, vb, kernel) * wt).sum(), [xb, yb, vb, *ps])
+        base = _grads((truth.kernel_grad_mv(xb, yb, vb, kernel) * wt).sum(), [xb, yb, vb, *ps])
     names = ["x", "y", "v", *[f"param{i}" for i in range(len(ps))]]
-    # float32: the parameter gradients of ∇k pass through h″ of float32 pair arguments (poly d/dγ on torch 2.14:
-    # 1.4e-5 of the largest entry, the dense float32 reference 4e-7): 3e-5, still ~250 float32 eps
-    assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 3e-5, f"{kind} kernel_grad_mv")
+    assert_grads(names, gg, gw, base, grel, f"{kind} kernel_grad_mv")  # float32: 3e-5, see TOLERANCES
 
 
-def check_a_matvec(mod, kind, M, d, dtype, grad=True, tensor_param=False, wrt=("z", "u0", "u1")):
+def check_a_matvec(mod, kind, M, d, dtype, grad=True, tensor_param=False, wrt=("z", "u0", "u1"), *,
+                   truth=R, tol=TOLERANCES["a_matvec"]):
     """``wrt``: the inputs that require a gradient (the others are constants)."""
     kernel = make_kernel(kind, tensor_param)
     g = torch.Generator().manual_seed(4)
@@ -217,8 +218,8 @@ def check_a_matvec(mod, kind, M, d, dtype, grad=True, tensor_param=False, wrt=("
     u1 = torch.randn(M, d, generator=g, dtype=F64).to(dtype).requires_grad_("u1" in wrt)
     got = mod.a_matvec(z, u0, u1, kernel)
     zr, u0r, u1r = _up(z), _up(u0), _up(u1)
-    want = R.a_matvec(zr, u0r, u1r, kernel)
-    rel = 1e-10 if dtype == F64 else 1e-5
+    want = truth.a_matvec(zr, u0r, u1r, kernel)
+    rel, grel = tol[dtype]
     for part, a, b in zip(("top", "bottom"), got, want):
         assert a.dtype == dtype
         assert_close(a, b, max(float(b.abs().max()), 1e-3), rel, f"{kind} a_matvec {part}")
@@ -236,17 +237,110 @@ def check_a_matvec(mod, kind, M, d, dtype, grad=True, tensor_param=False, wrt=("
     base = None
     if dtype != F64:
         zb, u0b, u1b = _same(z), _same(u0), _same(u1)
-        base = _grads(loss(R.a_matvec(zb, u0b, u1b, kernel)), [zb, u0b, u1b, *ps])
+        base = _grads(loss(truth.a_matvec(zb, u0b, u1b, kernel)), [zb, u0b, u1b, *ps])
     names = ["z", "u0", "u1", *[f"param{i}" for i in range(len(ps))]]
-    assert_grads(names, gg, gw, base, 1e-9 if dtype == F64 else 1e-5, f"{kind} a_matvec")
+    assert_grads(names, gg, gw, base, grel, f"{kind} a_matvec")
 
 
-def check_aux(mod, kind, M, d):
+def check_aux(mod, kind, M, d, dtype=F64, *, truth=R, tol=TOLERANCES["aux"]):
     """a_diag / a_column agree with the reference (they are O(M d))."""
     kernel = make_kernel(kind)
-    z = torch.randn(M, d, generator=torch.Generator().manual_seed(5), dtype=F64)
-    for a, b in zip(mod.a_diag(z, kernel), R.a_diag(z, kernel)):
-        assert_close(a, b, max(float(b.abs().max()), 1e-3), 1e-12, "a_diag")
+    rel = tol[dtype][0]
+    z = torch.randn(M, d, generator=torch.Generator().manual_seed(5), dtype=F64).to(dtype)
+    for a, b in zip(mod.a_diag(z, kernel), truth.a_diag(z, kernel)):
+        assert_close(a, b, max(float(b.abs().max()), 1e-3), rel, "a_diag")
     for idx in (0, M - 1, M, M * (1 + d) - 1):
-        for a, b in zip(mod.a_column(z, idx, kernel), R.a_column(z, idx, kernel)):
-            assert_close(a, b, max(float(b.abs().max()), 1e-3), 1e-12, f"a_column {idx}")
+        for a, b in zip(mod.a_column(z, idx, kernel), truth.a_column(z, idx, kernel)):
+            assert_close(a, b, max(float(b.abs().max()), 1e-3), rel, f"a_column {idx}")
+
+
+# ------------------------------------------------------------------------------------------------ the test base
+
+_IDS = {  # the parts of a case's id, in this order
+    "kind": str,
+    "shape": str,
+    "dtype": str,
+    "variance": lambda v: "variance" if v else "sums",
+    "width": lambda v: "vector" if v is None else f"matrix{v}",
+    "block": str,
+    "wrt": lambda v: "wrt-" + "-".join(v),
+    "close": lambda v: "close" if v else "",
+    "grad": lambda v: "" if v else "values",
+}
+
+
+def grid(**axes) -> list:
+    """Cases for one op of a suite: the product of the axes given as lists (kind, shape, dtype, variance, …), the
+    other keywords held fixed. ``shape`` is (n, m, d) or (M, d); ``grad`` may be a function of the kind.
+    Returns ``pytest.param`` of the check's keyword arguments, with ids from the axes."""
+    keys = [k for k, v in axes.items() if isinstance(v, list)]
+    out = []
+    for values in itertools.product(*(axes[k] for k in keys)):
+        kw = {**{k: v for k, v in axes.items() if k not in keys}, **dict(zip(keys, values))}
+        if callable(kw.get("grad")):
+            kw["grad"] = kw["grad"](kw["kind"])
+        ids = [f(kw[k]) for k, f in _IDS.items() if k in kw]
+        shape = kw.pop("shape")
+        kw.update(zip(("n", "m", "d") if len(shape) == 3 else ("M", "d"), shape))
+        out.append(pytest.param(kw, id="-".join(i for i in ids if i)))
+    return out
+
+
+class OpSuite:
+    """Base of every backend test class. A concrete class supplies ``ops`` ("build it": an object with the backend's
+    op functions) and, per op it implements, ``<op>_cases`` (a list of :func:`grid` cases); it inherits the test
+    of each op from the mixins below. ``truth`` (the dense reference) and ``tolerances`` (per op, per dtype:
+    (values, gradients) relative tolerances) may be overridden per class."""
+
+    ops = None
+    truth = R
+    tolerances = TOLERANCES
+
+    def pytest_generate_tests(self, metafunc):
+        if "case" in metafunc.fixturenames:
+            op = metafunc.function.__name__.removeprefix("test_")
+            metafunc.parametrize("case", getattr(metafunc.cls, f"{op}_cases"))
+
+    def tol(self, op):
+        return self.tolerances[op]
+
+
+class BlockStatsSuite(OpSuite):
+    block_stats_cases: list = []
+
+    def test_block_stats(self, case):
+        """Every field of block_stats and the gradient of a random combination of them (x, y, tensor params)."""
+        check_block_stats(self.ops, **case, truth=self.truth, tol=self.tol("block_stats"))
+
+
+class KernelMvSuite(OpSuite):
+    kernel_mv_cases: list = []
+
+    def test_kernel_mv(self, case):
+        check_kernel_mv(self.ops, **case, truth=self.truth, tol=self.tol("kernel_mv"))
+
+
+class KernelGradMvSuite(OpSuite):
+    kernel_grad_mv_cases: list = []
+
+    def test_kernel_grad_mv(self, case):
+        check_kernel_grad_mv(self.ops, **case, truth=self.truth, tol=self.tol("kernel_grad_mv"))
+
+
+class AMatvecSuite(OpSuite):
+    a_matvec_cases: list = []
+
+    def test_a_matvec(self, case):
+        check_a_matvec(self.ops, **case, truth=self.truth, tol=self.tol("a_matvec"))
+
+
+class AuxSuite(OpSuite):
+    aux_cases: list = []
+
+    def test_aux(self, case):
+        """a_diag and a_column."""
+        check_aux(self.ops, **case, truth=self.truth, tol=self.tol("aux"))
+
+
+class BackendSuite(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite, AMatvecSuite, AuxSuite):
+    """Every op of a backend."""

@@ -1,4 +1,5 @@
-"""The KeOps backend against the dense reference (CPU; the same code runs on GPU).
+"""The KeOps backend (kernelmmd.ops.keops) on the shared backend suite (tests/backend_suite.py) plus its own tests
+(CPU; the same code runs on GPU). See docs/ARCHITECTURE.md, "Tests".
 
 KeOps compiles one C++ module per formula, per reduction variable of each gradient, per feature dimension and per
 dtype (about 5-10 s each on 2 cores), so the cases below are chosen to cover every code path with few formulas:
@@ -25,53 +26,30 @@ import kernelmmd as km  # noqa: E402
 from kernelmmd.ops import keops, tiled  # noqa: E402
 from kernelmmd.ops import reference as R  # noqa: E402
 
-from .backend_suite import (  # noqa: E402
-    check_a_matvec,
-    check_aux,
-    check_block_stats,
-    check_kernel_grad_mv,
-    check_kernel_mv,
-    make_kernel,
-    points,
-)
+from .backend_suite import BackendSuite, grid, make_kernel, points  # noqa: E402
 
 F64, F32 = torch.float64, torch.float32
 SHAPES = [(1, 7, 3), (7, 33, 3), (33, 7, 3)]
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("variance", [False, True], ids=["sums", "variance"])
-def test_block_stats_rbf(shape, variance):
-    check_block_stats(keops, "rbf", *shape, F64, variance, tensor_param=True)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_kernel_mv_rbf(shape):
-    check_kernel_mv(keops, "rbf", *shape, F64, tensor_param=True)
-
-
-def test_kernel_mv_matrix_rbf():
-    check_kernel_mv(keops, "rbf", 7, 33, 3, F64, width=4, grad=False)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_kernel_grad_mv_rbf(shape):
-    check_kernel_grad_mv(keops, "rbf", *shape, F64, tensor_param=True)
-
-
-@pytest.mark.parametrize("M", [1, 7, 33])
-def test_a_matvec_rbf(M):
-    check_a_matvec(keops, "rbf", M, 3, F64, tensor_param=True)
-
-
-def test_a_matvec_and_grad_mv_dot_kernel():
-    check_a_matvec(keops, "poly", 9, 3, F64, wrt=("z",))
-    check_kernel_grad_mv(keops, "poly", 7, 9, 3, F64, grad=False)
-
-
-@pytest.mark.parametrize("kind", ["mix_rbf", "rq", "mix_rq", "linear", "poly"])
-def test_block_sums_every_profile(kind):
-    check_block_stats(keops, kind, 7, 33, 3, F64, variance=False, grad=False)
+class TestKeOps(BackendSuite):
+    ops = keops
+    block_stats_cases = (
+        grid(kind="rbf", shape=SHAPES, dtype=F64, variance=[False, True], tensor_param=True)
+        + grid(kind=["mix_rbf", "rq", "mix_rq", "linear", "poly"], shape=(7, 33, 3), dtype=F64, grad=False)
+        + grid(kind="rbf", shape=(33, 7, 3), dtype=F32, variance=False)  # float32: float64 accumulation
+        + grid(kind="rbf", shape=(33, 7, 3), dtype=F32, variance=True, grad=False)
+        + grid(kind="rbf", shape=[(7, 33, 1), (7, 33, 50)], dtype=F64, grad=False)  # feature dimensions
+        # √t kernels' close pairs: KeOps forms t from differences, so they are as exact as any other pair
+        + grid(kind=["laplacian", "energy"], shape=(24, 17, 20), dtype=F32, close=True)
+    )
+    kernel_mv_cases = (grid(kind="rbf", shape=SHAPES, dtype=F64, tensor_param=True)
+                       + grid(kind="rbf", shape=(7, 33, 3), dtype=F64, width=4, grad=False))
+    kernel_grad_mv_cases = (grid(kind="rbf", shape=SHAPES, dtype=F64, tensor_param=True)
+                            + grid(kind="poly", shape=(7, 9, 3), dtype=F64, grad=False))  # dot-product path
+    a_matvec_cases = (grid(kind="rbf", shape=[(1, 3), (7, 3), (33, 3)], dtype=F64, tensor_param=True)
+                      + grid(kind="poly", shape=(9, 3), dtype=F64, wrt=("z",)))
+    aux_cases = grid(kind="rbf", shape=(5, 3))
 
 
 @pytest.mark.parametrize("kind", ["laplacian", "energy", "rbf_bounded"])
@@ -92,11 +70,6 @@ def test_block_sums_keops_specific_derivatives(kind):
     torch.testing.assert_close(ga, gw, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("variance", [False, True], ids=["sums", "variance"])
-def test_float32_accumulates_in_float64(variance):
-    check_block_stats(keops, "rbf", 33, 7, 3, F32, variance, grad=not variance)
-
-
 def test_float32_large_sum_is_exact():
     """n = m = 3000 in float32: every block sum within 1e-6 of the float64 truth (float32 accumulation of 9e6
     terms would lose ~1e-4)."""
@@ -107,15 +80,6 @@ def test_float32_large_sum_is_exact():
     want = tiled.block_stats(x.double(), y.double(), k)
     for f in ("sxx", "syy", "sxy"):
         assert abs(float(getattr(got, f) - getattr(want, f))) <= 1e-6 * float(getattr(want, f)), f
-
-
-@pytest.mark.parametrize("d", [1, 50])
-def test_feature_dimensions(d):
-    check_block_stats(keops, "rbf", 7, 33, d, F64, variance=False, grad=False)
-
-
-def test_a_diag_and_column():
-    check_aux(keops, "rbf", 5, 3)
 
 
 def test_kernel_mv_twice_differentiable():
@@ -151,10 +115,3 @@ def test_estimator_through_keops_backend():
     a = km.mmd2_unbiased(x, y, kernel="rbf", sigma=1.3, backend="keops")
     b = km.mmd2_unbiased(x, y, kernel="rbf", sigma=1.3, backend="torch")
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("kind", ["laplacian", "energy"])
-def test_close_pairs_of_sqrt_kernels(kind):
-    """Points within 1e-5 of each other far from the origin: KeOps forms t from differences, so the √t kernels'
-    close pairs are as exact as any other (the fused backends' shared check)."""
-    check_block_stats(keops, kind, 24, 17, 20, F32, variance=False, close=True)

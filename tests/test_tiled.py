@@ -1,5 +1,5 @@
-"""The tiled torch backend against the dense reference: every op and its gradients, every kernel kind, odd shapes,
-float64 (tight) and float32 (1e-6 relative to the kernel sums); tiles forced tiny so every path crosses tiles."""
+"""The tiled torch backend (kernelmmd.ops.tiled) on the shared backend suite (tests/backend_suite.py) plus its own
+tests; tiles are forced tiny so every path crosses tiles. See docs/ARCHITECTURE.md, "Tests"."""
 
 from __future__ import annotations
 
@@ -10,19 +10,11 @@ import kernelmmd as km
 from kernelmmd.ops import reference as R
 from kernelmmd.ops import tiled
 
-from .backend_suite import (
-    KINDS,
-    TWICE,
-    check_a_matvec,
-    check_aux,
-    check_block_stats,
-    check_kernel_grad_mv,
-    check_kernel_mv,
-    make_kernel,
-)
+from .backend_suite import KINDS, TWICE, BackendSuite, check_block_stats, check_kernel_mv, grid, make_kernel
 
 SHAPES = [(1, 7, 3), (7, 33, 1), (33, 7, 50)]
 DTYPES = [torch.float64, torch.float32]
+CLOSE = dict(kind=["laplacian", "energy"], shape=(24, 17, 20), dtype=DTYPES, close=True)  # the √t kernels' close pairs
 
 
 @pytest.fixture(autouse=True)
@@ -32,52 +24,26 @@ def tiles(monkeypatch):
     monkeypatch.setattr(tiled, "TILE_ELEMENTS", 100)
 
 
-@pytest.mark.parametrize("variance", [False, True], ids=["sums", "variance"])
-def test_default_tiles(variance, monkeypatch):
-    monkeypatch.setattr(tiled, "TILE_ELEMENTS", 1 << 20)
-    check_block_stats(tiled, "rbf", 33, 7, 3, torch.float64, variance, tensor_param=True)
-    check_kernel_mv(tiled, "rbf", 33, 7, 3, torch.float64, tensor_param=True)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("variance", [False, True], ids=["sums", "variance"])
-def test_block_stats(kind, shape, dtype, variance):
-    check_block_stats(tiled, kind, *shape, dtype, variance, tensor_param=True)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("width", [None, 3], ids=["vector", "matrix"])
-def test_kernel_mv(kind, shape, dtype, width):
-    check_kernel_mv(tiled, kind, *shape, dtype, width, tensor_param=True)
-
-
-@pytest.mark.parametrize("block", ["xx", "yy"])
-def test_kernel_mv_bounded_blocks(block):
-    check_kernel_mv(tiled, "rbf_bounded", 7, 9, 2, torch.float64, block=block, tensor_param=True)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernel_grad_mv(kind, shape, dtype):
+class TestTiled(BackendSuite):
+    ops = tiled
+    block_stats_cases = (grid(kind=list(KINDS), shape=SHAPES, dtype=DTYPES, variance=[False, True], tensor_param=True)
+                         + grid(**CLOSE, variance=[False, True]))
+    kernel_mv_cases = (grid(kind=list(KINDS), shape=SHAPES, dtype=DTYPES, width=[None, 3], tensor_param=True)
+                       + grid(kind="rbf_bounded", shape=(7, 9, 2), dtype=torch.float64, block=["xx", "yy"],
+                              tensor_param=True)
+                       + grid(**CLOSE))
     # the gradient of ∇k needs g'' (twice-differentiable kernels only)
-    check_kernel_grad_mv(tiled, kind, *shape, dtype, grad=kind in TWICE, tensor_param=True)
+    kernel_grad_mv_cases = (grid(kind=list(KINDS), shape=SHAPES, dtype=DTYPES, grad=lambda k: k in TWICE,
+                                 tensor_param=True)
+                            + grid(**CLOSE, grad=False))
+    a_matvec_cases = grid(kind=list(TWICE), shape=[(1, 3), (7, 1), (33, 50)], dtype=DTYPES, tensor_param=True)
+    aux_cases = grid(kind=["rbf", "poly"], shape=(5, 3))
 
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("M,d", [(1, 3), (7, 1), (33, 50)], ids=str)
-@pytest.mark.parametrize("kind", TWICE)
-def test_a_matvec(kind, M, d, dtype):
-    check_a_matvec(tiled, kind, M, d, dtype, tensor_param=True)
-
-
-@pytest.mark.parametrize("kind", ["rbf", "poly"])
-def test_a_diag_and_column(kind):
-    check_aux(tiled, kind, 5, 3)
+    @pytest.mark.parametrize("variance", [False, True], ids=["sums", "variance"])
+    def test_default_tiles(self, variance, monkeypatch):
+        monkeypatch.setattr(tiled, "TILE_ELEMENTS", 1 << 20)
+        check_block_stats(tiled, "rbf", 33, 7, 3, torch.float64, variance, tensor_param=True)
+        check_kernel_mv(tiled, "rbf", 33, 7, 3, torch.float64, tensor_param=True)
 
 
 def test_gradcheck_block_sums(monkeypatch):
@@ -176,15 +142,3 @@ def test_rejects_deep_kernel():
         tiled.kernel_mv(torch.randn(3, 2), torch.randn(3, 2), torch.randn(3), km.DeepKernel(torch.nn.Identity()))
     with pytest.raises(TypeError, match="kernel_grad_mv on the tiled backend needs a radial or dot-product"):
         tiled.kernel_grad_mv(torch.randn(3, 2), torch.randn(3, 2), torch.randn(3), km.DeepKernel(torch.nn.Identity()))
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("kind", ["laplacian", "energy"])
-def test_close_pairs_of_sqrt_kernels(kind, dtype):
-    """Points within 1e-5 of each other far from the origin: the √t kernels take those pairs' distances (values and
-    gradients) from coordinate differences, so they match the dense reference like any other pair (before, the
-    expansion's cancellation left 1e-9 relative errors in float64 and 1e-6 in the gradients)."""
-    for variance in (False, True):
-        check_block_stats(tiled, kind, 24, 17, 20, dtype, variance, close=True)
-    check_kernel_mv(tiled, kind, 24, 17, 20, dtype, close=True)
-    check_kernel_grad_mv(tiled, kind, 24, 17, 20, dtype, grad=False, close=True)
