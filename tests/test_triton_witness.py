@@ -1,11 +1,11 @@
-"""Triton kernel products and witness gradient (kernelmmd.ops.triton.witness) against the dense float64 reference.
+"""Triton kernel products and witness gradient (kernelmmd.ops.triton.witness) on the shared backend suite
+(tests/backend_suite.py) plus their own tests. See docs/ARCHITECTURE.md, "Tests".
 
 Without CUDA the kernels run through the Triton interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1) with
 16-wide tiles, a column split of 2 and exact coordinate differences only for d ≤ 2 (tests/triton_setup.py), so that
 small shapes cover several row/column tiles, partial tiles, several output-column chunks (d > 16) and the host
 reduction of partials.
-The value/gradient checks come from the shared backend suite (tests/backend_suite.py). GPU tests at the bottom run
-the compiled kernels and skip cleanly without CUDA.
+GPU tests at the bottom run the compiled kernels and skip cleanly without CUDA.
 """
 
 import pytest
@@ -19,9 +19,12 @@ from kernelmmd.ops import reference as R  # noqa: E402
 from .backend_suite import (  # noqa: E402
     KINDS,
     TWICE,
+    KernelGradMvSuite,
+    KernelMvSuite,
     assert_close,
     check_kernel_grad_mv,
     check_kernel_mv,
+    grid,
     make_kernel,
     points,
     tensor_params,
@@ -44,6 +47,36 @@ class _OnCuda:
 MOD = _OnCuda if CUDA else W
 
 
+F32 = torch.float32
+CLOSE = dict(kind=["laplacian", "energy"], shape=(24, 17, 20), dtype=[F32, F64], close=True)  # √t kernels' close pairs
+ODD = [(1, 1, 1), (1, 5, 3), (33, 17, 1), (18, 40, 20)]
+
+
+class TestTritonWitness(KernelMvSuite, KernelGradMvSuite):
+    """kernel_mv and kernel_grad_mv on the shared suite: fp32 values within 1e-6 of the float64 reference relative to
+    Σ_j |k_ij||v_j| (vector and batched v), odd shapes, the block bounds of the bounded RBF, the √t kernels' close
+    pairs (d = 20, the tl.dot path: re-formed from exact differences — the expansion's cancellation left errors of
+    1e-1 relative in float32 gradients before), and gradients in x, y, v and every tensor kernel parameter (the
+    gradients of kernel_grad_mv need g'' and ∂g'/∂θ) against autograd through the reference."""
+
+    ops = MOD
+    kernel_mv_cases = (
+        grid(kind=list(KINDS), shape=(37, 29, 5), dtype=F32, width=[None, 3], grad=False)
+        + grid(**CLOSE)
+        + grid(kind="rbf_bounded", shape=(21, 18, 3), dtype=F32, width=2, grad=False, block=["xx", "yy"])
+        + [c for s in ODD for c in grid(kind=["rbf", "poly"], shape=s, dtype=F32, width=None if s[0] % 2 else 2,
+                                        grad=False)]
+        + grid(kind=list(KINDS), shape=(13, 11, 3), dtype=F64, width=2, tensor_param=True)
+        + grid(kind="mix_rbf", shape=(21, 19, 20), dtype=F32, tensor_param=True)
+    )
+    kernel_grad_mv_cases = (
+        grid(kind=list(KINDS), shape=(37, 29, 5), dtype=F32, grad=False)
+        + grid(**CLOSE, grad=False)
+        + grid(kind="mix_rbf", shape=[(1, 1, 1), (17, 33, 1), (5, 3, 40)], dtype=F32, grad=False)
+        + grid(kind=[*TWICE, "rbf_bounded"], shape=(13, 11, 18), dtype=F64, tensor_param=True)
+    )
+
+
 def _dev(*ts):
     return [t.cuda() if CUDA else t for t in ts]
 
@@ -58,34 +91,6 @@ def _randn(*shape, seed=0, grad=False):
 
 
 # ------------------------------------------------------------------------------------------------ kernel_mv values
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernel_mv_float32_matches_reference(kind):
-    """fp32 within 1e-6 of the float64 reference relative to Σ_j |k_ij||v_j|, vector and batched v."""
-    check_kernel_mv(MOD, kind, 37, 29, 5, torch.float32, grad=False)
-    check_kernel_mv(MOD, kind, 37, 29, 5, torch.float32, width=3, grad=False)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=str)
-@pytest.mark.parametrize("kind", ["laplacian", "energy"])
-def test_close_pairs_of_sqrt_kernels(kind, dtype):
-    """Points within 1e-5 of each other far from the origin (d = 20, the tl.dot path): the √t kernels re-form those
-    pairs from exact differences (witness values, their gradients, and the witness gradient) — the expansion's
-    cancellation left errors of 1e-1 relative in float32 gradients before."""
-    check_kernel_mv(MOD, kind, 24, 17, 20, dtype, close=True)
-    check_kernel_grad_mv(MOD, kind, 24, 17, 20, dtype, grad=False, close=True)
-
-
-@pytest.mark.parametrize("block", ["xx", "yy"])
-def test_kernel_mv_block_bounds(block):
-    check_kernel_mv(MOD, "rbf_bounded", 21, 18, 3, torch.float32, width=2, grad=False, block=block)
-
-
-@pytest.mark.parametrize("n,m,d", [(1, 1, 1), (1, 5, 3), (33, 17, 1), (18, 40, 20)])
-@pytest.mark.parametrize("kind", ["rbf", "poly"])
-def test_kernel_mv_odd_shapes(kind, n, m, d):
-    check_kernel_mv(MOD, kind, n, m, d, torch.float32, width=None if n % 2 else 2, grad=False)
 
 
 @pytest.mark.parametrize("kind", ["rbf", "mix_rq", "poly"])
@@ -134,16 +139,6 @@ def test_tensor_core_modes_run(precision):
 # ------------------------------------------------------------------------------------------------ kernel_mv gradients
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernel_mv_gradients_float64(kind):
-    """Gradients in x, y, v and every tensor kernel parameter equal autograd through the reference."""
-    check_kernel_mv(MOD, kind, 13, 11, 3, F64, width=2, grad=True, tensor_param=True)
-
-
-def test_kernel_mv_gradients_float32():
-    check_kernel_mv(MOD, "mix_rbf", 21, 19, 20, torch.float32, grad=True, tensor_param=True)
-
-
 def test_kernel_mv_gradcheck():
     k = make_kernel("rbf", tensor_params=True)
     x, y = _pts(3, 4, 2, F64)
@@ -187,22 +182,6 @@ def test_kernel_mv_parameter_gradient_is_once_differentiable():
 
 
 # ------------------------------------------------------------------------------------------------ kernel_grad_mv
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernel_grad_mv_float32_matches_reference(kind):
-    check_kernel_grad_mv(MOD, kind, 37, 29, 5, torch.float32, grad=False)
-
-
-@pytest.mark.parametrize("n,m,d", [(1, 1, 1), (17, 33, 1), (5, 3, 40)])
-def test_kernel_grad_mv_odd_shapes(n, m, d):
-    check_kernel_grad_mv(MOD, "mix_rbf", n, m, d, torch.float32, grad=False)
-
-
-@pytest.mark.parametrize("kind", [*TWICE, "rbf_bounded"])
-def test_kernel_grad_mv_gradients_float64(kind):
-    """Gradients in x, y (need g''), v and tensor kernel parameters (need ∂g'/∂θ) equal the reference's."""
-    check_kernel_grad_mv(MOD, kind, 13, 11, 18, F64, grad=True, tensor_param=True)
 
 
 @pytest.mark.parametrize("kind", ["laplacian", "energy"])
