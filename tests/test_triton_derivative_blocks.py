@@ -1,4 +1,5 @@
-"""Triton derivative-block products (kernelmmd.ops.triton.derivative_blocks) against the dense float64 reference.
+"""Triton derivative-block products (kernelmmd.ops.triton.derivative_blocks) on the shared backend suite
+(tests/backend_suite.py) plus their own tests against the dense float64 reference. See docs/ARCHITECTURE.md, "Tests".
 
 A·u, diag(A) and columns of A for A = [[K, Gᵀ], [G, H]] (SPEC §2), their gradients in z, u0, u1 and the kernel
 parameters (the z-gradient drives the GCMMD envelope gradient), and the Triton twins of the parameter derivatives of
@@ -22,7 +23,8 @@ from kernelmmd.ops.triton._profiles import (  # noqa: E402
     radial_param_grad_order,
 )
 
-from .backend_suite import TWICE, assert_close, check_a_matvec, check_aux, make_kernel, tensor_params  # noqa: E402
+from ._cases import cases  # noqa: E402
+from .backend_suite import TWICE, AMatvecSuite, AuxSuite, assert_close, grid, make_kernel, tensor_params  # noqa: E402
 from .triton_setup import CUDA, DEVICE, F64, W, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
 
 DB = importlib.import_module("kernelmmd.ops.triton.derivative_blocks")
@@ -91,6 +93,16 @@ class _OnCuda:
 MOD = _OnCuda if CUDA else DB
 
 
+class TestTritonDerivativeBlocks(AMatvecSuite, AuxSuite):
+    """a_matvec's gradients in z (needs g'''), u0, u1 and every tensor kernel parameter against autograd through
+    the reference (d = 20: several output-column chunks), a_diag and a_column, on the shared suite."""
+
+    ops = MOD
+    a_matvec_cases = (grid(kind=list(TWICE), shape=(13, 3), dtype=F64, tensor_param=True)
+                      + grid(kind=["rbf", "mix_rq", "poly"], shape=(19, 20), dtype=F64, tensor_param=True))
+    aux_cases = grid(kind=list(TWICE), shape=(13, 4))
+
+
 # ------------------------------------------------------------------------------------------------ a_matvec values
 
 
@@ -133,17 +145,6 @@ def test_a_matvec_tensor_core_modes_run(precision):
 
 
 # ------------------------------------------------------------------------------------------------ a_matvec gradients
-
-
-@pytest.mark.parametrize("kind", TWICE)
-def test_a_matvec_gradients_float64(kind):
-    """Gradients in z (needs g'''), u0, u1 and every tensor kernel parameter equal autograd through the reference."""
-    check_a_matvec(MOD, kind, 13, 3, F64, grad=True, tensor_param=True)
-
-
-@pytest.mark.parametrize("kind", ["rbf", "mix_rq", "poly"])
-def test_a_matvec_gradients_several_column_chunks(kind):
-    check_a_matvec(MOD, kind, 19, 20, F64, grad=True, tensor_param=True)
 
 
 @pytest.mark.parametrize("kind", ["rbf", "rq", "poly"])
@@ -200,8 +201,7 @@ def test_a_matvec_double_backward():
 
 
 @pytest.mark.parametrize("kind", TWICE)
-def test_a_diag_and_columns_match_reference(kind):
-    check_aux(MOD, kind, 13, 4)
+def test_a_column_float32_inputs(kind):
     z = _zu(7, 3, torch.float32)[0]
     k = make_kernel(kind)
     for idx in (0, 6, 7, 7 + 3 * 4 + 1):
@@ -250,22 +250,10 @@ def _param_eval(t_ptr, o_ptr, p_ptr, N, KIND: tl.constexpr, DOT: tl.constexpr, D
     tl.store(o_ptr + offs, o, mask=m)
 
 
-PARAM_KERNELS = {
-    "rbf": lambda p: km.RBF(p(1.3)),
-    "mix_rbf": lambda p: km.MixRBF([p(1.0), p(2.5)]),
-    "rq": lambda p: km.RQ(p(0.7)),
-    "mix_rq": lambda p: km.MixRQ([p(0.2), p(2.0)]),
-    "laplacian": lambda p: km.Laplacian(p(0.9)),
-    "poly3": lambda p: km.Poly(3, p(0.5), p(1.2)),
-    "poly2": lambda p: km.Poly(2, p(0.3), p(0.1)),
-    "poly1": lambda p: km.Poly(1, p(0.3), p(0.1)),
-}
-
-
-@pytest.mark.parametrize("name", sorted(PARAM_KERNELS))
-def test_param_grad_order_twins(name):
+@pytest.mark.parametrize("kcase", cases("rbf", "mix_rbf", "rq", "mix_rq", "laplacian", "poly", "poly2", "poly1"))
+def test_param_grad_order_twins(kcase):
     """∂g^(k)/∂θ (∂h^(k)/∂θ) of _profiles equal autograd through kernels.py's profile(t, k) in each parameter."""
-    k = PARAM_KERNELS[name](lambda v: torch.tensor(v, dtype=F64, requires_grad=True))
+    name, k = kcase.id, kcase.kernel(tensor_params=True)
     dot = isinstance(k, km.DotKernel)
     t = torch.cat([torch.zeros(1), torch.rand(30, generator=torch.Generator().manual_seed(0)) * 5]).double()
     t = t - 2.0 if dot else t

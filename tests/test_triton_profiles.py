@@ -1,4 +1,5 @@
-"""The Triton profile twins equal the kernels.py profiles at every order and parameter derivative."""
+"""The Triton profile twins (kernelmmd.ops.triton._profiles) equal the kernels.py profiles at every order and parameter
+derivative, for every kernel case of the shared table (tests/_cases.py)."""
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from kernelmmd.ops.triton._profiles import (  # noqa: E402
     radial_param_grad,
     radial_profile,
 )
+
+from ._cases import KERNEL_CASES, case  # noqa: E402
 
 
 @triton.jit
@@ -35,10 +38,8 @@ def _eval(t_ptr, o_ptr, p_ptr, N, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl
     tl.store(o_ptr + offs, o, mask=m)
 
 
-KERNELS = [
-    km.RBF(1.3), km.MixRBF([1.0, 2.5]), km.RQ(0.7), km.MixRQ([0.2, 2.0]), km.Laplacian(0.9), km.Energy(),
-    km.Linear(), km.Poly(3, 0.5, 1.2), km.Poly(2, 0.3, 0.1), km.Poly(0, 0.3, 0.1),
-]
+# rbf_bounded has the rbf profile (kind_id 0; its bounds clamp t before the profile)
+KERNELS = [c.kernel() for c in (*KERNEL_CASES, case("poly2"), case("poly0")) if c.id != "rbf_bounded"]
 
 
 def _device():
