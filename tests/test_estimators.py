@@ -1,4 +1,5 @@
-"""Every estimator of the dense torch backend against the independent float64 numpy reference."""
+"""Every estimator of the dense torch backend against the independent float64 numpy reference, for every kernel
+case of the shared table (tests/_cases.py)."""
 
 import numpy as np
 import pytest
@@ -7,18 +8,9 @@ import torch
 import kernelmmd as km
 
 from . import reference_np as ref
+from ._cases import KINDS, name_params
 
-KERNELS = [
-    ("rbf", {"sigma": 1.3}),
-    ("mix_rbf", {"sigmas": [0.5, 2.0]}),
-    ("rq", {"alpha": 0.7}),
-    ("mix_rq", {"alphas": [0.2, 5.0]}),
-    ("laplacian", {"sigma": 0.8}),
-    ("energy", {}),
-    ("rbf_bounded", {"sigma": 1.0, "lower": 0.25, "upper": 4.0}),
-    ("linear", {}),
-    ("poly", {"degree": 3, "gamma": None, "coef0": 1.0}),
-]
+KERNELS = name_params(*KINDS, "poly_auto")  # poly_auto: γ = 1/d resolved on the data
 SHAPES = [(7, 1), (33, 3), (7, 50)]
 
 
@@ -32,7 +24,7 @@ def _np_params(name, p):
     return {k: v for k, v in p.items() if v is not None}
 
 
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", KERNELS)
 @pytest.mark.parametrize("n,d", SHAPES)
 def test_unbiased_biased_vs_numpy(name, params, n, d):
     x, y = _data(n, d, m=n + 4)
@@ -44,7 +36,7 @@ def test_unbiased_biased_vs_numpy(name, params, n, d):
     np.testing.assert_allclose(float(got_b), ref.mmd2_biased(x, y, name, **p), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", KERNELS)
 def test_single_point_biased_and_witness(name, params):
     x, y = _data(1, 3, m=1)
     p = _np_params(name, params)
@@ -54,7 +46,7 @@ def test_single_point_biased_and_witness(name, params):
         np.testing.assert_allclose(km.witness(x, y, t, name, **params), ref.witness(x, y, t, name, **p), rtol=1e-10)
 
 
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", KERNELS)
 @pytest.mark.parametrize("n,d", SHAPES)
 def test_linear_and_block_vs_numpy(name, params, n, d):
     x, y = _data(n + 1, d)  # even after dropping one
@@ -78,7 +70,7 @@ class _no_warning:
         return False
 
 
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", KERNELS)
 @pytest.mark.parametrize("n,d", [(7, 1), (33, 3), (12, 50)])
 def test_variance_vs_numpy(name, params, n, d):
     x, y = _data(n, d)
@@ -88,7 +80,7 @@ def test_variance_vs_numpy(name, params, n, d):
     np.testing.assert_allclose(var, ref.variance_h1(x, y, name, **p), rtol=1e-8, atol=1e-14)
 
 
-@pytest.mark.parametrize("name,params", [k for k in KERNELS if k[0] != "rbf_bounded"], ids=lambda v: str(v)[:12])
+@pytest.mark.parametrize("name,params", name_params(*KINDS, "poly_auto", exclude=("rbf_bounded",)))
 @pytest.mark.parametrize("n,d", SHAPES)
 def test_witness_and_gradient_vs_numpy(name, params, n, d):
     x, y = _data(n, d, m=n + 2)
@@ -127,7 +119,7 @@ def test_witness_gradient_of_sqrt_kernels_at_close_points(name, d, backend):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", KERNELS)
 def test_kernel_matrix_and_means(name, params):
     x, y = _data(7, 3, m=5)
     p = _np_params(name, params)

@@ -18,6 +18,8 @@ import kernelmmd as km
 from kernelmmd import ops
 from kernelmmd.ops import reference
 
+from ._cases import TWICE, case, name_params
+
 DT = torch.float64
 
 
@@ -90,14 +92,7 @@ def _data(n=5, m=4, M=6, d=3, seed=0, shift=0.4):
     return x, y, z
 
 
-KERNELS = [
-    ("rbf", {"sigma": 1.3}),
-    ("mix_rbf", {"sigmas": [0.6, 2.0]}),
-    ("rq", {"alpha": 0.7}),
-    ("mix_rq", {"alphas": [0.5, 3.0]}),
-    ("linear", {}),
-    ("poly", {"degree": 3, "gamma": 0.4, "coef0": 1.0}),
-]
+KERNELS = [tuple(case(i)) for i in TWICE]  # (name, params) of the twice-differentiable kinds
 EXACT = {"dense": {}, "ichol": {}, "cg": {"tol": 1e-13, "max_iter": 2000}}
 
 
@@ -112,7 +107,7 @@ def mlp(d, s, seed=0, width=16):
 
 
 @pytest.mark.parametrize("solver", list(EXACT))
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", name_params(*TWICE))
 def test_solvers_agree_with_reference(name, params, solver):
     x, y, z = _data()
     want, mmd2b, pbar = ref_gcmmd2(kfun(name, **params), x, y, z, 0.3)
