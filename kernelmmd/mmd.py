@@ -351,6 +351,8 @@ def _deep_witness_grad(x, y, t, k: DeepKernel, backend: str):
             fx, fy = k.features(xt, "x"), k.features(yt, "y")
         g = witness_grad(fx, fy, ft, k.top, backend=backend)  # (T, s), differentiable in ft when keep_graph
         (out,) = torch.autograd.grad(ft, tq, grad_outputs=g.to(ft.dtype), create_graph=keep_graph)
+    if out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()  # half precision inputs give float32 results, as everywhere
     return to_output(out if keep_graph else out.detach(), s.numpy)
 
 

@@ -129,6 +129,7 @@ def jacobian_sqnorm(phi, x, *, create_graph: bool = True):
     s = as_samples(("x", x), any_shape=True)
     (xt,) = s.tensors
     _, J = _features_and_jacobian(phi, xt, create_graph)
+    J = J.to(_out_dtype(J))  # a half-precision critic: the squares summed and returned in float32
     return to_output((J * J).sum((1, 2)), s.numpy)
 
 
