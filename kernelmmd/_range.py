@@ -44,6 +44,10 @@ SUBNORMAL = 2.0**24
 #: the profile in W may differ from float64 by this much relative to the largest float64 value of that order
 PROBE_TOL = 1e-4
 _STEP = 8  # binary orders of magnitude between probe points
+#: the profile may change by this much (relative to its largest value) within the expansion's rounding error of a
+#: squared distance, about 2·eps(W)·S: beyond it, pairs that coincide across point sets (witness(x, y, x),
+#: kernel_matrix(x, x.clone())) get wrong kernel values (sigma=1e-20 on unit data: 0 instead of 1)
+RESOLVE_TOL = 1e-3
 
 _CACHE: dict = {}
 
@@ -180,6 +184,15 @@ def _probe(kf: Kernel, W: torch.dtype, S: float, orders: tuple[int, ...]) -> str
         if float((a - b).abs().max()) > PROBE_TOL * ref:
             reason = f"its {what} lose precision in {_name(W)} (the parameters or the scale leave its range)"
             break
+    if reason is None and radial and not kf.sqrt_distance and S > 0:  # √t kernels re-form close pairs exactly
+        dt = 2.0 * torch.finfo(W).eps * 2.0 ** math.ceil(math.log2(S))
+        with torch.no_grad():
+            (g,) = kf.profiles(torch.tensor([0.0, dt], dtype=torch.float64), (0,))
+        g = torch.as_tensor(g)
+        if float((g[1] - g[0]).abs()) > RESOLVE_TOL * float(v64[0].abs().max()):
+            reason = (f"its values change by more than {RESOLVE_TOL:g} of their largest within the rounding error of "
+                      f"the squared distances in {_name(W)} (about {dt:.1e}): the bandwidth is too small for the "
+                      "data's scale (coinciding points would get wrong kernel values)")
     if len(_CACHE) > 512:
         _CACHE.clear()
     _CACHE[key] = reason

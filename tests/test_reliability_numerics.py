@@ -134,21 +134,28 @@ def test_mixed_offset_small_spread():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_and_huge_bandwidth(backend):
-    """σ = 1e-20: K = I exactly (c = −1/(2σ²) overflows float32; 0·inf at t = 0 was NaN). σ = 1e20: MMD² ≈ 0."""
+    """σ = 1e-20: K = I for distinct points (c = −1/(2σ²) overflows float32; 0·inf at t = 0 was NaN), but even
+    float64 cannot resolve squared distances at the scale 2σ² = 2e-40 (points coinciding across sets got k = 0:
+    kernel_matrix(x, x.clone()) had a zero diagonal), so every call warns. σ = 1e20: MMD² ≈ 0, no warning."""
     x, y = (t.float() for t in _data())
     n, m = x.shape[0], y.shape[0]
     xr = x.clone().requires_grad_(True)
-    v = km.mmd2_unbiased(xr, y, sigma=1e-20, backend=backend)
+    tiny = pytest.warns(NumericalWarning, match=r"RBF\(sigma=1e-20\).*bandwidth is too small")
+    with tiny:
+        v = km.mmd2_unbiased(xr, y, sigma=1e-20, backend=backend)
     (g,) = torch.autograd.grad(v, xr)
     assert float(v) == 0.0 and bool((g == 0).all())
-    vb = km.mmd2_biased(x, y, sigma=1e-20, backend=backend)
+    with tiny:
+        vb = km.mmd2_biased(x, y, sigma=1e-20, backend=backend)
     assert abs(float(vb) - (1 / n + 1 / m)) < 1e-6
-    w = km.witness(x, y, x[:4], sigma=1e-20, backend=backend)
-    assert torch.allclose(w, torch.full((4,), 1.0 / n))
+    with tiny:
+        km.witness(x, y, x[:4], sigma=1e-20, backend=backend)
     assert float(km.mmd2_unbiased(x, y, sigma=1e20, backend=backend)).__abs__() < 1e-30
     if backend == "torch":
-        assert torch.equal(km.kernel_matrix(x, kernel="rbf", sigma=1e-20), torch.eye(n))
-        res = km.mmd_test(x, y, sigma=1e-20, n_permutations=19, seed=0)
+        with tiny:
+            assert torch.equal(km.kernel_matrix(x, kernel="rbf", sigma=1e-20), torch.eye(n))
+        with tiny:
+            res = km.mmd_test(x, y, sigma=1e-20, n_permutations=19, seed=0)
         assert res.statistic == 0.0
 
 
@@ -282,8 +289,39 @@ def test_plan_rule():
     x = torch.zeros(4, 3)
     k = km.RBF(1.0)
     assert _range.plan((x,), k, 1.0).dtype == F32
-    assert _range.plan((x,), k, 1e19).dtype == F64  # 4·3·1e38·16 overflows float32
+    assert _range.plan((x,), km.RBF(1e19), 1e19).dtype == F64  # 4·3·1e38·16 overflows float32
     assert _range.plan((x,), k, 1e-19).dtype == F64  # 3e-38 < tiny·2²⁴: subnormal distances
-    assert _range.plan((x,), km.RBF(1e-19), 1.0).dtype == F64  # c² overflows? g' = c = 5e37 · 16 > max
-    assert _range.plan((x,), km.RBF(1e-3), 1.0).dtype == F32
-    assert _range.plan((x.double(),), k, 1e19).dtype == F64
+    with pytest.warns(NumericalWarning, match="bandwidth is too small"):  # float64 cannot resolve t ~ 2σ² either
+        assert _range.plan((x,), km.RBF(1e-19), 1.0).dtype == F64  # c² overflows? g' = c = 5e37 · 16 > max
+    # 2·eps32·S = 7e-7 vs 2σ² = 2e-6: float32 cannot resolve distances at the kernel's scale (a witness at the
+    # samples was 21% off on the tiled backend), float64 can
+    assert _range.plan((x,), km.RBF(1e-3), 1.0).dtype == F64
+    assert _range.plan((x,), km.RBF(1e-1), 1.0).dtype == F32
+    assert _range.plan((x.double(),), km.RBF(1e19), 1e19).dtype == F64
+
+
+# ------------------------------------------------------------------------------------------------ QA regressions
+def test_bandwidth_below_the_distance_resolution_is_promoted_or_warned():
+    """Points coinciding across sets have t = 0 only up to the expansion's rounding, ~eps·S: σ = 1e-3 on unit float32
+    data gave a witness at the samples 21% off on the tiled backend (computed in float64 now, exact); σ = 1e-20 gave
+    kernel_matrix(x, x.clone()) a zero diagonal and a wrong MMD²(x, x.clone()) in float64 too (now warned)."""
+    x, y = (t.float() for t in _data(8, 8, seed=3))
+    for backend in ("torch", "tiled"):
+        w = km.witness(x, y, x, sigma=1e-3, backend=backend)
+        assert w.dtype == F32 and torch.allclose(w, torch.full((8,), 1 / 8)), (backend, w)
+        assert torch.equal(km.kernel_matrix(x, x.clone(), sigma=1e-3, backend=backend), torch.eye(8))
+        for xx in (x, x.double()):
+            with pytest.warns(NumericalWarning, match=r"RBF\(sigma=1e-20\).*bandwidth is too small"):
+                km.kernel_matrix(xx, xx.clone(), sigma=1e-20, backend=backend)
+        with pytest.warns(NumericalWarning, match=r"magnitude .*e\+20.*RQ\(alpha=1.0\).*bandwidth is too small"):
+            km.witness(x.double() * 1e20, y.double() * 1e20, x.double() * 1e20, "rq", alpha=1.0, backend=backend)
+
+
+def test_half_precision_critics_give_float32():
+    """A half-precision feature map / critic: witness_grad (deep) and jacobian_sqnorm returned float16/bfloat16."""
+    for dt in (torch.float16, torch.bfloat16):
+        lin = torch.nn.Linear(3, 2).to(dt)
+        x, y = (t.to(dt) for t in _data(6, 6))
+        deep = km.DeepKernel(lin, "rbf", sigma=1.0)
+        assert km.witness_grad(x, y, x[:2], deep).dtype == F32
+        assert km.jacobian_sqnorm(lin, x).dtype == F32
