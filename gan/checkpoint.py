@@ -29,6 +29,7 @@ import io
 import os
 import random
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,8 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     if path.is_dir():
         raise CheckpointError(path, "is a directory, not a checkpoint file")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open forever
+            raise CheckpointError(path, "is not a regular file (a FIFO, socket or device), not a checkpoint file")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
@@ -205,13 +208,24 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0 or \
             not isinstance(state["config"], dict) or not isinstance(state["generator"], dict):
         raise CheckpointError(path, "is not a gan.train checkpoint (bad 'step', 'config' or 'generator' entry)")
+    z, z_dim = state["fixed_z"], state["config"].get("z_dim")
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or (isinstance(z_dim, int) and z.shape[1] != z_dim):
+        raise CheckpointError(path, "is damaged (its 'fixed_z' is not a (n, z_dim) tensor)")
+    for part in ("generator", "critic"):
+        bad = next((k for k, v in state[part].items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                    and not bool(torch.isfinite(v).all())), None) if isinstance(state[part], dict) else None
+        if bad is not None:  # save never writes these (training stops on non-finite weights first)
+            raise CheckpointError(path, f"is damaged (non-finite values in the {part}'s {bad!r})")
     state.pop(_MARK, None)
     return state
 
 
-def newest_intact(run_dir: str | os.PathLike, map_location="cpu") -> tuple[Path, dict, list[CheckpointError]]:
-    """The newest checkpoint of the run that :func:`load` accepts: (path, state, the errors of the newer, damaged
-    ones, newest first). The caller decides how to report those (a warning naming each file).
+def newest_intact(run_dir: str | os.PathLike, map_location="cpu", check=None) -> tuple[Path, dict,
+                                                                                      list[CheckpointError]]:
+    """The newest checkpoint of the run that :func:`load` accepts, that holds the step its name says, and that
+    ``check(path, state)`` (if given; it raises :class:`CheckpointError`, e.g. for another run's checkpoint) accepts:
+    (path, state, the errors of the newer, damaged ones, newest first). The caller decides how to report those (a
+    warning naming each file).
 
     Raises:
         FileNotFoundError: the run has no checkpoint file.
@@ -221,9 +235,15 @@ def newest_intact(run_dir: str | os.PathLike, map_location="cpu") -> tuple[Path,
     if not found:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(run_dir)}")
     damaged: list[CheckpointError] = []
-    for _, p in reversed(found):
+    for step, p in reversed(found):
         try:
-            return p, load(p, map_location), damaged
+            state = load(p, map_location)
+            if state["step"] != step:  # a copied or renamed file: resuming it would redo or skip steps
+                raise CheckpointError(p, f"holds step {state['step']}, not the step {step} of its name (renamed or "
+                                         "copied?)")
+            if check is not None:
+                check(p, state)
+            return p, state, damaged
         except (CheckpointError, FileNotFoundError) as e:  # FileNotFoundError: removed meanwhile
             damaged.append(e if isinstance(e, CheckpointError) else CheckpointError(p, "disappeared"))
     detail = "; ".join(f"{e.path.name} {e.reason.split(' (')[0]}" for e in damaged)

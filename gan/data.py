@@ -119,6 +119,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
+    if not 1 <= ndim <= 4:  # IDX data sets hold labels (1), images (3) or at most 4 dimensions
+        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()}: {ndim} dimensions)")
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
@@ -185,10 +187,14 @@ def _load_idx_dir(name: str, directories: list[Path], split: str, tried: list[st
         if img is None:
             continue
         images = read_idx(img)
-        if images.ndim != 3:
-            raise ValueError(f"{img}: expected an image array (n, height, width), got shape {images.shape}")
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or images.shape[0] == 0:
+            raise ValueError(f"{img}: expected an image array of {name} images, shape (n >= 1, 28, 28), got "
+                             f"{images.shape}")
         lab = _find(d, [_IDX_LABELS[split], _IDX_LABELS[split].replace("-idx1-", ".idx1-")], [])
         labels = torch.from_numpy(read_idx(lab).astype(np.int64)) if lab is not None else None
+        if labels is not None and tuple(labels.shape) != (images.shape[0],):
+            raise ValueError(f"{lab}: expected {images.shape[0]} labels (one per image in {img.name}), got shape "
+                             f"{tuple(labels.shape)}")
         x = torch.from_numpy(images.copy())[:, None]  # (N, 1, H, W) uint8
         return ImageData(name, x, labels, str(img))
     return None

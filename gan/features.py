@@ -374,13 +374,25 @@ def main(argv: list[str] | None = None) -> int:
     if data.labels is None:
         print(f"error: {data.source} has no labels file; a classifier needs labels", file=sys.stderr)
         return 2
-    model, info = train_classifier(data.images, data.labels, epochs=args.epochs, batch_size=args.batch_size,
-                                   lr=args.lr, test_fraction=args.test_fraction, seed=args.seed, width=args.width,
-                                   device=args.device,
-                                   progress=args.progress)
+    if data.images.shape[0] < 2:
+        print(f"error: {data.source} holds {data.images.shape[0]} image(s); a classifier needs at least 2",
+              file=sys.stderr)
+        return 2
+    try:
+        model, info = train_classifier(data.images, data.labels, epochs=args.epochs, batch_size=args.batch_size,
+                                       lr=args.lr, test_fraction=args.test_fraction, seed=args.seed, width=args.width,
+                                       device=args.device,
+                                       progress=args.progress)
+    except ValueError as e:  # images or labels of the wrong shape or range
+        print(f"error: {data.source}: {e}", file=sys.stderr)
+        return 2
     info.update({"data": args.data, "source": data.source, "seed": args.seed})
     out = Path(args.out) if args.out else default_weights_path(args.data)
-    save_classifier(model.cpu(), out, info)
+    try:
+        save_classifier(model.cpu(), out, info)
+    except OSError as e:
+        print(f"error: --out {out}: cannot save the weights ({e.strerror or e})", file=sys.stderr)
+        return 2
     print(f"LeNet on {args.data}: test accuracy {100 * info['test_accuracy']:.2f}% on {info['n_test']} held-out "
           f"images (train {100 * info['train_accuracy']:.2f}% on {info['n_train']}), {info['seconds']} s; "
           f"saved {out}")

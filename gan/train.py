@@ -165,6 +165,10 @@ class Config:
         _check_choice("sn", c.sn, SN_MODES)
         if c.out is None:
             c.out = str(Path("runs") / f"{c.loss}-{c.data}")
+        if not str(c.out).strip():  # Path("") is the current directory: a run would litter it
+            raise ValueError("--out must name a run directory, got an empty string")
+        if isinstance(c.seed, int) and not -(2**63) <= c.seed < 2**63:
+            raise ValueError(f"seed must be a 64-bit integer, got {c.seed}")
         for name, minimum in (("steps", 1), ("batch_size", 2), ("critic_steps", 0), ("start_critic_steps", 0),
                               ("z_dim", 1), ("width", 1), ("log_every", 1), ("sample_every", 1),
                               ("checkpoint_every", 1), ("keep", 1)):
@@ -642,6 +646,20 @@ def _config_for_resume(cfg: Config, explicit: set[str]) -> Config:
     return out
 
 
+def _of_this_run(settings: dict, config_json: Path):
+    """A ``check`` for :func:`gan.checkpoint.newest_intact`: the checkpoint's settings equal the run's config.json
+    (but for the :data:`RESUMABLE` ones) — else it is another run's checkpoint, or config.json was edited."""
+    def check(path, state):
+        for k, v in state["config"].items():
+            if k in RESUMABLE or k not in settings:
+                continue
+            if json.loads(json.dumps(v, default=str)) != json.loads(json.dumps(settings[k], default=str)):
+                raise ckpt.CheckpointError(path, f"differs from the run's {config_json} (its {k} is {v!r}, "
+                                                 f"config.json's {settings[k]!r}: another run's checkpoint, or an "
+                                                 "edited config.json)")
+    return check
+
+
 def _pick_checkpoint(cfg: Config, run_dir: Path) -> tuple[Path | None, dict | None]:
     """Process 0: the checkpoint to resume from and its verified state — the newest intact one; newer damaged ones
     are renamed ``*.damaged`` with a warning — or (None, None) for a new run. Also removes stale temporary files."""
@@ -659,7 +677,8 @@ def _pick_checkpoint(cfg: Config, run_dir: Path) -> tuple[Path | None, dict | No
     if not cfg.resume:
         return None, None
     try:
-        latest, state, damaged = ckpt.newest_intact(run_dir)
+        latest, state, damaged = ckpt.newest_intact(
+            run_dir, check=_of_this_run(dataclasses.asdict(cfg), run_dir / "config.json"))
     except FileNotFoundError:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}") from None
     except ckpt.CheckpointError as e:
@@ -759,7 +778,7 @@ def _train(cfg: Config, info: distributed.DistInfo, callbacks: tuple, verbose: b
             loaded = state if state is not None else ckpt.load(latest)
             try:
                 run.load_state_dict(loaded, callbacks)
-            except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
+            except (AttributeError, KeyError, IndexError, RuntimeError, TypeError, ValueError) as e:
                 raise ckpt.CheckpointError(latest, f"does not fit the run in {run_dir} (did its config.json or the "
                                            f"code change?): {ckpt._first_line(e)}") from None
 
@@ -896,15 +915,17 @@ def _load_generator(run_dir, *, device="cpu", checkpoint=None, stacklevel: int =
     if checkpoint is not None:
         path = Path(checkpoint)
         state = ckpt.load(path)
+        saved, _ = read_run_config(run_dir)
     else:
+        saved, _ = read_run_config(run_dir)
         try:
-            path, state, damaged = ckpt.newest_intact(run_dir)
+            path, state, damaged = ckpt.newest_intact(
+                run_dir, check=_of_this_run(saved["config"], Path(run_dir) / "config.json"))
         except FileNotFoundError:
             raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}") from None
         for e in damaged:
             warnings.warn(f"{e}; using the newest intact checkpoint, {path.name}", ckpt.DamagedFileWarning,
                           stacklevel=stacklevel)
-    saved, _ = read_run_config(run_dir)
     try:
         cfg = Config(**state["config"])
         loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight, rep_lam=cfg.rep_lam)

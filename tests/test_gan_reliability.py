@@ -481,3 +481,91 @@ def test_kid_subset_size_equal_to_the_sample_count_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         E.evaluate_generator(_Half(), real, lambda x: x, 40, subset_size=20, **kw)
+
+
+# ------------------------------------------------------- QA round 2: intact files that are not this run's state
+
+
+def _foreign(run_dir, step, **changes):
+    """Checkpoint ``step`` rewritten with a valid checksum but altered contents (another run's, or edited)."""
+    state = ckpt.load(ck(run_dir, step))
+    for k, v in changes.items():
+        if k == "config":
+            state["config"] = {**state["config"], **v}
+        else:
+            state[k] = v
+    return state
+
+
+@pytest.mark.parametrize("case", ["another run", "renamed", "fifo", "nan weights", "bad fixed_z", "step in name"])
+def test_resume_skips_intact_files_that_are_not_this_runs_state(case, run):
+    path = ck(run, 4)
+    if case == "another run":  # same step, checksum fine, but the seed of another run
+        state, expect = _foreign(run, 4, config={"seed": 7}), "differs from the run's"
+        path.unlink()
+        ckpt.save_atomic(state, run, 4)
+    elif case == "renamed":  # an older checkpoint copied over the newest name
+        shutil.copy(ck(run, 2), path)
+        expect = "holds step 2, not the step 4 of its name"
+    elif case == "fifo":  # opening it would block forever
+        path.unlink()
+        os.mkfifo(path)
+        expect = "is not a regular file"
+    else:  # older checkpoints (no checksum trailer) with damaged contents
+        state = ckpt.load(path)
+        gen = {k: v * float("nan") for k, v in state["generator"].items()}
+        state.update({"nan weights": {"generator": gen}, "bad fixed_z": {"fixed_z": torch.zeros(3, 1)},
+                      "step in name": {"step": 1000}}[case])
+        torch.save(state, path)
+        expect = {"nan weights": "non-finite values in the generator", "bad fixed_z": "'fixed_z' is not a (n, z_dim)",
+                  "step in name": "holds step 1000"}[case]
+    with pytest.warns(DamagedFileWarning) as caught:
+        assert resume(run)["step"] == 6
+    (warned,) = [str(w.message) for w in caught if issubclass(w.category, DamagedFileWarning)]
+    assert expect in warned and str(path) in warned, warned
+    assert "resuming from the newest intact checkpoint, ckpt_00000003.pt" in warned
+    assert [r["step"] for r in rows(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_edited_config_json_is_never_resumed_silently(run, capsys):
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["config"]["lr"] = 0.5  # valid, but not the settings the checkpoints were trained with
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["--out", str(run), *RESUME]) == 2
+    one_error_line(capsys.readouterr().err, "--resume: no intact checkpoint", "differs from the run's")
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 3, 4]  # nothing renamed
+    with pytest.raises(CheckpointError, match="differs from the run's"):
+        load_generator(run)
+
+
+def test_empty_out_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["--data", "gaussians-2d", "--steps", "1", "--out", "", "--no-progress"])
+    assert e.value.code == 2
+    one_error_line(capsys.readouterr().err, "--out must name a run directory")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
+
+
+@pytest.mark.parametrize("case", ["32x32 images", "7 labels for 8 images", "no images"])
+@pytest.mark.parametrize("module", ["train", "features"])
+def test_idx_files_of_the_wrong_shape_are_one_clear_error(case, module, tmp_path, capsys):
+    from gan import features
+
+    write_mnist(tmp_path / "data", n=8, gz=True)
+    images, labels = tmp_path / "data" / "train-images-idx3-ubyte", tmp_path / "data" / "train-labels-idx1-ubyte"
+    if case == "32x32 images":
+        write_idx(images, np.zeros((8, 32, 32), np.uint8), gz=True)
+    elif case == "no images":
+        write_idx(images, np.zeros((0, 28, 28), np.uint8), gz=True)
+        write_idx(labels, np.zeros((0,), np.uint8), gz=True)
+    else:
+        write_idx(labels, np.zeros((7,), np.uint8), gz=True)
+    data = ["--data", "mnist", "--data-dir", str(tmp_path / "data"), "--no-progress"]
+    if module == "train":
+        code = main([*data, "--steps", "1", "--batch-size", "4", "--width", "2", "--z-dim", "2", "--out",
+                     str(tmp_path / "out")])
+    else:
+        code = features.main([*data, "--epochs", "1", "--out", str(tmp_path / "lenet.pt")])
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "labels" if "labels" in case else "expected an image array")
