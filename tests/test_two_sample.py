@@ -12,6 +12,7 @@ from kernelmmd import two_sample as ts
 from kernelmmd.ops.types import BlockStats
 
 from . import reference_np as ref
+from ._cases import name_params
 
 ALPHA = 0.05
 
@@ -37,14 +38,7 @@ def _data(n, d, m=None, seed=0, shift=0.0, scale=1.0):
 
 
 # ------------------------------------------------------------------------------------ permutation statistics
-KERNELS = [
-    ("rbf", {"sigma": 1.3}),
-    ("laplacian", {"sigma": 0.8}),
-    ("energy", {}),
-    ("mix_rq", {"alphas": [0.2, 5.0]}),
-    ("poly", {"degree": 3, "gamma": None, "coef0": 1.0}),
-    ("linear", {}),
-]
+KERNELS = name_params("rbf", "laplacian", "energy", "mix_rq", "poly_auto", "linear")
 
 
 def _documented_splits(seed, N, n, B):
@@ -53,7 +47,7 @@ def _documented_splits(seed, N, n, B):
     return [torch.randperm(N, generator=g)[:n].numpy() for _ in range(B)]
 
 
-@pytest.mark.parametrize("name,params", KERNELS, ids=[k[0] for k in KERNELS])
+@pytest.mark.parametrize("name,params", KERNELS)
 @pytest.mark.parametrize("n,m,d", [(7, 9, 3), (5, 5, 1), (12, 4, 17)])
 def test_permutation_statistics_match_brute_force(name, params, n, m, d):
     x, y = _data(n, d, m, shift=0.4)
