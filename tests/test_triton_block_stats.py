@@ -1,4 +1,6 @@
-"""Triton block statistics (kernelmmd.ops.triton.block_stats) against the dense float64 reference.
+"""Triton block statistics (kernelmmd.ops.triton.block_stats) against the dense float64 reference, on the kernel
+cases of the shared table (tests/_cases.py), with the shared backend suite's close-pair check. See
+docs/ARCHITECTURE.md, "Tests".
 
 Without CUDA the kernels run through the Triton interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1), with
 16-wide tiles so that small shapes still cover several tiles, partial tiles, the triangular schedule and the
@@ -15,7 +17,8 @@ pytest.importorskip("triton")
 import kernelmmd as km  # noqa: E402
 from kernelmmd.ops import reference as ref  # noqa: E402
 
-from .backend_suite import check_block_stats  # noqa: E402
+from ._cases import KINDS, NO_PARAMS, case  # noqa: E402
+from .backend_suite import BlockStatsSuite, grid, tensor_params  # noqa: E402
 
 bs = importlib.import_module("kernelmmd.ops.triton.block_stats")  # the module (the package re-exports the function)
 
@@ -24,20 +27,8 @@ DEVICE = "cuda" if CUDA else "cpu"
 SMALL = bs.LaunchConfig(block_m=16, block_n=16, block_k=16, block_d=16, chunk_d=16, split=1)
 FIELDS = ("sxx", "syy", "sxy", "dxx", "dyy", "rxx", "ryy", "rxy", "cxy", "qxx", "qyy", "qxy")
 
-# kernel factories: p is the (float or tensor) parameter that gradient tests differentiate
-KERNELS = {
-    "rbf": lambda p: km.RBF(p * 1.3),
-    "mix_rbf": lambda p: km.MixRBF([p, 2.5]),
-    "rq": lambda p: km.RQ(p * 0.7),
-    "mix_rq": lambda p: km.MixRQ([p * 0.4, 2.0]),
-    "rbf_bounded": lambda p: km.RBFBounded(p, 0.3, 2.0),
-    "rbf_bounded_rep": lambda p: km.RBFBounded(p, 0.3, 2.0, xx="upper", yy="lower", xy=None),
-    "laplacian": lambda p: km.Laplacian(p * 0.9),
-    "energy": lambda p: km.Energy(),
-    "linear": lambda p: km.Linear(),
-    "poly": lambda p: km.Poly(3, p * 0.5, 1.2),
-}
-NO_PARAMS = ("energy", "linear")
+# the kernel cases of the shared table, and the bounded RBF with the repulsive bounds (upper in K_XX)
+NAMES = [*KINDS, "rbf_bounded_rep"]
 
 
 @pytest.fixture(autouse=True)
@@ -81,19 +72,19 @@ def _assert_stats(st, want, scales, rtol, fields=FIELDS):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("n,m,d", [(37, 29, 3), (33, 18, 21), (1, 6, 2)], ids=["direct", "dot", "n1"])
 def test_forward_float32_matches_reference(name, n, m, d):
-    k = KERNELS[name](1.0)
+    k = case(name).kernel()
     x, y = _data(n, m, d, torch.float32)
     st = bs.block_stats(x, y, k, variance=True)
     want = ref.block_stats(x.double(), y.double(), k, variance=True)
     _assert_stats(st, want, _scales(x, y, k), 1e-6)
 
 
-@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_forward_float64_matches_reference(name):
-    k = KERNELS[name](1.0)
+    k = case(name).kernel()
     x, y = _data(21, 34, 19)
     st = bs.block_stats(x, y, k, variance=True)
     _assert_stats(st, ref.block_stats(x, y, k, variance=True), _scales(x, y, k), 1e-13)
@@ -102,7 +93,7 @@ def test_forward_float64_matches_reference(name):
 @pytest.mark.parametrize("name", ["rbf", "rbf_bounded", "energy", "poly"])
 def test_triangular_schedule_without_variance(name):
     """variance=False visits only tiles on and above the diagonal of K_XX / K_YY; the sums must not change."""
-    k = KERNELS[name](1.0)
+    k = case(name).kernel()
     x, y = _data(50, 35, 4)
     st = bs.block_stats(x, y, k)
     assert st.rxx is None and st.qxy is None and st.cxy is None
@@ -115,7 +106,7 @@ def test_large_dimension(name, monkeypatch):
     """d = 3000 with a few points: many K chunks and several output column chunks in the backward."""
     if not CUDA:
         monkeypatch.setattr(bs, "launch_config", lambda *a, **k: bs.LaunchConfig(16, 16, 64, 64, 1024, split=1))
-    k = KERNELS[name](1.0)
+    k = case(name).kernel()
     x, y = _data(5, 4, 3000, torch.float32)
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
     x, y = x.requires_grad_(), y.requires_grad_()
@@ -150,7 +141,7 @@ def test_far_from_origin(name):
     """Data far from the origin: t is formed on centred points (the energy kernel's norm terms on the raw ones)."""
     x, y = _data(30, 25, 20)
     x, y = (x + 40.0).float(), (y + 40.0).float()
-    k = KERNELS[name](1.0)
+    k = case(name).kernel()
     xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
     st, want = bs.block_stats(xg, yg, k, variance=True), ref.block_stats(xr, yr, k, variance=True)
@@ -196,14 +187,15 @@ def test_coincident_points_direct_path():
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("kind", ["laplacian", "energy"])
-def test_close_pairs_of_sqrt_kernels(kind, dtype):
-    """Points within 1e-5 of each other far from the origin (d = 20, the tl.dot path): the √t kernels re-form those
-    pairs' t and gradient shares from exact differences (before: 4e-6 relative errors in float32 sums, 1e-1 in
-    float32 gradients, 1e-5 in float64 gradients), with and without the variance statistics."""
-    for variance in (False, True):
-        check_block_stats(bs, kind, 24, 17, 20, dtype, variance, close=True)
+class TestTritonBlockStats(BlockStatsSuite):
+    """The shared block_stats check on the √t kernels' close pairs: points within 1e-5 of each other far from the
+    origin (d = 20, the tl.dot path) whose t and gradient shares are re-formed from exact differences (before: 4e-6
+    relative errors in float32 sums, 1e-1 in float32 gradients, 1e-5 in float64 gradients), with and without the
+    variance statistics."""
+
+    ops = bs
+    block_stats_cases = grid(kind=["laplacian", "energy"], shape=(24, 17, 20), dtype=[torch.float32, torch.float64],
+                             variance=[False, True], close=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -222,23 +214,24 @@ def _combination(n, m, seed=1):
 
 
 def _grads(backend, name, x0, y0, loss):
+    """Gradients in x, y and each tensor parameter of the kernel."""
     x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
-    p = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
-    st = backend.block_stats(x, y, KERNELS[name](p), variance=True)
-    return torch.autograd.grad(loss(st), (x, y, p), allow_unused=True)
+    k = case(name).kernel(tensor_params=True)
+    st = backend.block_stats(x, y, k, variance=True)
+    return torch.autograd.grad(loss(st), (x, y, *tensor_params(k)), allow_unused=True)
 
 
-@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("n,m,d", [(23, 18, 3), (20, 31, 18)], ids=["direct", "dot"])
 def test_gradients_float64_match_reference(name, n, m, d):
-    """∇ of a random combination of every statistic in x, y and the kernel parameter."""
+    """∇ of a random combination of every statistic in x, y and the kernel parameters."""
     x, y = _data(n, m, d)
     loss = _combination(n, m)
     got, want = _grads(bs, name, x, y, loss), _grads(ref, name, x, y, loss)
-    for g, e, what in zip(got, want, ("x", "y", "param")):
-        if what == "param" and name in NO_PARAMS:
-            assert g is None and e is None
-            continue
+    assert len(got) == len(want) == 2 + len(case(name).kernel(tensor_params=True).scalar_params())
+    if name in NO_PARAMS:
+        assert len(got) == 2
+    for g, e, what in zip(got, want, ("x", "y", "param0", "param1")):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10 * float(e.abs().max()), msg=what)
 
 
@@ -246,10 +239,10 @@ def test_gradients_float64_match_reference(name, n, m, d):
 def test_gradients_float32_match_float64_reference(name):
     x, y = _data(29, 26, 12)
     loss = _combination(29, 26)
-    p = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    k = case(name).kernel(tensor_params=True)
     x32, y32 = x.float().requires_grad_(), y.float().requires_grad_()
-    st = bs.block_stats(x32, y32, KERNELS[name](p), variance=True)
-    got = torch.autograd.grad(loss(st), (x32, y32, p), allow_unused=True)
+    st = bs.block_stats(x32, y32, k, variance=True)
+    got = torch.autograd.grad(loss(st), (x32, y32, *tensor_params(k)), allow_unused=True)
     want = _grads(ref, name, x, y, loss)
     for g, e in zip(got, want):
         if e is None:
@@ -275,14 +268,14 @@ def test_gradcheck_same_block(name):
     """gradcheck of the within-sample Function (one launch per evaluation): S, weighted row sums and Q."""
     a, _ = _data(5, 1, 2, seed=3)
     a.requires_grad_()
-    p = torch.tensor(1.1, dtype=torch.float64, device=DEVICE, requires_grad=name not in NO_PARAMS)
+    k = case(name).kernel(tensor_params=True)  # its parameters are perturbed in place by gradcheck
     w = torch.linspace(-1, 1, 5, dtype=torch.float64, device=DEVICE)
 
-    def f(a, p):
-        s, r, q = bs.same_block_stats(a, KERNELS[name](p), "yy", rows=True)
+    def f(a, *ps):
+        s, r, q = bs.same_block_stats(a, k, "yy", rows=True)
         return torch.stack([s, (w * r).sum(), q])
 
-    assert torch.autograd.gradcheck(f, (a, p), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(f, (a, *tensor_params(k)), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["rbf", "rq", "rbf_bounded", "laplacian", "linear"])
@@ -291,15 +284,15 @@ def test_gradcheck_cross_block(name):
     a, b = _data(4, 3, 2, seed=4)
     a.requires_grad_()
     b.requires_grad_()
-    p = torch.tensor(0.9, dtype=torch.float64, device=DEVICE, requires_grad=name not in NO_PARAMS)
+    k = case(name).kernel(tensor_params=True)  # its parameters are perturbed in place by gradcheck
     wr = torch.tensor([0.3, -1.0, 0.5, 2.0], dtype=torch.float64, device=DEVICE)
     wc = torch.tensor([1.0, -0.7, 0.2], dtype=torch.float64, device=DEVICE)
 
-    def f(a, b, p):
-        s, r, c, q = bs.cross_block_stats(a, b, KERNELS[name](p), rows=True)
+    def f(a, b, *ps):
+        s, r, c, q = bs.cross_block_stats(a, b, k, rows=True)
         return torch.stack([s, (wr * r).sum() + (wc * c).sum(), q])
 
-    assert torch.autograd.gradcheck(f, (a, b, p), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(f, (a, b, *tensor_params(k)), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 def test_double_backward_raises():
@@ -364,7 +357,7 @@ def test_errors():
 def test_gpu_compiled_matches_reference(name, n, m, d):
     torch.backends.cuda.matmul.allow_tf32 = False
     x, y = _data(n, m, d, torch.float32)
-    k = KERNELS[name](1.0)
+    k = case(name).kernel()
     _assert_stats(bs.block_stats(x, y, k, variance=True), ref.block_stats(x.double(), y.double(), k, variance=True),
                   _scales(x, y, k), 1e-6)
     xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
