@@ -10,8 +10,11 @@ and resolves the kernel; then :func:`compute` decides the dtype the kernel value
   (3) the kernel's profile (g at t, or h at u, orders 0–1, or 0–2 for the derivative-block / SMMD / GCMMD calls)
   evaluated in W at a grid of points spanning [0, 4S] (resp. [−S, S]; powers of two 2⁸ apart, from the top of the range
   down to tiny(W)·2²⁴, plus 0) is finite where float64 is, within 1e-4 of the largest float64 value of that order,
-  and below max(W)/16 (so the float64 sums cast back to W stay finite). The grid is evaluated with the kernel's
-  parameters as floats (tensor parameters read with one host sync), on CPU; its verdict is cached per
+  and below max(W)/16 (so the float64 sums cast back to W stay finite); and (4) for a radial kernel whose squared
+  distances come from the expansion (all but the √t kernels, which re-form close pairs from differences), g changes
+  by at most ``RESOLVE_TOL`` of its largest value over the expansion's rounding error 2·eps(W)·S (else points that
+  coincide across point sets, as in ``witness(x, y, x)``, get wrong kernel values). The grid is evaluated with the
+  kernel's parameters as floats (tensor parameters read with one host sync), on CPU; its verdict is cached per
   (kernel, W, binary exponent of S, orders).
 * float32 not safe, float64 safe: the call computes in float64 (tensors ``.double()`` and tensor kernel parameters
   ``Kernel.cast(float64)``, both differentiable) and returns float32: exact, no warning.
