@@ -1,7 +1,7 @@
 """SMMD (kernelmmd.scaled): Jacobian norms, σ-terms, smmd2 and the paper's losses against independent references.
 
 σ⁻² is checked against λ + trace(A)/M with A built by autograd from a kernel function written in the test
-(tests/test_gcmmd.py: ``kfun``, ``ref_blocks``); Jacobians against torch.func.jacrev per sample.
+(tests/_gcmmd_ref.py: ``kfun``, ``ref_blocks``); Jacobians against torch.func.jacrev per sample.
 """
 
 import numpy as np
@@ -11,7 +11,9 @@ from torch.func import functional_call, jacrev, vmap
 
 import kernelmmd as km
 
-from .test_gcmmd import TOPS, _data, deep_kfun, kfun, mlp, ref_blocks
+from ._cases import TWICE, name_params
+from ._gcmmd_ref import TOPS, deep_kfun, kfun, mlp, ref_blocks
+from ._gcmmd_ref import gcmmd_data as _data
 
 DT = torch.float64
 
@@ -96,17 +98,7 @@ def test_jacobian_sqnorm_errors():
 # sigma2_inv
 # ---------------------------------------------------------------------------------------------------------------
 
-INPUT_KERNELS = [
-    ("rbf", {"sigma": 1.3}),
-    ("mix_rbf", {"sigmas": [0.6, 2.0]}),
-    ("rq", {"alpha": 0.7}),
-    ("mix_rq", {"alphas": [0.5, 3.0]}),
-    ("linear", {}),
-    ("poly", {"degree": 3, "gamma": 0.4, "coef0": 1.0}),
-]
-
-
-@pytest.mark.parametrize("name,params", INPUT_KERNELS, ids=[k[0] for k in INPUT_KERNELS])
+@pytest.mark.parametrize("name,params", name_params(*TWICE))
 def test_sigma2_inv_closed_forms(name, params):
     _, _, z = _data(M=7, d=4, seed=3)
     got = km.sigma2_inv(name, z, lam=0.25, **params)
@@ -159,7 +151,7 @@ def test_sigma2_inv_errors():
 
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
-@pytest.mark.parametrize("name,params", INPUT_KERNELS[::2] + [INPUT_KERNELS[5]], ids=["rbf", "rq", "linear", "poly"])
+@pytest.mark.parametrize("name,params", name_params("rbf", "rq", "linear", "poly"))
 def test_smmd2_input_space(name, params, estimator):
     x, y, z = _data(n=6, m=5, M=4, d=3, seed=5)
     k = kfun(name, **params)
