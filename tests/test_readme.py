@@ -6,12 +6,13 @@ block's number and README line in the traceback, so the first thing a new user c
 
 from __future__ import annotations
 
+import pathlib
 import re
 import warnings
 
 import pytest
 
-from conftest import ROOT
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository root (README.md)
 
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
