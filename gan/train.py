@@ -1070,6 +1070,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         except (OSError, ValueError) as e:  # FileNotFoundError / FileExistsError / DataNotFoundError are OSErrors
+            if isinstance(e, OSError) and e.errno is not None and e.filename is not None:  # "[Errno 21] ..." of the OS
+                e = f"{e.filename2 or e.filename}: {e.strerror} (in a run directory, config.json and metrics.jsonl " \
+                    "must be files, checkpoints/ and samples/ directories)"
             print(f"error: {e}", file=sys.stderr)
             return 2
     return 128 + summary["interrupted"] if summary["interrupted"] else 0

@@ -25,8 +25,7 @@ from gan import checkpoint as ckpt
 from gan import evaluate as E
 from gan.checkpoint import CheckpointError, DamagedFileWarning
 from gan.train import RunConfigError, load_generator, main, train
-from tests.test_gan_data import write_idx, write_mnist
-from tests.test_gan_train import rows, tiny
+from tests._gan_helpers import rows, tiny, write_idx, write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 KW = dict(loss="mmd-gp", steps=4, checkpoint_every=1, keep=3)  # mmd-gp: the penalty RNG is checkpointed too
@@ -569,3 +568,14 @@ def test_idx_files_of_the_wrong_shape_are_one_clear_error(case, module, tmp_path
         code = features.main([*data, "--epochs", "1", "--out", str(tmp_path / "lenet.pt")])
     assert code == 2
     one_error_line(capsys.readouterr().err, "labels" if "labels" in case else "expected an image array")
+
+
+@pytest.mark.parametrize("where", ["samples", "metrics.jsonl"])
+def test_run_files_of_the_wrong_kind_are_one_clear_error(where, run, capsys):
+    target = run / where
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    (target.mkdir() if where == "metrics.jsonl" else target.write_text("x"))
+    assert main(["--out", str(run), *RESUME]) == 2
+    err = capsys.readouterr().err
+    one_error_line(err, str(run))
+    assert "[Errno" not in err
