@@ -1,6 +1,5 @@
 """gan.data: IDX (gz and raw) and CIFAR-10 readers on small generated files, the default sources, batch streams."""
 
-import gzip
 import pickle
 
 import numpy as np
@@ -9,27 +8,7 @@ import torch
 
 from gan import data as gd
 
-
-def write_idx(path, array, *, gz=False):
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    raw = header + array.tobytes()
-    if gz:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(raw)
-    else:
-        path.write_bytes(raw)
-
-
-def write_mnist(directory, n=10, *, gz=False, split="train", seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    prefix = "train" if split == "train" else "t10k"
-    directory.mkdir(parents=True, exist_ok=True)
-    write_idx(directory / f"{prefix}-images-idx3-ubyte", images, gz=gz)
-    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, gz=gz)
-    return images, labels
+from ._gan_helpers import write_idx, write_mnist
 
 
 def write_cifar(directory, n=4, seed=0):

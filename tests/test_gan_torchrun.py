@@ -78,7 +78,7 @@ def assert_optimizers_equal(a: dict, b: dict, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def torchrun_run(tmp_path_factory):
-    from tests.test_gan_data import write_mnist
+    from tests._gan_helpers import write_mnist
 
     base = tmp_path_factory.mktemp("torchrun")
     write_mnist(base / "mnist", n=40, gz=True)

@@ -24,7 +24,7 @@ from gan.train import (
     main,
     train,
 )
-from tests.test_gan_data import write_mnist
+from tests._gan_helpers import rows, tiny, write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = list(gl.LOSSES)
@@ -35,18 +35,6 @@ def mnist_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("mnist")
     write_mnist(d, n=40, gz=True)
     return d
-
-
-def tiny(out, **kw):
-    """A configuration that runs in well under a second per step on a CPU."""
-    base = dict(data="gaussians-2d", steps=3, batch_size=8, critic_steps=1, start_critic_steps=2, width=4, z_dim=4,
-                log_every=1, sample_every=2, checkpoint_every=2, out=str(out), progress=False)
-    base.update(kw)
-    return Config(**base)
-
-
-def rows(run_dir):
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 # ------------------------------------------------------------------------------------------- every loss runs
