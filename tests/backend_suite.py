@@ -272,7 +272,7 @@ _IDS = {  # the parts of a case's id, in this order
 def grid(**axes) -> list:
     """Cases for one op of a suite: the product of the axes given as lists (kind, shape, dtype, variance, …), the
     other keywords held fixed. ``shape`` is (n, m, d) or (M, d); ``grad`` may be a function of the kind.
-    Returns ``pytest.param`` of the check's keyword arguments, with ids from the axes."""
+    Returns ``pytest.param`` of the check's keyword arguments, with ids from the named keys of ``_IDS``."""
     keys = [k for k, v in axes.items() if isinstance(v, list)]
     out = []
     for values in itertools.product(*(axes[k] for k in keys)):
