@@ -26,7 +26,7 @@ class KernelCase:
             object.__setattr__(self, "id", self.name)
 
     def kernel(self, tensor_params: bool = False) -> km.Kernel:
-        """The kernel object; ``tensor_params``: every float parameter a float64 leaf tensor (requires grad)."""
+        """The kernel object; ``tensor_params``: its σ, α, γ, c parameters as float64 leaf tensors (requires grad)."""
 
         def p(v):
             return torch.tensor(v, dtype=torch.float64, requires_grad=True) if isinstance(v, float) else v
