@@ -85,7 +85,7 @@ def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2, 
 
 
 #: ``precision`` values: exact fp32 products everywhere, or tensor-core products on the triton backend
-PRECISIONS = ("ieee", "tf32", "tf32x3")
+PRECISIONS = ops.PRECISIONS
 
 
 def block_stats(x, y, kernel: Kernel, *, variance: bool = False, backend: str = "auto",

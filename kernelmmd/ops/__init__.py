@@ -60,9 +60,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BackendFallbackWarning, user_stacklevel
+from ._shared import PRECISIONS
 from .types import BlockStats
 
-__all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "available", "dispatch", "routine", "select_backend"]
+__all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "PRECISIONS", "available", "dispatch", "routine",
+           "select_backend"]
 
 #: backend name -> module implementing the ops (imported lazily; fused backends need optional packages)
 _MODULES = {

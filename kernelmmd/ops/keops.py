@@ -37,7 +37,8 @@ pykeops.set_verbose(False)
 
 from pykeops.torch import LazyTensor  # noqa: E402
 
-from ..kernels import DotKernel, Kernel, RadialKernel, _safe_sqrt  # noqa: E402
+from ..kernels import DotKernel, Kernel, RadialKernel  # noqa: E402
+from ._shared import energy_norm_mv, row_norms, unit_rows  # noqa: E402
 from .reference import _twice, a_column, a_diag  # noqa: E402  (O(M d): nothing to fuse)
 from .types import BlockStats  # noqa: E402
 
@@ -73,10 +74,6 @@ def _kernels(kernel: Kernel, dtype: torch.dtype) -> tuple[Kernel, Kernel]:
 def _check_kernel(kernel: Kernel, op: str) -> None:
     if not isinstance(kernel, (RadialKernel, DotKernel)):
         raise TypeError(f"{op} on the keops backend needs a radial or dot-product kernel, got {kernel!r}")
-
-
-def _norm(a: torch.Tensor) -> torch.Tensor:
-    return _safe_sqrt((a * a).sum(1))  # (n,)
 
 
 def _clamp(t, lo: float, hi: float):
@@ -121,7 +118,7 @@ def _k(kernel: Kernel, a: torch.Tensor, b: torch.Tensor, block: str, norms: bool
         lo, hi = kernel.block_bounds(block)
         k = kernel.profiles(_clamp(A.sqdist(B), lo, hi), (0,))[0]
         if norms and getattr(kernel, "norm_terms", False):  # energy: ‖a_i‖ + ‖b_j‖ − ‖a_i − b_j‖
-            k = k + _i(_norm(a)[:, None]) + _j(_norm(b)[:, None])
+            k = k + _i(row_norms(a)[:, None]) + _j(row_norms(b)[:, None])
         return k
     return kernel.profiles(A | B, (0,))[0]
 
@@ -136,8 +133,7 @@ def _mv(kernel, a, b, v, block):
     and added in torch: ‖a_i‖ Σ_j v_j + Σ_j ‖b_j‖ v_j."""
     out = _rowsum(_k(kernel, a, b, block, norms=False) * _j(v), a.dtype)
     if getattr(kernel, "norm_terms", False):
-        vd = v.double()
-        out = out + _norm(a).double()[:, None] * vd.sum(0) + _norm(b).double() @ vd
+        out = out + energy_norm_mv(a, b, v)
     return out
 
 
@@ -204,10 +200,8 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
         if ind is not None:
             gp = gp * ind
         out = 2.0 * _rowsum(gp * V * (A - B), x.dtype)  # Σ_j 2 g'(t_ij) v_j (x_i − y_j)
-        if getattr(k, "norm_terms", False):
-            xd = x.double()
-            nx = _safe_sqrt((xd * xd).sum(1, keepdim=True))  # (n, 1)
-            out = out + torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd)) * v.double().sum()
+        if getattr(k, "norm_terms", False):  # energy: + Σ_j v_j x_i / ‖x_i‖
+            out = out + unit_rows(x.double()) * v.double().sum()
         return out
     return _rowsum(k.profile(A | B, 1) * V * B, x.dtype)  # Σ_j h'(u_ij) v_j y_j
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import DotKernel, Energy, Kernel, RadialKernel, _safe_sqrt, sqdist
+from ..kernels import DotKernel, Kernel, RadialKernel, sqdist
+from ._shared import unit_rows
 from .types import BlockStats
 
 __all__ = [
@@ -79,9 +80,8 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
                              for r in range(0, x.shape[0], rows)]) if x.shape[0] else torch.zeros_like(xd)
         else:
             out = 2.0 * (xd * p.sum(1, keepdim=True) - p @ yd)  # (n, d)
-        if isinstance(kernel, Energy):
-            nx = _safe_sqrt((xd * xd).sum(1, keepdim=True))  # (n, 1)
-            out = out + torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd)) * v.sum()
+        if getattr(kernel, "norm_terms", False):  # energy: + Σ_j v_j x_i / ‖x_i‖
+            out = out + unit_rows(xd) * v.sum()
         return out
     if isinstance(kernel, DotKernel):
         hp = kernel.profile(xd @ yd.T, 1)  # (n, m)

@@ -14,7 +14,7 @@ in the backward pass; no n × m matrix ever exists.
   values (one kernel evaluation per pair for value *and* gradient); with ``variance=True`` the backward pass
   recomputes the tiles, weighting each pair by the incoming gradients of the sums, row/column sums and squared
   sums. Differentiable once (in x, y and tensor kernel parameters); a second differentiation raises PyTorch's
-  "marked with @once_differentiable" error instead of returning a wrong zero.
+  ``RuntimeError`` instead of returning a wrong zero.
 * :func:`kernel_mv`, :func:`kernel_grad_mv` and :func:`a_matvec` compute their output rows tile by tile with
   differentiable torch code under per-tile activation checkpointing (``torch.utils.checkpoint``, non-reentrant):
   differentiable to any order (double backward for gradient penalties), still O(rows·m) memory in backward.
@@ -33,7 +33,8 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import CLOSE, DotKernel, Kernel, RadialKernel, _safe_sqrt
+from ..kernels import DotKernel, Kernel, RadialKernel
+from ._shared import centres, close_threshold, energy_norm_mv, pooled_mean, refuse, row_norms, unit_rows
 from .reference import _twice, a_column, a_diag
 from .types import BlockStats
 
@@ -80,8 +81,8 @@ def _close_pairs(t: torch.Tensor, an: torch.Tensor, bn: torch.Tensor) -> tuple[t
     if t.numel() == 0:
         return (torch.empty(0, dtype=torch.long, device=t.device),) * 2
     # rows whose nearest column could qualify (one row-min pass, no (B, C) temporaries), then those rows exactly
-    rows = (t.amin(1) < CLOSE * (an + bn.max())).nonzero().squeeze(1)
-    i, j = (t[rows] < CLOSE * (an[rows, None] + bn[None, :])).nonzero().unbind(1)
+    rows = (t.amin(1) < close_threshold(an, bn.max())).nonzero().squeeze(1)
+    i, j = (t[rows] < close_threshold(an[rows, None], bn[None, :])).nonzero().unbind(1)
     return rows[i], j
 
 
@@ -122,7 +123,7 @@ class _Block:
         self.radial = isinstance(kernel, RadialKernel)
         self.a, self.b = a, b
         if self.radial:
-            c = a.mean(0) if b is a else torch.cat([a, b]).mean(0)  # (d,)
+            c = pooled_mean(a) if b is a else pooled_mean(a, b)  # (1, d)
             self.ac = a - c  # (n, d) centred: shrinks the norms that cancel in ‖a‖² + ‖b‖² − 2aᵀb
             self.bc = self.ac if b is a else b - c  # (m, d)
             # distances from (ta, tb): the centred inputs, in float64 for √t kernels, whose close pairs are re-formed
@@ -141,12 +142,10 @@ class _Block:
             self.bounded_lo, self.bounded_hi = lo > 0, hi < math.inf
             self.norms = bool(getattr(kernel, "norm_terms", False))
             if self.norms:  # energy kernel: k = ‖a‖ + ‖b‖ + g(t)
-                self.na = _safe_sqrt((a * a).sum(1))  # (n,)
-                self.nb = self.na if b is a else _safe_sqrt((b * b).sum(1))  # (m,)
-                self.ua = torch.where(self.na[:, None] > 0, a / self.na.clamp_min(1e-300)[:, None], torch.zeros_like(a))
-                self.ub = self.ua if b is a else torch.where(
-                    self.nb[:, None] > 0, b / self.nb.clamp_min(1e-300)[:, None], torch.zeros_like(b)
-                )
+                self.na = row_norms(a)  # (n,)
+                self.nb = self.na if b is a else row_norms(b)  # (m,)
+                self.ua = unit_rows(a)  # (n, d)
+                self.ub = self.ua if b is a else unit_rows(b)  # (m, d)
 
     def tile(self, r0: int, r1: int, c0: int, c1: int, grad: bool):
         """(K, D, T): kernel values, their derivative in t (or u) if ``grad``, and the (clamped) t or u."""
@@ -246,32 +245,17 @@ _ONCE = (
 )
 
 
-class _Refuse(torch.autograd.Function):
-    """Identity on a gradient, linked to the op's inputs, that raises when differentiated: under
-    ``create_graph=True`` a second derivative through block_stats is an error (also for ``torch.autograd.grad``
-    with ``allow_unused=True``), never a silent constant."""
-
-    @staticmethod
-    def forward(ctx, value, *links):
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(_ONCE)
-
-
 def _once_differentiable(backward):
     """Runs the backward pass without building a graph; under ``create_graph=True`` its results are wrapped in
-    :class:`_Refuse` nodes linked to the Function's inputs (the saved tensors after the first ``ctx.n_eager``)."""
+    :class:`._shared.Refuse` nodes linked to the Function's inputs (the saved tensors after the first
+    ``ctx.n_eager``): a second derivative through block_stats is an error (also for ``torch.autograd.grad`` with
+    ``allow_unused=True``), never a silent constant."""
 
     @functools.wraps(backward)
     def wrapper(ctx, *grads):
         with torch.no_grad():
             out = backward(ctx, *grads)
-        links = [t for t in ctx.saved_tensors[ctx.n_eager :] if t is not None and t.requires_grad]
-        if not torch.is_grad_enabled() or not links:
-            return out
-        return tuple(_Refuse.apply(o, *links) if isinstance(o, torch.Tensor) else o for o in out)
+        return tuple(refuse(_ONCE, out, ctx.saved_tensors[ctx.n_eager :]))
 
     return wrapper
 
@@ -449,10 +433,9 @@ def _needs_grad(*ts) -> bool:
 
 
 def _centre(kernel, *ts):
-    """Shift radial-kernel inputs by their pooled mean (detached; distances are unchanged). Not for √t kernels:
-    their close pairs are re-formed from differences of the given points (centred points are rounded)."""
-    if isinstance(kernel, RadialKernel) and not kernel.sqrt_distance:
-        c = torch.cat([t.detach() for t in ts]).mean(0, keepdim=True)
+    """Inputs shifted by their pooled mean where :func:`._shared.centres` (distances are unchanged), else as given."""
+    if centres(kernel):
+        c = pooled_mean(*ts)  # (1, d), detached
         return tuple(t - c for t in ts)
     return ts
 
@@ -515,8 +498,7 @@ def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel,
 
     out = _by_rows(fn, xc, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
     if getattr(kernel, "norm_terms", False):  # energy kernel: + ‖x_i‖ Σ_j v_j + Σ_j ‖y_j‖ v_j, on raw inputs
-        xn, yn = _safe_sqrt((x * x).sum(1)).double(), _safe_sqrt((y * y).sum(1)).double()
-        out = out + (xn[:, None] * vd.sum(0) + yn @ vd if vd.ndim == 2 else xn * vd.sum() + yn @ vd)
+        out = out + energy_norm_mv(x, y, v)
     return out
 
 
@@ -550,10 +532,8 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
             return out if near is None else out + near
 
         out = _by_rows(fn, xc, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
-        if getattr(kernel, "norm_terms", False):
-            xd = x.double()
-            nx = _safe_sqrt((xd * xd).sum(1, keepdim=True))  # (n, 1)
-            out = out + torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd)) * vd.sum()
+        if getattr(kernel, "norm_terms", False):  # + Σ_j v_j x_i / ‖x_i‖
+            out = out + unit_rows(x.double()) * vd.sum()
         return out
     yd = y.double()
 
