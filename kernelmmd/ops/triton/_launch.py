@@ -1,5 +1,5 @@
 """Host side shared by the Triton launchers: input checks, the kernel as a launch sees it, tile sizes and grids,
-float64 partials, refusal of second derivatives, ahead-of-time compilation specs.
+float64 partials, the message of a refused second derivative, ahead-of-time compilation specs.
 
 Every fused op module (:mod:`.block_stats`, :mod:`.witness`, :mod:`.derivative_blocks`) checks its inputs, builds a
 :class:`Spec`, picks :class:`Tiles` and a column split, allocates float64 partials (one slab per split, reduced
@@ -14,13 +14,11 @@ import os
 from dataclasses import dataclass
 
 import torch
+import triton.language as tl
 
-from ...kernels import Energy, Kernel, RadialKernel
+from ...kernels import Kernel, RadialKernel
+from .._shared import centres, check_precision, pooled_mean, refuse  # noqa: F401  (refuse: re-exported)
 from ._profiles import kernel_launch_args
-
-#: values accepted by ``precision``
-PRECISIONS = ("ieee", "tf32", "tf32x3")
-
 
 # -------------------------------------------------------------------------------------------------- input checks
 
@@ -82,11 +80,6 @@ def check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, sha
         raise ValueError(f"{name} is on device {t.device} but {ref_name} is on {ref.device}; put both on one device")
 
 
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-
-
 # -------------------------------------------------------------------------------------------------- the kernel
 
 
@@ -103,14 +96,12 @@ class Spec:
     clamp_lo: bool
     clamp_hi: bool
     centre: bool  # centre the data (translation-invariant radial kernels except the √t ones)
-    energy: bool
+    energy: bool  # the energy kernel's norm terms ‖a‖ + ‖b‖ (kernel.norm_terms)
     dtype: torch.dtype
     precision: str
     param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Functions
-
-    @property
-    def radial(self) -> bool:
-        return self.kind < 10
+    radial: bool  # a RadialKernel (argument t), else a DotKernel (argument u)
+    sqrt_distance: bool  # a √t kernel (laplacian, energy): not twice differentiable, close pairs re-formed
 
 
 def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision: str) -> Spec:
@@ -128,11 +119,10 @@ def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision:
     lohi = torch.tensor([lo if clamp_lo else 0.0, hi if clamp_hi else 0.0], dtype=dtype, device=device)
     sp = kernel.scalar_params()
     index = tuple(i for i, p in enumerate(sp) if isinstance(p, torch.Tensor))
-    energy = isinstance(kernel, Energy)
-    # not for √t kernels: their close pairs are re-formed from differences of the given (not rounded) points
-    centre = isinstance(kernel, RadialKernel) and kernel.translation_invariant and not kernel.sqrt_distance
+    energy = bool(getattr(kernel, "norm_terms", False))
+    centre = centres(kernel)
     return Spec(kind, r, degree, len(sp), params.to(dtype), lohi, clamp_lo, clamp_hi, centre, energy, dtype,
-                precision, index)
+                precision, index, isinstance(kernel, RadialKernel), bool(getattr(kernel, "sqrt_distance", False)))
 
 
 def tensor_params(kernel: Kernel, spec: Spec) -> list[torch.Tensor]:
@@ -223,10 +213,7 @@ def prepare(spec: Spec, *sets: torch.Tensor) -> tuple[torch.Tensor, ...]:
     the kernel allows (t = ‖a‖² + ‖b‖² − 2aᵀb loses less to rounding near the origin)."""
     sets = tuple(s.detach().to(spec.dtype) for s in sets)
     if spec.centre:
-        total = sets[0].sum(0, keepdim=True)
-        for s in sets[1:]:
-            total = total + s.sum(0, keepdim=True)
-        c = total / sum(s.shape[0] for s in sets)  # (1, d)
+        c = pooled_mean(*sets)  # (1, d)
         sets = tuple(s - c for s in sets)
     sets = tuple(s.contiguous() for s in sets)
     return (*sets, *((s * s).sum(1) for s in sets))
@@ -250,37 +237,13 @@ def second_order_message(what: str, need: str = "one more profile derivative") -
             "use backend='torch' for higher-order derivatives")
 
 
-class Refuse(torch.autograd.Function):
-    """Pass ``value`` through, linked to ``deps`` in the graph; differentiating it raises ``RuntimeError(message)``.
-
-    Used for results computed by backward kernels that are not differentiable again: unlike
-    ``@once_differentiable`` (whose error node hangs off detached copies), ``torch.autograd.grad(result, x)``
-    reaches this node and raises — a double backward fails loudly instead of returning a silent zero."""
-
-    @staticmethod
-    def forward(ctx, message, value, *deps):
-        ctx.message = message
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(ctx.message)
-
-
-def refuse(message: str, outs, deps) -> list:
-    """Wrap each output with :class:`Refuse` when a graph is being built (create_graph) over ``deps``."""
-    deps = [t for t in deps if isinstance(t, torch.Tensor) and t.requires_grad]
-    if not torch.is_grad_enabled() or not deps:
-        return list(outs)
-    return [None if o is None else Refuse.apply(message, o, *deps) for o in outs]
-
-
 # -------------------------------------------------------------------------------------------------- AOT specs
 
 
 def aot_spec(name: str, fn, const: dict, *, dt: str = "fp32", f64=(), tensor_cores: bool = False) -> dict:
     """One ``AOT_SPECS`` entry (``tests/triton_aot_check.py``): the signature follows ``fn``'s arguments — the
     constexprs of ``const``, pointers (``*_ptr``) to ``dt`` except those named in ``f64``, integers otherwise."""
+    const = {k: v.value if isinstance(v, tl.constexpr) else v for k, v in const.items()}  # kinds are tl.constexpr
     sig = {}
     for arg in fn.arg_names:
         if arg in const:

@@ -4,9 +4,11 @@ A kernel reaches a Triton kernel as ``KIND`` (its ``kind_id``, a constexpr), ``R
 constexpr) and a pointer to its scalar parameters in :meth:`Kernel.scalar_params` order (loaded per program).
 ``tests/test_triton_profiles.py`` checks every profile, order and parameter derivative against ``kernels.py``.
 
-Radial kinds (argument t = ‖a − b‖² ≥ 0):  0 rbf, 1 mix_rbf (σ_r), 2 rq, 3 mix_rq (α_r), 4 laplacian, 5 energy
-(radial part −√t only; the caller adds ‖a‖ + ‖b‖). Dot kinds (argument u = aᵀb): 10 linear, 11 poly (γ, c; the degree
-is the constexpr ``DEGREE``).
+Radial kinds (argument t = ‖a − b‖² ≥ 0): :data:`RBF`, :data:`MIX_RBF` (σ_r), :data:`RQ`, :data:`MIX_RQ` (α_r),
+:data:`LAPLACIAN`, :data:`ENERGY` (radial part −√t only; the caller adds ‖a‖ + ‖b‖). Dot kinds (argument u = aᵀb, from
+:data:`FIRST_DOT_KIND` on): :data:`LINEAR`, :data:`POLY` (γ, c; the degree is the constexpr ``DEGREE``). The kinds are
+``tl.constexpr`` globals taken from the kernels' ``kind_id``, so every comparison folds at compile time; kernels
+derive their flags once (``RADIAL: tl.constexpr = is_radial(KIND)``, ``SQRT: tl.constexpr = is_sqrt(KIND)``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ import torch
 import triton
 import triton.language as tl
 
+from ... import kernels as _kernels
 from ...kernels import DotKernel, Kernel, RadialKernel
 
-RADIAL_KINDS = (0, 1, 2, 3, 4, 5)
-DOT_KINDS = (10, 11)
+# kernel kinds (``kind_id`` of the kernels.py classes), constexpr so that comparisons fold when a kernel compiles
+RBF = tl.constexpr(_kernels.RBF.kind_id)  # also RBF-B (the bounds are applied to t before the profile)
+MIX_RBF = tl.constexpr(_kernels.MixRBF.kind_id)
+RQ = tl.constexpr(_kernels.RQ.kind_id)
+MIX_RQ = tl.constexpr(_kernels.MixRQ.kind_id)
+LAPLACIAN = tl.constexpr(_kernels.Laplacian.kind_id)
+ENERGY = tl.constexpr(_kernels.Energy.kind_id)
+LINEAR = tl.constexpr(_kernels.Linear.kind_id)
+POLY = tl.constexpr(_kernels.Poly.kind_id)
+FIRST_DOT_KIND = tl.constexpr(10)  # kinds below are radial (argument t), from here on dot products (argument u)
+
 
 
 def kernel_launch_args(kernel: Kernel, device) -> tuple[int, int, int, torch.Tensor]:
@@ -30,6 +42,18 @@ def kernel_launch_args(kernel: Kernel, device) -> tuple[int, int, int, torch.Ten
         vals = [0.0]
     degree = int(getattr(kernel, "degree", 0))
     return kernel.kind_id, len(vals), degree, torch.tensor(vals, dtype=torch.float64, device=device)
+
+
+@triton.jit
+def is_radial(KIND: tl.constexpr):
+    """Whether KIND is a radial kind (argument t = ‖a − b‖²); constexpr: assign it to a ``tl.constexpr``."""
+    return KIND < FIRST_DOT_KIND
+
+
+@triton.jit
+def is_sqrt(KIND: tl.constexpr):
+    """Whether KIND is a √t kind (laplacian, energy: g' ∝ t^{-1/2}, close pairs re-formed from differences)."""
+    return (KIND == LAPLACIAN) or (KIND == ENERGY)
 
 
 @triton.jit
@@ -57,7 +81,7 @@ def _rq_term(t, a, ORDER: tl.constexpr):
 @triton.jit
 def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.constexpr):
     """g^{(ORDER)}(t), elementwise; ``t`` ≥ 0 (clamped by the caller)."""
-    if KIND == 0 or KIND == 1:  # sum_r exp(-t / (2 s_r^2)) * c_r^ORDER
+    if KIND == RBF or KIND == MIX_RBF:  # sum_r exp(-t / (2 s_r^2)) * c_r^ORDER
         out = tl.zeros_like(t)
         for r in tl.static_range(R):
             s = tl.load(p_ptr + r)
@@ -68,12 +92,12 @@ def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.cons
             if ORDER > 0:
                 w = _limit(w)
             out += tl.exp(t * c) * w
-    elif KIND == 2 or KIND == 3:
+    elif KIND == RQ or KIND == MIX_RQ:
         out = tl.zeros_like(t)
         for r in tl.static_range(R):
             a = tl.load(p_ptr + r)
             out += _rq_term(t, a, ORDER)
-    elif KIND == 4:  # laplacian exp(-sqrt t / s); g' = -g / (2 s sqrt t), 0 at t = 0
+    elif KIND == LAPLACIAN:  # laplacian exp(-sqrt t / s); g' = -g / (2 s sqrt t), 0 at t = 0
         s = tl.load(p_ptr)
         rt = tl.sqrt(t)
         g = tl.exp(-rt / s)
@@ -81,7 +105,7 @@ def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.cons
             out = g
         else:
             out = tl.where(t > 0, -g / (2.0 * s * tl.where(t > 0, rt, 1.0)), 0.0)
-    else:  # KIND == 5: energy, radial part -sqrt t; g' = -1 / (2 sqrt t), 0 at t = 0
+    else:  # ENERGY: radial part -sqrt t; g' = -1 / (2 sqrt t), 0 at t = 0
         rt = tl.sqrt(t)
         if ORDER == 0:
             out = -rt
@@ -94,15 +118,15 @@ def radial_profile(t, p_ptr, KIND: tl.constexpr, R: tl.constexpr, ORDER: tl.cons
 def radial_param_grad(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr):
     """∂g/∂θ_IDX (t) for the IDX-th scalar parameter, elementwise."""
     th = tl.load(p_ptr + IDX)
-    if KIND == 0 or KIND == 1:  # d/ds exp(-t/(2 s^2)) = exp(c t) (-2 c t) / s: 0 at t = 0 and where exp underflows
+    if KIND == RBF or KIND == MIX_RBF:  # d/ds exp(-t/(2 s^2)) = exp(c t) (-2 c t) / s: 0 at t = 0, where exp underflows
         ct = t * _limit(-0.5 / (th * th))
         e = tl.exp(ct)
         out = tl.where((e > 0) & (ct < 0), e * ct * (-2.0 / th), 0.0)
-    elif KIND == 2 or KIND == 3:  # d/da u^{-a} = g (t / (2 a u) - log u)
+    elif KIND == RQ or KIND == MIX_RQ:  # d/da u^{-a} = g (t / (2 a u) - log u)
         u = 1.0 + t * (0.5 / th)
         lu = tl.log(u)
         out = tl.exp(lu * (-th)) * (t * (0.5 / th) / u - lu)
-    elif KIND == 4:  # d/ds exp(-sqrt t / s) = g sqrt t / s^2
+    elif KIND == LAPLACIAN:  # d/ds exp(-sqrt t / s) = g sqrt t / s^2
         rt = tl.sqrt(t)
         out = tl.exp(-rt / th) * rt / (th * th)
     else:
@@ -121,7 +145,7 @@ def _ipow(b, E: tl.constexpr):
 @triton.jit
 def dot_profile(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, ORDER: tl.constexpr):
     """h^{(ORDER)}(u), elementwise."""
-    if KIND == 10:  # linear
+    if KIND == LINEAR:
         if ORDER == 0:
             out = u
         elif ORDER == 1:
@@ -144,7 +168,7 @@ def dot_profile(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, ORDER: tl.co
 @triton.jit
 def dot_param_grad(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr):
     """∂h/∂γ (IDX = 0) or ∂h/∂c (IDX = 1) for poly; 0 for linear."""
-    if KIND == 10 or DEGREE == 0:
+    if KIND == LINEAR or DEGREE == 0:
         out = tl.zeros_like(u)
     else:
         gam = tl.load(p_ptr)
@@ -165,7 +189,7 @@ def radial_param_grad_order(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr, ORD
     gradient, derivative blocks). Twin of autograd through ``kernel.profile(t, ORDER)`` in its tensor parameters.
     """
     th = tl.load(p_ptr + IDX)
-    if KIND == 0 or KIND == 1:  # component c^k e^{ct}, c = -1/(2 s^2), dc/ds = 1/s^3
+    if KIND == RBF or KIND == MIX_RBF:  # component c^k e^{ct}, c = -1/(2 s^2), dc/ds = 1/s^3
         c = -0.5 / (th * th)
         ck = 1.0  # c^k
         dk = 0.0  # d(c^k)/dc = k c^{k-1}
@@ -174,7 +198,7 @@ def radial_param_grad_order(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr, ORD
             ck = ck * c
         e = tl.exp(t * c)
         out = tl.where(e > 0, e * ((dk + ck * t) / (th * th * th)), 0.0)  # 0, not 0 * inf, where e underflows
-    elif KIND == 2 or KIND == 3:  # g^{(k)} [sum_{i<k} (1/(a+i) - 1/a) - log u + (a+k) t / (2 a^2 u)]
+    elif KIND == RQ or KIND == MIX_RQ:  # g^{(k)} [sum_{i<k} (1/(a+i) - 1/a) - log u + (a+k) t / (2 a^2 u)]
         u = 1.0 + t * (0.5 / th)
         lu = tl.log(u)
         coef = 1.0
@@ -184,7 +208,7 @@ def radial_param_grad_order(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr, ORD
             sfac = sfac + 1.0 / (th + i) - 1.0 / th
         g = tl.exp(lu * (-(th + ORDER))) * coef
         out = g * (sfac - lu + (th + ORDER) * t * (0.5 / (th * th)) / u)
-    elif KIND == 4:  # laplacian: order 0 g sqrt(t) / s^2; order 1 -e^{-r/s} (1/(2 s^3) - 1/(2 s^2 r)), 0 at t = 0
+    elif KIND == LAPLACIAN:  # order 0 g sqrt(t) / s^2; order 1 -e^{-r/s} (1/(2 s^3) - 1/(2 s^2 r)), 0 at t = 0
         rt = tl.sqrt(t)
         e = tl.exp(-rt / th)
         if ORDER == 0:
@@ -205,7 +229,7 @@ def dot_param_grad_order(u, p_ptr, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX
     With b = γu + c and P_k = p!/(p-k)!: h^{(k)} = P_k γ^k b^{p-k}, so
     ∂/∂γ = P_k (k γ^{k-1} b^{p-k} + (p-k) γ^k b^{p-k-1} u) and ∂/∂c = P_k (p-k) γ^k b^{p-k-1}.
     """
-    if KIND == 10 or ORDER > DEGREE or DEGREE == 0:
+    if KIND == LINEAR or ORDER > DEGREE or DEGREE == 0:
         out = tl.zeros_like(u)
     else:
         gam = tl.load(p_ptr)

@@ -16,7 +16,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._profiles import dot_param_grad_order, dot_profile, radial_param_grad_order, radial_profile
+from ...kernels import CLOSE as _CLOSE
+from ._profiles import (
+    LINEAR,
+    dot_param_grad_order,
+    dot_profile,
+    is_radial,
+    is_sqrt,
+    radial_param_grad_order,
+    radial_profile,
+)
 
 # -------------------------------------------------------------------------------------------------- program layout
 
@@ -95,8 +104,8 @@ def direct_arg_tile(arow, brow, rmask, cmask, d, RADIAL: tl.constexpr, BM: tl.co
 #: √t kernels (laplacian, energy) re-form t from coordinate differences where the ``tl.dot`` expansion gives
 #: t < CLOSE · (‖a_i‖² + ‖b_j‖²) (the squared norms the expansion used). Its rounding is δt ≈ c·eps·(‖a_i‖² +
 #: ‖b_j‖²), which √ magnifies without bound near t = 0 (to ~√eps at coincident points); outside the close region
-#: it is at most c·eps·t/CLOSE, so √t keeps a relative error ≤ 8c·eps. Same value as kernelmmd.kernels.CLOSE.
-CLOSE = 1.0 / 16.0  # written as a literal in the kernel (the interpreter cannot scale a tensor by a global)
+#: it is at most c·eps·t/CLOSE, so √t keeps a relative error ≤ 8c·eps. The value of kernelmmd.kernels.CLOSE.
+CLOSE = tl.constexpr(_CLOSE)
 
 
 @triton.jit
@@ -104,7 +113,7 @@ def close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m):
     """(BM, BN) mask of the pairs in range with t < :data:`CLOSE` · (‖a_i‖² + ‖b_j‖²) (the expansion's norms)."""
     na = load_vec(na_ptr, rows, n)
     nb = load_vec(nb_ptr, cols, m)
-    return (arg < 0.0625 * (na[:, None] + nb[None, :])) & (rows < n)[:, None] & (cols < m)[None, :]  # CLOSE
+    return (arg < (na[:, None] + nb[None, :]) * CLOSE) & (rows < n)[:, None] & (cols < m)[None, :]
 
 
 @triton.jit
@@ -141,11 +150,11 @@ def sub_close_pair_grad(g_ptr, pn, a_ptr, b_ptr, rows, cols, n, m, d, k0, k1, ke
 def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                   KIND: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (radial KIND < 10) or u = a_iᵀb_j, in the pointers' dtype.
+    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (radial KIND) or u = a_iᵀb_j, in the pointers' dtype.
 
     ``a``/``b`` are row-major (n, d)/(m, d); ``na``/``nb`` their squared row norms (used by the radial
     ``tl.dot`` path: t = na + nb − 2aᵀb, clamped at 0). DIRECT sums exact per-coordinate products/differences
-    instead (small d). For the √t kinds (4: laplacian, 5: energy) the ``tl.dot`` path re-forms the pairs closer
+    instead (small d). For the √t kinds (laplacian, energy) the ``tl.dot`` path re-forms the pairs closer
     than :data:`CLOSE` from differences, in the tiles that have any (a data-dependent branch: tiles without close
     pairs cost nothing more). Rows/columns outside the ranges read zeros: the caller masks them.
     """
@@ -154,8 +163,10 @@ def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
     arow = a_ptr + rows.to(tl.int64) * d  # (BM,) row pointers
     brow = b_ptr + cols.to(tl.int64) * d  # (BN,)
     dtype = a_ptr.dtype.element_ty
+    RADIAL: tl.constexpr = is_radial(KIND)
+    SQRT: tl.constexpr = is_sqrt(KIND)
     if DIRECT:
-        out = direct_arg_tile(arow, brow, rmask, cmask, d, KIND < 10, BM, BN, dtype)
+        out = direct_arg_tile(arow, brow, rmask, cmask, d, RADIAL, BM, BN, dtype)
     else:
         acc = tl.zeros((BM, BN), dtype=dtype)
         for k0 in range(0, d, BK):
@@ -164,11 +175,11 @@ def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
             a = tl.load(arow[:, None] + kk[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
             b = tl.load(brow[:, None] + kk[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)  # (BN, BK)
             acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)  # (BM, BN)
-        if KIND < 10:
+        if RADIAL:
             na = tl.load(na_ptr + rows, mask=rmask, other=0.0)
             nb = tl.load(nb_ptr + cols, mask=cmask, other=0.0)
             out = tl.maximum(na[:, None] + nb[None, :] - 2.0 * acc, 0.0)
-            if KIND == 4 or KIND == 5:
+            if SQRT:
                 close = close_pairs(out, na_ptr, nb_ptr, rows, cols, n, m)
                 if any_pair(close):
                     exact = direct_arg_tile(arow, brow, rmask, cmask, d, True, BM, BN, dtype)
@@ -182,7 +193,7 @@ def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
 def dot_tile(a_ptr, b_ptr, rows, cols, n, m, d, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """Inner products a_iᵀb_j of a (BM, BN) tile (:func:`pair_arg_tile` without norms)."""
-    return pair_arg_tile(a_ptr, b_ptr, a_ptr, b_ptr, rows, cols, n, m, d, 10, DIRECT, PRECISION, BM, BN, BK)
+    return pair_arg_tile(a_ptr, b_ptr, a_ptr, b_ptr, rows, cols, n, m, d, LINEAR, DIRECT, PRECISION, BM, BN, BK)
 
 
 @triton.jit
@@ -218,7 +229,8 @@ def direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW
 def directional(w, x, sv, KIND: tl.constexpr):
     """w times the directional-derivative factor of Γ·∇_1 k per unit profile derivative: 2w(s − X) for radial
     kernels (Γ·∇_1 g(t) = 2g'(t)(s − X)), wX for dot kernels (Γ·∇_1 h(u) = h'(u)X); X, s from :func:`direction_tile`."""
-    if KIND < 10:
+    RADIAL: tl.constexpr = is_radial(KIND)
+    if RADIAL:
         out = w * 2.0 * (sv - x)
     else:
         out = w * x
@@ -280,7 +292,8 @@ def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE:
 
     The energy kernel's norm terms ‖a‖ + ‖b‖ are not included (see :func:`energy_norm_tile`).
     """
-    if KIND < 10:
+    RADIAL: tl.constexpr = is_radial(KIND)
+    if RADIAL:
         out = radial_profile(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, R, ORDER)
         if ORDER > 0:
             out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
@@ -299,7 +312,8 @@ def profile_tile(arg, p_ptr, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.con
 def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
                     ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
     """∂g^(ORDER)(clamp t)/∂θ_IDX (zero where clamped when ORDER ≥ 1) or ∂h^(ORDER)(u)/∂θ_IDX, elementwise."""
-    if KIND < 10:
+    RADIAL: tl.constexpr = is_radial(KIND)
+    if RADIAL:
         out = radial_param_grad_order(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, IDX, ORDER)
         if ORDER > 0:
             out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)

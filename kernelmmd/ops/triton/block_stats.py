@@ -58,10 +58,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import Kernel, RadialKernel
+from ...kernels import Kernel
+from .._shared import PRECISIONS, centres, pooled_mean, refuse
 from ..types import BlockStats
 from ._launch import (
-    PRECISIONS,
     Spec,
     Tiles,
     aot_spec,
@@ -71,12 +71,24 @@ from ._launch import (
     make_spec,
     param_grads,
     pow2,
-    refuse,
     split_for,
     tensor_params,
     tile_width,
 )
-from ._profiles import dot_param_grad, radial_param_grad
+from ._profiles import (
+    ENERGY,
+    LAPLACIAN,
+    LINEAR,
+    MIX_RBF,
+    MIX_RQ,
+    POLY,
+    RBF,
+    RQ,
+    dot_param_grad,
+    is_radial,
+    is_sqrt,
+    radial_param_grad,
+)
 from ._tiles import (
     add_param_sum,
     any_pair,
@@ -136,7 +148,7 @@ def _block_stats_fwd(
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                             KIND, DIRECT, PRECISION, BM, BN, BK)
         kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)  # (BM, BN)
-        if KIND == 5:
+        if KIND == ENERGY:
             kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
         valid = rmask[:, None] & (cols < m)[None, :]
         if SAME:
@@ -167,6 +179,8 @@ def _block_stats_bwd(
     MEM_ACC: tl.constexpr,  # d > BD: accumulate P·B in the program's own rows of g (read-modify-write per tile)
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, RP: tl.constexpr,
 ):
+    RADIAL: tl.constexpr = is_radial(KIND)
+    SQRT: tl.constexpr = is_sqrt(KIND)
     pid_i = tl.program_id(0)
     pid_s = tl.program_id(1)
     n_split = tl.num_programs(1)
@@ -205,14 +219,14 @@ def _block_stats_bwd(
             w += be[None, :]
         if HAS_Q:
             kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
-            if KIND == 5:
+            if KIND == ENERGY:
                 kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
             w += 2.0 * q * kv
         w = tl.where(valid, w, 0.0)
         if GRAD:
             p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
             written = jt > j_lo  # MEM_ACC: this split's rows of g hold partial sums (0 before the first tile)
-            if KIND == 4 or KIND == 5:  # close pairs of √t kernels: −Σ p (a − b) from differences, into g's rows
+            if SQRT:  # close pairs of √t kernels: −Σ p (a − b) from differences, into g's rows
                 close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
                 near = any_pair(close)
                 pf = tl.where(close, 0.0, p)
@@ -240,19 +254,19 @@ def _block_stats_bwd(
                 bt = tl.load(b_ptr + cols64[:, None] * d + dr[None, :],
                              mask=cmask[:, None] & (dr < d)[None, :], other=0.0)  # (BN, BD)
                 acc = tl.dot(p, bt, acc, input_precision=PRECISION)
-            if KIND < 10:
+            if RADIAL:
                 psum += tl.sum(p, 1)
-            if KIND == 5:
+            if KIND == ENERGY:
                 wsum += tl.sum(w, 1)
         if PARAMS:
             for r in tl.static_range(R):
-                if KIND < 10:
+                if RADIAL:
                     dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
                 else:
                     dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
                 pvec = add_param_sum(pvec, ridx, r, w * dk)
     if GRAD:
-        if KIND == 5:  # energy: + Σ_j w_ij a_i / ‖a_i‖ for the uncentred a_i (0 at a_i = 0)
+        if KIND == ENERGY:  # energy: + Σ_j w_ij a_i / ‖a_i‖ for the uncentred a_i (0 at a_i = 0)
             nrm = load_vec(ea_ptr, rows, n)
             winv = wsum * tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
         for d0 in range(0, d, BD):  # a single chunk unless MEM_ACC
@@ -263,12 +277,12 @@ def _block_stats_bwd(
                 pb = tl.load(g_base + offs, mask=omask & (j_hi > j_lo), other=0.0)
             else:
                 pb = acc
-                if KIND == 4 or KIND == 5:
+                if SQRT:
                     pb += tl.load(g_base + offs, mask=omask & corrected, other=0.0)
-            if KIND < 10:
+            if RADIAL:
                 at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
                 out = 2.0 * (at * psum[:, None] - pb)
-                if KIND == 5:
+                if KIND == ENERGY:
                     ctr = load_vec(ctr_ptr, dc, d)
                     out += winv[:, None] * (at + ctr[None, :])
             else:
@@ -318,7 +332,7 @@ def _aux(spec: Spec, c=None, q=None) -> torch.Tensor:
 def _norms(a: torch.Tensor, ctr: torch.Tensor, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared norms of the centred rows (for t), and for the energy kernel the norms of the uncentred rows."""
     na = (a * a).sum(1)  # (n,)
-    if spec.kind != 5:
+    if not spec.energy:
         return na, na
     raw = a + ctr  # (n, d): the points as given
     return na, (raw * raw).sum(1).sqrt()
@@ -343,8 +357,9 @@ def _forward_launch(a, b, na, nb, ea, eb, spec: Spec, same: bool, rows: bool):
     _block_stats_fwd[(tiles_i, split)](
         a, b, na, nb, ea, eb, spec.params, _aux(spec), s_part, q_part, r_part,
         n, m, d, per,
-        spec.kind, spec.r, spec.degree, same, tri, rows, spec.clamp_lo, spec.clamp_hi, d <= cfg.direct_max_d,
-        spec.precision, cfg.block_m, cfg.block_n, tile_width(d, cfg.block_k),
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, SAME=same, TRI=tri, ROWS=rows,
+        CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi, DIRECT=d <= cfg.direct_max_d, PRECISION=spec.precision,
+        BM=cfg.block_m, BN=cfg.block_n, BK=tile_width(d, cfg.block_k),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if not rows:
@@ -376,9 +391,10 @@ def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: Spec, same: bool, c, q, al
     _block_stats_bwd[(tiles_i, split)](
         a, b, na, nb, ea, eb, ctr, spec.params, aux, al, be, g_part, pg_part,
         n, m, d, per,
-        spec.kind, spec.r, spec.degree, same, alpha is not None, beta is not None, q is not None,
-        want_grad, want_params, spec.clamp_lo, spec.clamp_hi, d <= cfg.direct_max_d, spec.precision, mem_acc,
-        cfg.block_m, cfg.block_n, tile_width(d, cfg.block_k), bd, rp,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, SAME=same,
+        HAS_AL=alpha is not None, HAS_BE=beta is not None, HAS_Q=q is not None, GRAD=want_grad, PARAMS=want_params,
+        CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi, DIRECT=d <= cfg.direct_max_d, PRECISION=spec.precision,
+        MEM_ACC=mem_acc, BM=cfg.block_m, BN=cfg.block_n, BK=tile_width(d, cfg.block_k), BD=bd, RP=rp,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     grad = None
@@ -484,14 +500,11 @@ def _prepared(t: torch.Tensor, dtype: torch.dtype, centre: torch.Tensor) -> torc
 
 
 def _centre(kernel: Kernel, dtype: torch.dtype, *sets: torch.Tensor) -> torch.Tensor:
-    """(1, d) centre subtracted before t = ‖a‖² + ‖b‖² − 2aᵀb: the pooled mean for radial kernels (t is
-    translation invariant), zero for dot kernels and for the √t kernels (laplacian, energy), whose close pairs are
-    re-formed from differences of the given points — rounded centred points would not give exact differences."""
-    d = sets[0].shape[1]
-    if not isinstance(kernel, RadialKernel) or kernel.sqrt_distance:
-        return torch.zeros(1, d, dtype=dtype, device=sets[0].device)
-    total = sum(s.detach().to(dtype).sum(0, keepdim=True) for s in sets)
-    return total / sum(s.shape[0] for s in sets)
+    """(1, d) centre subtracted before t = ‖a‖² + ‖b‖² − 2aᵀb: the pooled mean where :func:`.._shared.centres`,
+    else zero (the energy kernel's norm terms are formed from the centred points plus this centre)."""
+    if not centres(kernel):
+        return torch.zeros(1, sets[0].shape[1], dtype=dtype, device=sets[0].device)
+    return pooled_mean(*sets, dtype=dtype)
 
 
 def same_block_stats(a: torch.Tensor, kernel: Kernel, block: str = "xx", *, rows: bool = False,
@@ -626,27 +639,27 @@ def _aot_bwd(name, kind, *, r=1, degree=0, same=False, al=True, be=True, q=True,
 
 
 AOT_SPECS = [
-    _aot_fwd("fwd_rbf_same_tri", 0, same=True, tri=True, rows=False),
-    _aot_fwd("fwd_rbf_cross_rows", 0),
-    _aot_fwd("fwd_rbf_bounded_lo", 0, same=True, lo=True),
-    _aot_fwd("fwd_rbf_bounded_hi", 0, hi=True),
-    _aot_fwd("fwd_mix_rq_tf32", 3, r=5, precision="tf32", tensor_cores=True),
-    _aot_fwd("fwd_rq_tf32x3", 2, same=True, precision="tf32x3", tensor_cores=True),
-    _aot_fwd("fwd_laplacian_direct", 4, direct=True),
-    _aot_fwd("fwd_energy", 5),
-    _aot_fwd("fwd_laplacian_tf32", 4, precision="tf32", tensor_cores=True),
-    _aot_fwd("fwd_poly_tf32", 11, r=2, degree=3, precision="tf32", tensor_cores=True),
-    _aot_fwd("fwd_linear_direct", 10, direct=True),
-    _aot_fwd("fwd_rbf_fp64", 0, dt="fp64", bk=16),
-    _aot_bwd("bwd_rbf_same", 0, same=True),
-    _aot_bwd("bwd_rbf_mem_acc", 0, mem_acc=True, params=False, bd=32),
-    _aot_bwd("bwd_energy_mem_acc_tf32", 5, mem_acc=True, precision="tf32", bd=32, tensor_cores=True),
-    _aot_bwd("bwd_mix_rbf_tf32", 1, r=5, precision="tf32", tensor_cores=True),
-    _aot_bwd("bwd_rq_tf32x3_direct", 2, direct=True, precision="tf32x3", tensor_cores=True),
-    _aot_bwd("bwd_rbf_bounded", 0, lo=True, hi=True, al=False, be=False),
-    _aot_bwd("bwd_laplacian_params_only", 4, grad=False, q=False),
-    _aot_bwd("bwd_energy", 5, same=True, params=False),
-    _aot_bwd("bwd_poly_tf32", 11, r=2, degree=3, precision="tf32", tensor_cores=True),
-    _aot_bwd("bwd_linear", 10, q=False),
-    _aot_bwd("bwd_rbf_fp64", 0, dt="fp64", bk=16),
+    _aot_fwd("fwd_rbf_same_tri", RBF, same=True, tri=True, rows=False),
+    _aot_fwd("fwd_rbf_cross_rows", RBF),
+    _aot_fwd("fwd_rbf_bounded_lo", RBF, same=True, lo=True),
+    _aot_fwd("fwd_rbf_bounded_hi", RBF, hi=True),
+    _aot_fwd("fwd_mix_rq_tf32", MIX_RQ, r=5, precision="tf32", tensor_cores=True),
+    _aot_fwd("fwd_rq_tf32x3", RQ, same=True, precision="tf32x3", tensor_cores=True),
+    _aot_fwd("fwd_laplacian_direct", LAPLACIAN, direct=True),
+    _aot_fwd("fwd_energy", ENERGY),
+    _aot_fwd("fwd_laplacian_tf32", LAPLACIAN, precision="tf32", tensor_cores=True),
+    _aot_fwd("fwd_poly_tf32", POLY, r=2, degree=3, precision="tf32", tensor_cores=True),
+    _aot_fwd("fwd_linear_direct", LINEAR, direct=True),
+    _aot_fwd("fwd_rbf_fp64", RBF, dt="fp64", bk=16),
+    _aot_bwd("bwd_rbf_same", RBF, same=True),
+    _aot_bwd("bwd_rbf_mem_acc", RBF, mem_acc=True, params=False, bd=32),
+    _aot_bwd("bwd_energy_mem_acc_tf32", ENERGY, mem_acc=True, precision="tf32", bd=32, tensor_cores=True),
+    _aot_bwd("bwd_mix_rbf_tf32", MIX_RBF, r=5, precision="tf32", tensor_cores=True),
+    _aot_bwd("bwd_rq_tf32x3_direct", RQ, direct=True, precision="tf32x3", tensor_cores=True),
+    _aot_bwd("bwd_rbf_bounded", RBF, lo=True, hi=True, al=False, be=False),
+    _aot_bwd("bwd_laplacian_params_only", LAPLACIAN, grad=False, q=False),
+    _aot_bwd("bwd_energy", ENERGY, same=True, params=False),
+    _aot_bwd("bwd_poly_tf32", POLY, r=2, degree=3, precision="tf32", tensor_cores=True),
+    _aot_bwd("bwd_linear", LINEAR, q=False),
+    _aot_bwd("bwd_rbf_fp64", RBF, dt="fp64", bk=16),
 ]

@@ -45,6 +45,7 @@ import triton.language as tl
 
 from ...kernels import Kernel
 from .. import reference
+from .._shared import refuse
 from ._launch import (
     Spec,
     aot_spec,
@@ -63,6 +64,7 @@ from ._launch import (
     tensor_params,
     tile_width,
 )
+from ._profiles import MIX_RBF, MIX_RQ, POLY, RBF, RQ, is_radial
 from ._tiles import (
     add_param_sum,
     dot_tile,
@@ -95,6 +97,7 @@ def _amv_kernel(
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
     """A·u over this program's rows, output columns [pid_d·BD, (pid_d+1)·BD) and column tiles of its split."""
+    RADIAL: tl.constexpr = is_radial(KIND)
     rows, dcols, pid_s = grid_tile(BM, BD)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     rsum = tl.zeros((BM,), dtype=tl.float64)
@@ -112,7 +115,7 @@ def _amv_kernel(
         g2 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
         zt = load_rows(z_ptr, cols, dcols, M, d)  # (BN, BD)
         ut = load_rows(u1_ptr, cols, dcols, M, d)
-        if KIND < 10:
+        if RADIAL:
             s = load_vec(s_ptr, cols, M)[None, :]
             tc = g0 * u0 + 2.0 * g1 * (s - x)
             cz = 4.0 * g2 * (x - s) - 2.0 * g1 * u0
@@ -128,7 +131,7 @@ def _amv_kernel(
         top += tl.sum(tl.where(cmask[None, :], tc, 0.0), 1).to(tl.float64)
         acc += part.to(tl.float64)
     out = acc
-    if KIND < 10:
+    if RADIAL:
         out += scaled_rows(z_ptr, rows, dcols, M, d, rsum)
     store_rows(bot_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
     tl.store(top_ptr + pid_s * M + rows, top, mask=(rows < M) & (tl.program_id(1) == 0))  # one output chunk writes it
@@ -147,6 +150,7 @@ def _amv_bwd_kernel(
 
     szu = z·u1 and szb = z·b row-wise (on the same centred z). See the module docstring for the formulas.
     """
+    RADIAL: tl.constexpr = is_radial(KIND)
     rows, dcols, pid_s = grid_tile(BM, BD)
     rmask = rows < M
     a_i = load_vec(a_ptr, rows, M)[:, None]
@@ -173,7 +177,7 @@ def _amv_bwd_kernel(
         if PG:
             # F = αμ k + (terms in k') + (terms in k''): coefficients c0, c1, c2 of ∂k/∂θ, ∂k'/∂θ, ∂k''/∂θ
             c0 = a_i * u0_j
-            if KIND < 10:
+            if RADIAL:
                 szu_j = load_vec(szu_ptr, cols, M)[None, :]
                 dn = x_zu - szu_j
                 db = szb_i - x_bz
@@ -197,7 +201,7 @@ def _amv_bwd_kernel(
             g1 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
             g2 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
             g3 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 3)
-            if KIND < 10:
+            if RADIAL:
                 szu_j = load_vec(szu_ptr, cols, M)[None, :]
                 szb_j = load_vec(szb_ptr, cols, M)[None, :]
                 # D(α = a_l, β = b_l; μ = u0_l', ν = u1_l')
@@ -235,7 +239,7 @@ def _amv_bwd_kernel(
         tl.store(out_ptr + (tl.program_id(0) * tl.num_programs(2) + pid_s) * RP + ridx, pvec)
     else:
         out = acc
-        if KIND < 10:
+        if RADIAL:
             out += scaled_rows(z_ptr, rows, dcols, M, d, r_e)
             out += scaled_rows(b_ptr, rows, dcols, M, d, r_b)
             out += scaled_rows(u1_ptr, rows, dcols, M, d, r_u)
@@ -248,9 +252,10 @@ def _adiag_kernel(
     KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
 ):
     """diag K (M,) and diag H (M, d): radial g(0), −2g'(0); dot h(‖z‖²), h'(‖z‖²) + h''(‖z‖²) z_i²."""
+    RADIAL: tl.constexpr = is_radial(KIND)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)  # t = 0 (radial), u = ‖z_l‖² (dot)
-    if KIND >= 10:
+    if not RADIAL:
         for k0 in range(0, d, BD):
             zt = load_rows(z_ptr, rows, k0 + tl.arange(0, BD), M, d)
             arg += tl.sum(zt * zt, 1)
@@ -260,7 +265,7 @@ def _adiag_kernel(
     tl.store(top_ptr + rows, k0v.to(tl.float64), mask=rows < M)
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
-        if KIND < 10:
+        if RADIAL:
             out = tl.zeros((BM, BD), dtype=tl.float64) + (-2.0 * k1v).to(tl.float64)[:, None]
         else:
             zt = load_rows(z_ptr, rows, dcols, M, d)
@@ -276,6 +281,7 @@ def _acol_kernel(
 ):
     """Column of A for the point c = z[l'] (``point_off`` = l'·d). FIRST (index < M): (k(z_l, c), ∇_1 k(z_l, c));
     otherwise the column (l', j) of [Gᵀ; H]. Radial t is summed from exact differences."""
+    RADIAL: tl.constexpr = is_radial(KIND)
     rows = tl.program_id(0) * BM + tl.arange(0, BM)
     rmask = rows < M
     cp = z_ptr + point_off
@@ -284,7 +290,7 @@ def _acol_kernel(
         dcols = k0 + tl.arange(0, BD)
         zt = load_rows(z_ptr, rows, dcols, M, d)
         cv = load_vec(cp, dcols, d)[None, :]
-        if KIND < 10:
+        if RADIAL:
             diff = tl.where((dcols < d)[None, :], zt - cv, 0.0)
             arg += tl.sum(diff * diff, 1)
         else:
@@ -296,7 +302,7 @@ def _acol_kernel(
     cj = tl.load(cp + j)  # c_j
     if FIRST:
         top = k0v
-    elif KIND < 10:
+    elif RADIAL:
         top = 2.0 * k1v * (cj - zj)  # Gᵀ[l, (l', j)] = 2 g' (z_l' − z_l)_j
     else:
         top = k1v * zj  # h' z_l j
@@ -307,11 +313,11 @@ def _acol_kernel(
         cv = load_vec(cp, dcols, d)[None, :]
         eye = (dcols == j)[None, :]
         if FIRST:
-            if KIND < 10:
+            if RADIAL:
                 out = 2.0 * k1v[:, None] * (zt - cv)
             else:
                 out = k1v[:, None] * cv + tl.zeros_like(zt)
-        elif KIND < 10:  # H[(l,i),(l',j)] = −2 g' δ_ij − 4 g'' Δ_i Δ_j, Δ = z_l' − z_l
+        elif RADIAL:  # H[(l,i),(l',j)] = −2 g' δ_ij − 4 g'' Δ_i Δ_j, Δ = z_l' − z_l
             out = -4.0 * k2v[:, None] * (cv - zt) * (cj - zj)[:, None] + tl.where(eye, -2.0 * k1v[:, None], 0.0)
         else:  # h'' c_i z_l j + h' δ_ij
             out = k2v[:, None] * cv * zj[:, None] + tl.where(eye, k1v[:, None], 0.0)
@@ -341,8 +347,8 @@ def amv_launch(z, u0, u1, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     _amv_kernel[(tiles_i, tiles_d, split)](
         zc, nz, u0f, u1f, s, spec.params, top, bot,
         M, d, per,
-        spec.kind, spec.r, spec.degree, direct, spec.precision,
-        tiles.block_m, tiles.block_n, bk, bd,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, DIRECT=direct, PRECISION=spec.precision,
+        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return reduce_partials(top), reduce_partials(bot)
@@ -362,8 +368,8 @@ def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
     _amv_bwd_kernel[(tiles_i, tiles_d, split)](
         zc, nz, u0f, u1f, af, bf, szu, szb, spec.params, out,
         M, d, per,
-        spec.kind, spec.r, spec.degree, params, spec.n_params, direct, spec.precision,
-        tiles.block_m, tiles.block_n, bk, bd, rp,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, PG=params, NP=spec.n_params, DIRECT=direct,
+        PRECISION=spec.precision, BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd, RP=rp,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     if params:
@@ -371,30 +377,31 @@ def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
     return reduce_partials(out)
 
 
-def _row_pass(fn, zf: torch.Tensor, spec: Spec, scalars: tuple, flags: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch an O(M d) row pass ``fn(z, p, top, bottom, M, d, *scalars, KIND, R, DEGREE, *flags, BM, BD)`` over
-    the row tiles of z; returns its float64 outputs (top (M,), bottom (M, d))."""
+def _row_pass(fn, zf: torch.Tensor, spec: Spec, scalars: tuple, flags: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch an O(M d) row pass ``fn(z, p, top, bottom, M, d, *scalars, KIND, R, DEGREE, **flags, BM, BD)`` over
+    the row tiles of z (``flags``: its own constexprs, by name); returns its float64 outputs (top (M,), bottom
+    (M, d))."""
     M, d = zf.shape
     tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
     top = torch.empty(M, dtype=torch.float64, device=zf.device)
     bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
     fn[(triton.cdiv(M, tiles.block_m),)](
-        zf, spec.params, top, bot, M, d, *scalars, spec.kind, spec.r, spec.degree, *flags,
-        tiles.block_m, tile_width(d, tiles.block_d),
+        zf, spec.params, top, bot, M, d, *scalars, KIND=spec.kind, R=spec.r, DEGREE=spec.degree, **flags,
+        BM=tiles.block_m, BD=tile_width(d, tiles.block_d),
         num_warps=tiles.num_warps,
     )
     return top, bot
 
 
 def adiag_launch(z, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
-    return _row_pass(_adiag_kernel, flat(z, spec.dtype), spec, (), ())
+    return _row_pass(_adiag_kernel, flat(z, spec.dtype), spec, (), {})
 
 
 def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     M, d = z.shape
     first = index < M
     point, j = (index, 0) if first else divmod(index - M, d)
-    return _row_pass(_acol_kernel, flat(z, spec.dtype), spec, (point * d, j), (first,))
+    return _row_pass(_acol_kernel, flat(z, spec.dtype), spec, (point * d, j), {"FIRST": first})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -402,23 +409,16 @@ def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _no_second_order(what: str):
-    raise RuntimeError(second_order_message(what, "g''''"))
-
-class _AMatvecBackward(torch.autograd.Function):
-    """z-gradient and kernel-parameter gradient of a_matvec, as a node that refuses a second differentiation."""
-
-    @staticmethod
-    def forward(ctx, z, u0, u1, a, b, spec, want_z, want_params, *params):
-        gz = amv_bwd_launch(z, u0, u1, a, b, spec, False).to(z.dtype) if want_z else None
-        pg = amv_bwd_launch(z, u0, u1, a, b, spec, True) if want_params else None
-        pgs = tuple(None if pg is None else param_grad(pg, i, p)
-                    for i, p in zip(spec.param_index, params))
-        return (gz, *pgs)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _no_second_order("the z- and parameter-gradient of a_matvec")
+def _amv_bwd(z, u0, u1, ga, gb, spec: Spec, want_z: bool, needs, params) -> list:
+    """[z-gradient, *parameter gradients] of a_matvec (None where not wanted); a further differentiation raises
+    (it would need the fourth profile derivative; :func:`.._shared.refuse`)."""
+    with torch.no_grad():
+        gz = amv_bwd_launch(z, u0, u1, ga, gb, spec, False).to(z.dtype) if want_z else None
+        pg = amv_bwd_launch(z, u0, u1, ga, gb, spec, True) if any(needs) else None
+        pgs = [None if pg is None or not nd else param_grad(pg, i, p)
+               for i, p, nd in zip(spec.param_index, params, needs)]
+    return refuse(second_order_message("the z- and parameter-gradient of a_matvec", "g''''"), [gz, *pgs],
+                  (z, u0, u1, ga, gb, *params))
 
 
 class _AMatvec(torch.autograd.Function):
@@ -446,11 +446,8 @@ class _AMatvec(torch.autograd.Function):
             gu0, gu1 = _AMatvec.apply(z, ga, gb, spec, *params)
             gu0 = gu0.to(u0.dtype) if need[1] else None
             gu1 = gu1.to(u1.dtype) if need[2] else None
-        want_params = any(need[4:])
-        if need[0] or want_params:
-            out = _AMatvecBackward.apply(z, u0, u1, ga, gb, spec, need[0], want_params, *params)
-            gz = out[0]
-            pgs = [g if nd else None for g, nd in zip(out[1:], need[4:])]
+        if need[0] or any(need[4:]):
+            gz, *pgs = _amv_bwd(z, u0, u1, ga, gb, spec, need[0], need[4:], params)
         return (gz, gu0, gu1, None, *pgs)
 
 
@@ -466,7 +463,7 @@ class _ADiag(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gt, gb):
         z, *params = ctx.saved_tensors
-        grads = _ADiagColumnBackward.apply(z, gt, gb, ctx.kernel, None, *params)
+        grads = _diag_column_vjp(z, gt, gb, ctx.kernel, None, params)
         return (grads[0], None, None, *grads[1:])
 
 
@@ -482,35 +479,30 @@ class _AColumn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gt, gb):
         z, *params = ctx.saved_tensors
-        grads = _ADiagColumnBackward.apply(z, gt, gb, ctx.kernel, ctx.index, *params)
+        grads = _diag_column_vjp(z, gt, gb, ctx.kernel, ctx.index, params)
         return (grads[0], None, None, None, *grads[1:])
 
 
-class _ADiagColumnBackward(torch.autograd.Function):
-    """Vector–Jacobian product of diag(A) (index None) or a column of A, by autograd through the reference."""
-
-    @staticmethod
-    def forward(ctx, z, gt, gb, kernel, index, *params):
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_(True)
-            top, bot = reference.a_diag(zz, kernel) if index is None else reference.a_column(zz, index, kernel)
-            wrt = [zz] + [p for p in params if p.requires_grad]
-            outs = [top, bot]
-            gs = [gt, gb]
-            keep = [i for i, o in enumerate(outs) if o.requires_grad and gs[i] is not None]
-            if not keep:
-                grads = [None] * len(wrt)
-            else:
-                grads = torch.autograd.grad([outs[i] for i in keep], wrt,
-                                            [gs[i].to(outs[i].dtype) for i in keep], allow_unused=True)
-        it = iter(grads[1:])
-        pgs = tuple(next(it) if p.requires_grad else None for p in params)
-        gz = grads[0] if grads[0] is not None else torch.zeros_like(z)
-        return (gz, *pgs)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _no_second_order("the gradient of a_diag / a_column")
+def _diag_column_vjp(z, gt, gb, kernel, index, params) -> list:
+    """[z-gradient, *parameter gradients] of diag(A) (index None) or a column of A, by autograd through the
+    reference; a further differentiation raises (:func:`.._shared.refuse`)."""
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        top, bot = reference.a_diag(zz, kernel) if index is None else reference.a_column(zz, index, kernel)
+        wrt = [zz] + [p for p in params if p.requires_grad]
+        outs = [top, bot]
+        gs = [gt, gb]
+        keep = [i for i, o in enumerate(outs) if o.requires_grad and gs[i] is not None]
+        if not keep:
+            grads = [None] * len(wrt)
+        else:
+            grads = torch.autograd.grad([outs[i] for i in keep], wrt,
+                                        [gs[i].detach().to(outs[i].dtype) for i in keep], allow_unused=True)
+    it = iter(grads[1:])
+    pgs = [next(it) if p.requires_grad else None for p in params]
+    gz = grads[0] if grads[0] is not None else torch.zeros_like(z)
+    return refuse(second_order_message("the gradient of a_diag / a_column", "g''''"), [gz, *pgs],
+                  (z, gt, gb, *params))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -522,7 +514,7 @@ def _check_z(z: torch.Tensor, kernel: Kernel, precision: str, what: str) -> Spec
     dtype = compute_dtype("z", z, precision)
     check_points("z", z, "M")
     spec = make_spec(kernel, "xx", dtype, z.device, precision)
-    if not getattr(kernel, "twice_differentiable", False) or spec.kind in (4, 5):
+    if not getattr(kernel, "twice_differentiable", False) or spec.sqrt_distance:
         raise ValueError(
             f"{what} needs a twice-differentiable radial or dot-product kernel "
             f"(rbf, mix_rbf, rq, mix_rq, linear, poly), got {kernel!r}"
@@ -639,16 +631,16 @@ def _aot_row(name, fn, kind, *, r=1, degree=0, first=None, dt="fp32"):
 
 
 AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, parameter gradients
-    _aot_amv("amv_rbf", 0),
-    _aot_amv("amv_rq_tf32x3", 2, precision="tf32x3", bd=32),
-    _aot_amv("amv_poly_tf32", 11, r=2, degree=3, precision="tf32"),
-    _aot_amv("amv_rbf_fp64", 0, dt="fp64", bk=16),
-    _aot_bwd("amv_bwd_rbf", 0),
-    _aot_bwd("amv_bwd_poly_tf32x3", 11, r=2, degree=3, n_params=2, precision="tf32x3"),
-    _aot_bwd("amv_bwd_mix_rq_tf32", 3, r=5, n_params=5, precision="tf32"),
-    _aot_bwd("amv_bwd_mix_rbf_params", 1, r=5, n_params=5, pg=True),
-    _aot_row("adiag_rbf", _adiag_kernel, 0),
-    _aot_row("adiag_poly", _adiag_kernel, 11, r=2, degree=3),
-    _aot_row("acol_rq_first", _acol_kernel, 2, first=True),
-    _aot_row("acol_poly", _acol_kernel, 11, r=2, degree=3, first=False),
+    _aot_amv("amv_rbf", RBF),
+    _aot_amv("amv_rq_tf32x3", RQ, precision="tf32x3", bd=32),
+    _aot_amv("amv_poly_tf32", POLY, r=2, degree=3, precision="tf32"),
+    _aot_amv("amv_rbf_fp64", RBF, dt="fp64", bk=16),
+    _aot_bwd("amv_bwd_rbf", RBF),
+    _aot_bwd("amv_bwd_poly_tf32x3", POLY, r=2, degree=3, n_params=2, precision="tf32x3"),
+    _aot_bwd("amv_bwd_mix_rq_tf32", MIX_RQ, r=5, n_params=5, precision="tf32"),
+    _aot_bwd("amv_bwd_mix_rbf_params", MIX_RBF, r=5, n_params=5, pg=True),
+    _aot_row("adiag_rbf", _adiag_kernel, RBF),
+    _aot_row("adiag_poly", _adiag_kernel, POLY, r=2, degree=3),
+    _aot_row("acol_rq_first", _acol_kernel, RQ, first=True),
+    _aot_row("acol_poly", _acol_kernel, POLY, r=2, degree=3, first=False),
 ]

@@ -61,9 +61,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import Kernel, _safe_sqrt
+from ...kernels import Kernel
+from .._shared import PRECISIONS, energy_norm_mv, refuse, unit_rows
 from ._launch import (
-    PRECISIONS,
     Spec,
     Tiles,
     aot_spec,
@@ -76,12 +76,12 @@ from ._launch import (
     pow2,
     prepare,
     reduce_partials,
-    refuse,
     second_order_message,
     split_for,
     tensor_params,
     tile_width,
 )
+from ._profiles import LAPLACIAN, MIX_RBF, MIX_RQ, POLY, RBF, RQ, is_radial, is_sqrt
 from ._tiles import (
     add_param_sum,
     any_pair,
@@ -168,6 +168,8 @@ def _grad_kernel(
 ):
     """grad_mv: o_i = Σ_j W_ij ∇_1 k(a_i, b_j), W = L Rᵀ; radial 2(a_i Σ_j p_ij − Σ_j p_ij b_j) with p = W g'(t),
     dot Σ_j W_ij h'(u_ij) b_j. This program writes output columns [pid_d·BD, (pid_d+1)·BD)."""
+    RADIAL: tl.constexpr = is_radial(KIND)
+    SQRT: tl.constexpr = is_sqrt(KIND)
     rows, dcols, pid_s = grid_tile(BM, BD)
     lo, hi = load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
@@ -183,7 +185,7 @@ def _grad_kernel(
         p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
         p = tl.where((cols < m)[None, :], p, 0.0)
         bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
-        if KIND == 4 or KIND == 5:  # close pairs of √t kernels: −Σ p (a − b) from differences, into out's rows
+        if SQRT:  # close pairs of √t kernels: −Σ p (a − b) from differences, into out's rows
             close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
             if any_pair(close):
                 k0 = tl.program_id(1) * BD
@@ -193,12 +195,12 @@ def _grad_kernel(
                 corrected = jt >= j_lo  # (true)
             p = tl.where(close, 0.0, p)
         acc += tl.dot(p, bt, input_precision=PRECISION).to(tl.float64)
-        if KIND < 10:
+        if RADIAL:
             psum += tl.sum(p, 1).to(tl.float64)
-    if KIND == 4 or KIND == 5:
+    if SQRT:
         omask = (rows < n)[:, None] & (dcols < d)[None, :]
         acc += tl.load(out_base + rows.to(tl.int64)[:, None] * d + dcols[None, :], mask=omask & corrected, other=0.0)
-    if KIND < 10:
+    if RADIAL:
         out = 2.0 * (scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
     else:
         out = acc
@@ -216,6 +218,7 @@ def _grad2_kernel(
 ):
     """Backward of grad_mv in its first argument (XV: rows a = x, row aux Γ) or its second (rows a = y, column
     aux Γ over b = x). W_ij = L_i·R_j with L the row factor. See the module docstring for the formulas."""
+    RADIAL: tl.constexpr = is_radial(KIND)
     rows, dcols, pid_s = grid_tile(BM, BD)
     lo, hi = load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
@@ -234,7 +237,7 @@ def _grad2_kernel(
         g1 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
         g2 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 2, CLAMP_LO, CLAMP_HI)
         bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
-        if KIND < 10:
+        if RADIAL:
             rr = g2 * (sv - x)
             rsum += tl.sum(rr, 1).to(tl.float64)
             part = tl.dot(-4.0 * rr, bt, input_precision=PRECISION)
@@ -248,7 +251,7 @@ def _grad2_kernel(
                 part = tl.dot(g1, load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
         acc += part.to(tl.float64)
     out = acc
-    if KIND < 10:
+    if RADIAL:
         out += 4.0 * scaled_rows(a_ptr, rows, dcols, n, d, rsum)
         if XV:
             out += 2.0 * scaled_rows(aux_ptr, rows, dcols, n, d, gsum)
@@ -360,8 +363,9 @@ def mv_launch(a, b, v, spec: Spec, mode: int = 0, aux=None) -> torch.Tensor:
     _mv_kernel[(tiles_i, tiles_b, split)](
         a, b, na, nb, v, aux_t, s, spec.params, spec.lohi, out,
         n, m, d, nv, per,
-        spec.kind, spec.r, spec.degree, mode, vec, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
-        tiles.block_m, tiles.block_n, bk, bb,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, MODE=mode, VEC=vec, CLAMP_LO=spec.clamp_lo,
+        CLAMP_HI=spec.clamp_hi, DIRECT=direct, PRECISION=spec.precision,
+        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BB=bb,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return reduce_partials(out)
@@ -379,8 +383,8 @@ def grad_launch(a, b, l, r, spec: Spec) -> torch.Tensor:
     _grad_kernel[(tiles_i, tiles_d, split)](
         a, b, na, nb_, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
-        spec.kind, spec.r, spec.degree, vec, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
-        tiles.block_m, tiles.block_n, bk, bd, bb,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, VEC=vec, CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi,
+        DIRECT=direct, PRECISION=spec.precision, BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd, BB=bb,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return reduce_partials(out)
@@ -400,8 +404,9 @@ def grad2_launch(a, b, aux, lrow, rcol, spec: Spec, xv: bool) -> torch.Tensor:
     _grad2_kernel[(tiles_i, tiles_d, split)](
         a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
-        spec.kind, spec.r, spec.degree, xv, vec, spec.clamp_lo, spec.clamp_hi, direct, spec.precision,
-        tiles.block_m, tiles.block_n, bk, bd, bb,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, XV=xv, VEC=vec, CLAMP_LO=spec.clamp_lo,
+        CLAMP_HI=spec.clamp_hi, DIRECT=direct, PRECISION=spec.precision,
+        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd, BB=bb,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return reduce_partials(out)
@@ -422,8 +427,9 @@ def param_launch(a, b, l, r, spec: Spec, mode: int, aux=None) -> torch.Tensor:
     _param_kernel[(tiles_i, split)](
         a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
-        spec.kind, spec.r, spec.degree, spec.n_params, mode, vec, spec.clamp_lo, spec.clamp_hi, direct,
-        spec.precision, tiles.block_m, tiles.block_n, bk, bb, rp,
+        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, NP=spec.n_params, MODE=mode, VEC=vec,
+        CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi, DIRECT=direct, PRECISION=spec.precision,
+        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BB=bb, RP=rp,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out.sum(0)[: spec.n_params]
@@ -433,12 +439,8 @@ def _cast(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     return None if g is None else g.to(like.dtype)
 
 
-def _no_second_order(what: str):
-    raise RuntimeError(second_order_message(what))
-
-
 def _needs_g2(spec: Spec, what: str) -> None:
-    if spec.kind in (4, 5):
+    if spec.sqrt_distance:
         raise ValueError(
             f"{what} needs the second derivative g'' of the kernel profile; the laplacian and energy kernels are "
             "not twice differentiable"
@@ -450,25 +452,15 @@ def _needs_g2(spec: Spec, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _ParamGrads(torch.autograd.Function):
-    """Kernel-parameter gradients of kernel_mv (mode 0) or grad_mv (mode 1) as a graph node that refuses a second
-    differentiation (instead of silently returning zero)."""
-
-    @staticmethod
-    def forward(ctx, a, b, l, r, aux, spec, mode, *params):
-        pg = param_launch(a, b, l, r, spec, mode, aux)
-        return tuple(param_grad(pg, i, p) for i, p in zip(spec.param_index, params))
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _no_second_order("the kernel-parameter gradient")
-
-
 def _param_grads(a, b, l, r, aux, spec: Spec, mode: int, params, needs) -> list:
+    """Kernel-parameter gradients of kernel_mv (mode 0) or grad_mv (mode 1), None where not needed; a further
+    differentiation raises (:func:`.._shared.refuse`) instead of silently returning zero."""
     if not any(needs):
         return [None] * len(params)
-    pg = _ParamGrads.apply(a, b, l, r, aux, spec, mode, *params)
-    return [g if need else None for g, need in zip(pg, needs)]
+    with torch.no_grad():
+        pg = param_launch(a, b, l, r, spec, mode, aux)
+        out = [param_grad(pg, i, p) if need else None for i, p, need in zip(spec.param_index, params, needs)]
+    return refuse(second_order_message("the kernel-parameter gradient"), out, (a, b, l, r, aux, *params))
 
 
 class _KernelMV(torch.autograd.Function):
@@ -547,11 +539,6 @@ def _points(x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.dtype:
     return dtype
 
 
-def _norms(t: torch.Tensor) -> torch.Tensor:
-    td = t.double()
-    return _safe_sqrt((td * td).sum(1))  # (n,) float64, differentiable
-
-
 def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel, block: str = "xy",
               precision: str = "ieee") -> torch.Tensor:
     r"""Kernel-matrix product :math:`o = K(x, y)\,v`, :math:`o_{ib} = \sum_j k(x_i, y_j) v_{jb}`, fused.
@@ -590,8 +577,7 @@ def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel,
     v2 = v[:, None] if v.ndim == 1 else v  # (m, B)
     out = _KernelMV.apply(x, y, v2, spec, *tensor_params(kernel, spec))  # (n, B)
     if spec.energy:  # k = ‖a‖ + ‖b‖ − √t: the norm terms in torch (O((n + m) B), differentiable)
-        vd = v2.double()
-        out = out + _norms(x)[:, None] * vd.sum(0)[None, :] + (_norms(y) @ vd)[None, :]
+        out = out + energy_norm_mv(x, y, v2)
     return out[:, 0] if v.ndim == 1 else out
 
 
@@ -619,11 +605,8 @@ def grad_mv(x: torch.Tensor, y: torch.Tensor, l: torch.Tensor, r: torch.Tensor, 
     check_like("r", r, "x", x, (y.shape[0], l.shape[1]))
     spec = make_spec(kernel, "xy", dtype, x.device, precision)
     out = _GradMV.apply(x, y, l, r, spec, *tensor_params(kernel, spec))
-    if spec.energy:
-        xd = x.double()
-        nx = _norms(x)[:, None]
-        unit = torch.where(nx > 0, xd / nx.clamp_min(1e-300), torch.zeros_like(xd))
-        out = out + unit * (l.double() @ r.double().sum(0))[:, None]
+    if spec.energy:  # + Σ_j W_ij x_i / ‖x_i‖
+        out = out + unit_rows(x.double()) * (l.double() @ r.double().sum(0))[:, None]
     return out
 
 
@@ -696,18 +679,18 @@ def _aot_param(name, kind, *, r=1, degree=0, n_params=1, mode=0, vec=False, lo=F
 
 
 AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, clamped, direct, vector/batched
-    _aot_mv("mv_rbf_vec", 0, vec=True),
-    _aot_mv("mv_mix_rq_tf32", 3, r=5, precision="tf32"),
-    _aot_mv("mv_rbf_bounded_direct", 0, lo=True, hi=True, direct=True),
-    _aot_mv("mv_poly_colaux_tf32x3", 11, r=2, degree=3, mode=2, precision="tf32x3", bb=32),
-    _aot_mv("mv_rbf_fp64", 0, dt="fp64", bk=16, bb=32),
-    _aot_grad("grad_rbf_vec", 0),
-    _aot_grad("grad_rq_tf32x3", 2, vec=False, precision="tf32x3", bd=32),
-    _aot_grad("grad_poly_tf32", 11, r=2, degree=3, precision="tf32"),
-    _aot_grad("grad_laplacian", 4),  # the close-pair branch of the √t kernels
-    _aot_grad2("grad2_rbf_x", 0),
-    _aot_grad2("grad2_rq_y_tf32", 2, xv=False, vec=False, precision="tf32"),
-    _aot_grad2("grad2_poly_y_tf32x3", 11, r=2, degree=3, xv=False, precision="tf32x3", bd=32),
-    _aot_param("param_mix_rbf_mv", 1, r=5, n_params=5),
-    _aot_param("param_poly_grad_tf32", 11, r=2, degree=3, n_params=2, mode=1, vec=True, precision="tf32"),
+    _aot_mv("mv_rbf_vec", RBF, vec=True),
+    _aot_mv("mv_mix_rq_tf32", MIX_RQ, r=5, precision="tf32"),
+    _aot_mv("mv_rbf_bounded_direct", RBF, lo=True, hi=True, direct=True),
+    _aot_mv("mv_poly_colaux_tf32x3", POLY, r=2, degree=3, mode=2, precision="tf32x3", bb=32),
+    _aot_mv("mv_rbf_fp64", RBF, dt="fp64", bk=16, bb=32),
+    _aot_grad("grad_rbf_vec", RBF),
+    _aot_grad("grad_rq_tf32x3", RQ, vec=False, precision="tf32x3", bd=32),
+    _aot_grad("grad_poly_tf32", POLY, r=2, degree=3, precision="tf32"),
+    _aot_grad("grad_laplacian", LAPLACIAN),  # the close-pair branch of the √t kernels
+    _aot_grad2("grad2_rbf_x", RBF),
+    _aot_grad2("grad2_rq_y_tf32", RQ, xv=False, vec=False, precision="tf32"),
+    _aot_grad2("grad2_poly_y_tf32x3", POLY, r=2, degree=3, xv=False, precision="tf32x3", bd=32),
+    _aot_param("param_mix_rbf_mv", MIX_RBF, r=5, n_params=5),
+    _aot_param("param_poly_grad_tf32", POLY, r=2, degree=3, n_params=2, mode=1, vec=True, precision="tf32"),
 ]
