@@ -18,11 +18,14 @@ import triton.language as tl
 
 from ...kernels import CLOSE as _CLOSE
 from ._profiles import (
+    ENERGY,
     LINEAR,
+    dot_param_grad,
     dot_param_grad_order,
     dot_profile,
     is_radial,
     is_sqrt,
+    radial_param_grad,
     radial_param_grad_order,
     radial_profile,
 )
@@ -345,3 +348,130 @@ def add_param_sum(pvec, ridx, r, tile):
     """``pvec`` with Σ tile (fp32 rows, float64 across rows) added at entry r: parameter-gradient partials."""
     ts = tl.sum(tl.sum(tile, 1).to(tl.float64), 0)
     return pvec + tl.where(ridx == r, ts, 0.0)
+
+
+# -------------------------------------------------------------------------------------------------- block sums
+
+
+@triton.jit
+def block_kernel_tile(arg, p_ptr, lo, hi, ea_ptr, eb_ptr, rows, cols, n, m, KIND: tl.constexpr, R: tl.constexpr,
+                      DEGREE: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """k(a_i, b_j) of a (BM, BN) tile: :func:`kernel_tile` plus, for the energy kernel, ‖a_i‖ + ‖b_j‖."""
+    kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)  # (BM, BN)
+    if KIND == ENERGY:
+        kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
+    return kv
+
+
+@triton.jit
+def pair_weights(arg, p_ptr, lo, hi, c, q, al, be_ptr, ea_ptr, eb_ptr, rows, cols, n, m,
+                 KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr, SAME: tl.constexpr, HAS_AL: tl.constexpr,
+                 HAS_BE: tl.constexpr, HAS_Q: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """Upstream weights w_ij = c + α_i + β_j + 2q k_ij of the block sums' gradient (each term only when its flag is
+    set; α = ``al`` (BM,) loaded by the caller, β from ``be_ptr``), zero outside the block and, when SAME, at i = j."""
+    valid = (rows < n)[:, None] & (cols < m)[None, :]
+    if SAME:
+        valid = valid & (rows[:, None] != cols[None, :])
+    w = tl.zeros_like(arg) + c
+    if HAS_AL:
+        w += al[:, None]
+    if HAS_BE:
+        w += load_vec(be_ptr, cols, m)[None, :]
+    if HAS_Q:
+        w += 2.0 * q * block_kernel_tile(arg, p_ptr, lo, hi, ea_ptr, eb_ptr, rows, cols, n, m, KIND, R, DEGREE,
+                                         CLAMP_LO, CLAMP_HI)
+    return tl.where(valid, w, 0.0)
+
+
+@triton.jit
+def route_close_pairs(p, arg, g_ptr, a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, corrected, written,
+                      jt, j_lo, MEM_ACC: tl.constexpr):
+    """(p, corrected, written) after a √t kernel's close pairs: their share −Σ_j p_ij (a_i − b_j), from coordinate
+    differences, goes into G's rows (:func:`sub_close_pair_grad`; added to what is there when ``corrected`` —
+    ``written`` when MEM_ACC) and their entries of p are zeroed; both flags become true once G's rows are written."""
+    close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
+    near = any_pair(close)
+    pf = tl.where(close, 0.0, p)
+    if near:
+        keep = corrected
+        if MEM_ACC:
+            keep = written
+        sub_close_pair_grad(g_ptr, p - pf, a_ptr, b_ptr, rows, cols, n, m, d, 0, d, keep)
+        tl.debug_barrier()
+        corrected = jt >= j_lo  # (true)
+        written = jt >= j_lo
+    return pf, corrected, written
+
+
+@triton.jit
+def add_pair_product(acc, g_ptr, p, b_ptr, rows, cols, n, m, d, written, MEM_ACC: tl.constexpr,
+                     PRECISION: tl.constexpr, BD: tl.constexpr):
+    """Σ_j p_ij b_j of a tile added to the (BM, BD) register accumulator ``acc`` (d ≤ BD), or with MEM_ACC to G's
+    rows in BD-wide chunks (read-modify-write; ``written``: they already hold partial sums). Returns ``acc``."""
+    cmask = cols < m
+    cols64 = cols.to(tl.int64)
+    dr = tl.arange(0, BD)
+    if MEM_ACC:
+        for d0 in range(0, d, BD):
+            dc = d0 + dr
+            dmask = dc < d
+            bt = tl.load(b_ptr + cols64[:, None] * d + dc[None, :],
+                         mask=cmask[:, None] & dmask[None, :], other=0.0)  # (BN, BD)
+            offs = rows.to(tl.int64)[:, None] * d + dc[None, :]
+            omask = (rows < n)[:, None] & dmask[None, :]
+            prev = tl.load(g_ptr + offs, mask=omask & written, other=0.0)
+            tl.store(g_ptr + offs, tl.dot(p, bt, prev, input_precision=PRECISION), mask=omask)
+        tl.debug_barrier()  # the next tile reads these rows back (possibly from other threads)
+    else:
+        bt = tl.load(b_ptr + cols64[:, None] * d + dr[None, :],
+                     mask=cmask[:, None] & (dr < d)[None, :], other=0.0)  # (BN, BD)
+        acc = tl.dot(p, bt, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def add_block_param_sums(pvec, ridx, arg, w, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr,
+                         DEGREE: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
+    """``pvec`` with Σ_ij w_ij ∂k_ij/∂θ_r added at entry r, r < R (∂g/∂θ at the clamped t, or ∂h/∂θ)."""
+    RADIAL: tl.constexpr = is_radial(KIND)
+    for r in tl.static_range(R):
+        if RADIAL:
+            dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
+        else:
+            dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
+        pvec = add_param_sum(pvec, ridx, r, w * dk)
+    return pvec
+
+
+@triton.jit
+def store_block_grad(g_ptr, a_ptr, ea_ptr, ctr_ptr, rows, n, d, psum, wsum, acc, corrected, swept,
+                     KIND: tl.constexpr, MEM_ACC: tl.constexpr, BD: tl.constexpr):
+    """G[rows] = ∇_a of the block sums from a row tile's totals: radial 2(a_i Σ_j p_ij − Σ_j p_ij b_j) (+ Σ_j w_ij
+    a_i/‖a_i‖ for the energy kernel, ``ctr`` + a = the uncentred point), dot Σ_j p_ij b_j. Σ p b is ``acc`` (plus the
+    close pairs' shares in G's rows when ``corrected``), or with MEM_ACC G's rows themselves (``swept``: any tile)."""
+    RADIAL: tl.constexpr = is_radial(KIND)
+    SQRT: tl.constexpr = is_sqrt(KIND)
+    rmask = rows < n
+    dr = tl.arange(0, BD)
+    if KIND == ENERGY:  # energy: + Σ_j w_ij a_i / ‖a_i‖ for the uncentred a_i (0 at a_i = 0)
+        nrm = load_vec(ea_ptr, rows, n)
+        winv = wsum * tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
+    for d0 in range(0, d, BD):  # a single chunk unless MEM_ACC
+        dc = d0 + dr
+        offs = rows.to(tl.int64)[:, None] * d + dc[None, :]
+        omask = rmask[:, None] & (dc < d)[None, :]
+        if MEM_ACC:
+            pb = tl.load(g_ptr + offs, mask=omask & swept, other=0.0)
+        else:
+            pb = acc
+            if SQRT:
+                pb += tl.load(g_ptr + offs, mask=omask & corrected, other=0.0)
+        if RADIAL:
+            at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
+            out = 2.0 * (at * psum[:, None] - pb)
+            if KIND == ENERGY:
+                ctr = load_vec(ctr_ptr, dc, d)
+                out += winv[:, None] * (at + ctr[None, :])
+        else:
+            out = pb
+        tl.store(g_ptr + offs, out, mask=omask)

@@ -84,23 +84,21 @@ from ._profiles import (
     POLY,
     RBF,
     RQ,
-    dot_param_grad,
     is_radial,
     is_sqrt,
-    radial_param_grad,
 )
 from ._tiles import (
-    add_param_sum,
-    any_pair,
-    clamp_arg,
-    close_pairs,
-    energy_norm_tile,
+    add_block_param_sums,
+    add_pair_product,
+    block_kernel_tile,
     kernel_tile,
     load_bounds,
-    load_vec,
     pair_arg_tile,
+    pair_weights,
+    route_close_pairs,
+    row_scalars,
     split_range,
-    sub_close_pair_grad,
+    store_block_grad,
 )
 
 __all__ = [
@@ -147,9 +145,8 @@ def _block_stats_fwd(
         cols = jt * BN + tl.arange(0, BN)
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                             KIND, DIRECT, PRECISION, BM, BN, BK)
-        kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)  # (BM, BN)
-        if KIND == ENERGY:
-            kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
+        kv = block_kernel_tile(arg, p_ptr, lo, hi, ea_ptr, eb_ptr, rows, cols, n, m, KIND, R, DEGREE,
+                               CLAMP_LO, CLAMP_HI)  # (BM, BN)
         valid = rmask[:, None] & (cols < m)[None, :]
         if SAME:
             valid = valid & (rows[:, None] != cols[None, :])
@@ -179,22 +176,19 @@ def _block_stats_bwd(
     MEM_ACC: tl.constexpr,  # d > BD: accumulate P·B in the program's own rows of g (read-modify-write per tile)
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, RP: tl.constexpr,
 ):
+    """Gradient partials of Σ_ij w_ij k_ij, w = c + α_i + β_j + 2q k_ij: ∇ over this program's rows a_i (GRAD) and
+    Σ w ∂k/∂θ (PARAMS), over the column tiles of its split (formulas: module docstring)."""
     RADIAL: tl.constexpr = is_radial(KIND)
     SQRT: tl.constexpr = is_sqrt(KIND)
     pid_i = tl.program_id(0)
     pid_s = tl.program_id(1)
-    n_split = tl.num_programs(1)
     rows = pid_i * BM + tl.arange(0, BM)
-    rmask = rows < n
-    rows64 = rows.to(tl.int64)
-    dr = tl.arange(0, BD)
     lo, hi = load_bounds(aux_ptr)
     c = tl.load(aux_ptr + 2)
     q = tl.load(aux_ptr + 3)
     dt = a_ptr.dtype.element_ty
     g_base = g_ptr + pid_s.to(tl.int64) * n * d  # this split's (n, d) slab; rows of this program are its own
-    if HAS_AL:
-        al = load_vec(al_ptr, rows, n)
+    al = row_scalars(al_ptr, rows, n, HAS_AL)  # α_i
     j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
     psum = tl.zeros((BM,), dtype=dt)  # Σ_j p_ij
     corrected = j_lo > j_hi  # (false) √t kernels: g's rows hold −Σ p (a − b) over close pairs (register mode)
@@ -204,93 +198,28 @@ def _block_stats_bwd(
     pvec = tl.zeros((RP,), dtype=tl.float64)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
-        cmask = cols < m
-        cols64 = cols.to(tl.int64)
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                             KIND, DIRECT, PRECISION, BM, BN, BK)
-        valid = rmask[:, None] & cmask[None, :]
-        if SAME:
-            valid = valid & (rows[:, None] != cols[None, :])
-        w = tl.zeros((BM, BN), dtype=dt) + c
-        if HAS_AL:
-            w += al[:, None]
-        if HAS_BE:
-            be = load_vec(be_ptr, cols, m)
-            w += be[None, :]
-        if HAS_Q:
-            kv = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
-            if KIND == ENERGY:
-                kv += energy_norm_tile(ea_ptr, eb_ptr, rows, cols, n, m)
-            w += 2.0 * q * kv
-        w = tl.where(valid, w, 0.0)
+        w = pair_weights(arg, p_ptr, lo, hi, c, q, al, be_ptr, ea_ptr, eb_ptr, rows, cols, n, m,
+                         KIND, R, DEGREE, SAME, HAS_AL, HAS_BE, HAS_Q, CLAMP_LO, CLAMP_HI)
         if GRAD:
             p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
             written = jt > j_lo  # MEM_ACC: this split's rows of g hold partial sums (0 before the first tile)
-            if SQRT:  # close pairs of √t kernels: −Σ p (a − b) from differences, into g's rows
-                close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
-                near = any_pair(close)
-                pf = tl.where(close, 0.0, p)
-                if near:
-                    keep = corrected
-                    if MEM_ACC:
-                        keep = written
-                    sub_close_pair_grad(g_base, p - pf, a_ptr, b_ptr, rows, cols, n, m, d, 0, d, keep)
-                    tl.debug_barrier()
-                    corrected = jt >= j_lo  # (true)
-                    written = jt >= j_lo
-                p = pf
-            if MEM_ACC:
-                for d0 in range(0, d, BD):
-                    dc = d0 + dr
-                    dmask = dc < d
-                    bt = tl.load(b_ptr + cols64[:, None] * d + dc[None, :],
-                                 mask=cmask[:, None] & dmask[None, :], other=0.0)  # (BN, BD)
-                    offs = rows64[:, None] * d + dc[None, :]
-                    omask = rmask[:, None] & dmask[None, :]
-                    prev = tl.load(g_base + offs, mask=omask & written, other=0.0)
-                    tl.store(g_base + offs, tl.dot(p, bt, prev, input_precision=PRECISION), mask=omask)
-                tl.debug_barrier()  # the next tile reads these rows back (possibly from other threads)
-            else:
-                bt = tl.load(b_ptr + cols64[:, None] * d + dr[None, :],
-                             mask=cmask[:, None] & (dr < d)[None, :], other=0.0)  # (BN, BD)
-                acc = tl.dot(p, bt, acc, input_precision=PRECISION)
+            if SQRT:  # close pairs: −Σ p (a − b) from differences, into g's rows
+                p, corrected, written = route_close_pairs(p, arg, g_base, a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols,
+                                                          n, m, d, corrected, written, jt, j_lo, MEM_ACC)
+            acc = add_pair_product(acc, g_base, p, b_ptr, rows, cols, n, m, d, written, MEM_ACC, PRECISION, BD)
             if RADIAL:
                 psum += tl.sum(p, 1)
             if KIND == ENERGY:
                 wsum += tl.sum(w, 1)
         if PARAMS:
-            for r in tl.static_range(R):
-                if RADIAL:
-                    dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
-                else:
-                    dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
-                pvec = add_param_sum(pvec, ridx, r, w * dk)
+            pvec = add_block_param_sums(pvec, ridx, arg, w, p_ptr, lo, hi, KIND, R, DEGREE, CLAMP_LO, CLAMP_HI)
     if GRAD:
-        if KIND == ENERGY:  # energy: + Σ_j w_ij a_i / ‖a_i‖ for the uncentred a_i (0 at a_i = 0)
-            nrm = load_vec(ea_ptr, rows, n)
-            winv = wsum * tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
-        for d0 in range(0, d, BD):  # a single chunk unless MEM_ACC
-            dc = d0 + dr
-            offs = rows64[:, None] * d + dc[None, :]
-            omask = rmask[:, None] & (dc < d)[None, :]
-            if MEM_ACC:
-                pb = tl.load(g_base + offs, mask=omask & (j_hi > j_lo), other=0.0)
-            else:
-                pb = acc
-                if SQRT:
-                    pb += tl.load(g_base + offs, mask=omask & corrected, other=0.0)
-            if RADIAL:
-                at = tl.load(a_ptr + offs, mask=omask, other=0.0)  # (BM, BD)
-                out = 2.0 * (at * psum[:, None] - pb)
-                if KIND == ENERGY:
-                    ctr = load_vec(ctr_ptr, dc, d)
-                    out += winv[:, None] * (at + ctr[None, :])
-            else:
-                out = pb
-            tl.store(g_base + offs, out, mask=omask)
+        store_block_grad(g_base, a_ptr, ea_ptr, ctr_ptr, rows, n, d, psum, wsum, acc, corrected, j_hi > j_lo,
+                         KIND, MEM_ACC, BD)
     if PARAMS:
-        tl.store(pg_ptr + (pid_i * n_split + pid_s) * RP + ridx, pvec)
-
+        tl.store(pg_ptr + (pid_i * tl.num_programs(1) + pid_s) * RP + ridx, pvec)
 
 
 # ---------------------------------------------------------------------------------------------------------------
