@@ -77,8 +77,7 @@ def a_matvec(z, u0, u1, kernel="rbf", *, backend: str = "auto", **params):
     zt, k, out, (a, b) = _prep(
         z, kernel, params, [("u0", u0, lambda t: (t.shape[0],)), ("u1", u1, lambda t: tuple(t.shape))]
     )
-    be = ops.select_backend(backend, zt, op="a_matvec")
-    top, bottom = ops.routine("a_matvec", be)(zt, a, b, k)
+    top, bottom = ops.dispatch("a_matvec", backend, zt)(zt, a, b, k)
     return out(top), out(bottom)
 
 
@@ -106,8 +105,7 @@ def h_matvec(z, v, kernel="rbf", *, backend: str = "auto", **params):
 def a_diagonal(z, kernel="rbf", *, backend: str = "auto", **params):
     """diag(A) as (diag K (M,), diag H (M, d))."""
     zt, k, out, _ = _prep(z, kernel, params)
-    be = ops.select_backend(backend, zt, op="a_diag")
-    top, bottom = ops.routine("a_diag", be)(zt, k)
+    top, bottom = ops.dispatch("a_diag", backend, zt)(zt, k)
     return out(top), out(bottom)
 
 
@@ -115,6 +113,5 @@ def a_column(z, index: int, kernel="rbf", *, backend: str = "auto", **params):
     """Column ``index`` of A, 0 ≤ index < M(1+d), as (top (M,), bottom (M, d))."""
     zt, k, out, _ = _prep(z, kernel, params)
     check_int("index", index, minimum=0)
-    be = ops.select_backend(backend, zt, op="a_column")
-    top, bottom = ops.routine("a_column", be)(zt, index, k)
+    top, bottom = ops.dispatch("a_column", backend, zt)(zt, index, k)
     return out(top), out(bottom)
