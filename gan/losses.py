@@ -36,8 +36,8 @@ import torch
 
 import kernelmmd
 
-__all__ = ["LOSSES", "GANLoss", "SMMD", "SWGAN", "GCMMD", "MMD", "MMDGP", "Repulsive", "WGANGP", "make_loss",
-           "gradient_penalty", "interpolate"]
+__all__ = ["LOSSES", "LOSS_OPTIONS", "GANLoss", "Discrepancy", "SMMD", "SWGAN", "GCMMD", "MMD", "MMDGP", "Repulsive",
+           "WGANGP", "make_loss", "loss_for", "gradient_penalty", "interpolate"]
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -72,6 +72,15 @@ def _features(critic, x):
     return f.reshape(f.shape[0], -1)  # (n, s)
 
 
+def _number(name: str, value, *, ge: float | None = None, gt: float | None = None) -> float:
+    """``float(value)``, or a ValueError unless it is a finite number (>= ``ge`` / > ``gt`` when given)."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if not (ok and (ge is None or value >= ge) and (gt is None or value > gt)):
+        bound = f" >= {ge}" if ge is not None else f" > {gt}" if gt is not None else ""
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
 def _api(name: str):
     fn = getattr(kernelmmd, name, None)
     if fn is None:
@@ -97,46 +106,56 @@ class GANLoss:
         return {}
 
 
-class SMMD(GANLoss):
+class Discrepancy(GANLoss):
+    """A loss whose critic maximises a discrepancy ``_value(critic, real, fake)`` that the generator minimises; the
+    value is logged as ``term``."""
+
+    term = ""
+
+    def _value(self, critic, real, fake):
+        raise NotImplementedError
+
+    def critic_loss(self, critic, real, fake, rng):
+        value = self._value(critic, real, fake)
+        return -value, {self.term: value.detach()}
+
+    def generator_loss(self, critic, real, fake):
+        value = self._value(critic, real, fake)
+        return value, {self.term: value.detach()}
+
+
+class SMMD(Discrepancy):
     """Scaled MMD (SPEC §5) through ``kernelmmd.smmd_loss``; ``scale`` is the 10 of the paper's loss."""
 
-    name = "smmd"
+    name = term = "smmd"
     _fn = "smmd_loss"
 
     def __init__(self, scale: float = 10.0):
-        if not (isinstance(scale, (int, float)) and scale >= 0 and math.isfinite(scale)):
-            raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = _number("scale", scale, ge=0)
 
     def params(self):
         return {"scale": self.scale}
 
-    def critic_loss(self, critic, real, fake, rng):
-        value = _api(self._fn)(critic, real, fake, scale=self.scale)
-        return -value, {self.name: value.detach()}
-
-    def generator_loss(self, critic, real, fake):
-        value = _api(self._fn)(critic, real, fake, scale=self.scale)
-        return value, {self.name: value.detach()}
+    def _value(self, critic, real, fake):
+        return _api(self._fn)(critic, real, fake, scale=self.scale)
 
 
 class SWGAN(SMMD):
     """Scaled Wasserstein loss (SPEC §5, seed 001 App. E) through ``kernelmmd.swgan_loss``."""
 
-    name = "swgan"
+    name = term = "swgan"
     _fn = "swgan_loss"
 
 
-class GCMMD(GANLoss):
+class GCMMD(Discrepancy):
     """Gradient-constrained MMD² (SPEC §6) with µ = P̂ (z = the real batch): ``kernelmmd.gcmmd2`` with the deep
     kernel rbf(σ = 1) ∘ φ, λ = ``lam`` (kernelmmd's default 1) and the exact ``"feature"`` solver."""
 
     name = "gcmmd"
+    term = "gcmmd2"
 
     def __init__(self, lam: float = 1.0, solver: str = "feature"):
-        if not (isinstance(lam, (int, float)) and lam > 0 and math.isfinite(lam)):
-            raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
-        self.lam, self.solver = float(lam), solver
+        self.lam, self.solver = _number("lam", lam, gt=0), solver
 
     def params(self):
         return {"lam": self.lam, "solver": self.solver}
@@ -145,19 +164,12 @@ class GCMMD(GANLoss):
         kernel = kernelmmd.DeepKernel(critic, "rbf", sigma=1.0)
         return _api("gcmmd2")(real, fake, z=None, kernel=kernel, lam=self.lam, solver=self.solver)  # z = x: µ = P
 
-    def critic_loss(self, critic, real, fake, rng):
-        value = self._value(critic, real, fake)
-        return -value, {"gcmmd2": value.detach()}
 
-    def generator_loss(self, critic, real, fake):
-        value = self._value(critic, real, fake)
-        return value, {"gcmmd2": value.detach()}
-
-
-class MMD(GANLoss):
+class MMD(Discrepancy):
     """MMD-GAN (Li et al. 2017): both players use MMD²_u on critic features (s = 16)."""
 
     name = "mmd"
+    term = "mmd2"
     critic_dim = 16
     default_sn = "sn"
 
@@ -167,16 +179,8 @@ class MMD(GANLoss):
     def params(self):
         return {"kernel": repr(self.kernel)}
 
-    def _mmd2(self, critic, real, fake):
+    def _value(self, critic, real, fake):
         return kernelmmd.mmd2_unbiased(_features(critic, real), _features(critic, fake), kernel=self.kernel)
-
-    def critic_loss(self, critic, real, fake, rng):
-        value = self._mmd2(critic, real, fake)
-        return -value, {"mmd2": value.detach()}
-
-    def generator_loss(self, critic, real, fake):
-        value = self._mmd2(critic, real, fake)
-        return value, {"mmd2": value.detach()}
 
 
 class MMDGP(MMD):
@@ -188,9 +192,7 @@ class MMDGP(MMD):
 
     def __init__(self, gp_weight: float = 1.0, kernel: kernelmmd.Kernel | None = None):
         super().__init__(kernel if kernel is not None else kernelmmd.MixRQ((0.2, 0.5, 1.0, 2.0, 5.0)))
-        if not (isinstance(gp_weight, (int, float)) and gp_weight >= 0 and math.isfinite(gp_weight)):
-            raise ValueError(f"gp_weight must be a finite number >= 0, got {gp_weight!r}")
-        self.gp_weight = float(gp_weight)
+        self.gp_weight = _number("gp_weight", gp_weight, ge=0)
 
     def params(self):
         return {"kernel": repr(self.kernel), "gp_weight": self.gp_weight}
@@ -221,9 +223,7 @@ class Repulsive(GANLoss):
     default_sn = "pico"
 
     def __init__(self, lam: float = 1.0, bounded: bool = False, lower: float = 0.25, upper: float = 4.0):
-        if not (isinstance(lam, (int, float)) and math.isfinite(lam)):
-            raise ValueError(f"lam must be a finite number, got {lam!r}")
-        self.lam, self.bounded = float(lam), bool(bounded)
+        self.lam, self.bounded = _number("lam", lam), bool(bounded)
         self.kernel = kernelmmd.RBF(1.0)
         self.critic_kernel = (kernelmmd.RBFBounded(1.0, lower, upper, xx="upper", yy="lower", xy=None)
                               if bounded else self.kernel)
@@ -256,9 +256,7 @@ class WGANGP(GANLoss):
     name = "wgan-gp"
 
     def __init__(self, gp_weight: float = 10.0):
-        if not (isinstance(gp_weight, (int, float)) and gp_weight >= 0 and math.isfinite(gp_weight)):
-            raise ValueError(f"gp_weight must be a finite number >= 0, got {gp_weight!r}")
-        self.gp_weight = float(gp_weight)
+        self.gp_weight = _number("gp_weight", gp_weight, ge=0)
 
     def params(self):
         return {"gp_weight": self.gp_weight}
@@ -286,6 +284,10 @@ LOSSES: dict[str, tuple] = {
 }
 
 
+#: the CLI hyper-parameter options of the losses (the keys of the registry's option maps)
+LOSS_OPTIONS = ("scale", "gc_lam", "gp_weight", "rep_lam")
+
+
 def make_loss(name: str, **options) -> GANLoss:
     """Build the loss ``name`` from its registry entry; ``options`` are CLI hyper-parameters (``scale``,
     ``gc_lam``, ``gp_weight``, ``rep_lam``), None meaning the loss's default.
@@ -305,9 +307,15 @@ def make_loss(name: str, **options) -> GANLoss:
         if value is None:
             continue
         if not any(key in acc for _, acc in LOSSES.values()):
-            raise ValueError(f"unknown loss option {key!r}; loss options are scale, gc_lam, gp_weight, rep_lam")
+            raise ValueError(f"unknown loss option {key!r}; loss options are {', '.join(LOSS_OPTIONS)}")
         if key not in accepted:
             takers = sorted(k for k, (_, acc) in LOSSES.items() if key in acc)
             raise ValueError(f"--{key.replace('_', '-')} applies only to --loss {', '.join(takers)}, got --loss {name}")
         kwargs[accepted[key]] = value
     return ctor(**kwargs)
+
+
+def loss_for(cfg) -> GANLoss:
+    """The loss of a run's configuration (a :class:`gan.config.Config`): ``make_loss(cfg.loss, ...)`` with its
+    hyper-parameter options."""
+    return make_loss(cfg.loss, **{k: getattr(cfg, k) for k in LOSS_OPTIONS})
