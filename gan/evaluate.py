@@ -13,7 +13,7 @@ training set, all of it when smaller), featurises both, and reports (SPEC §9):
 Features (``--features auto``): MNIST / Fashion-MNIST use the LeNet of ``python -m gan.features --data DATA``
 (penultimate layer), CIFAR-10 the Inception-v3 pool3 features via torch-fidelity, the 2-D toys the points themselves;
 see :mod:`gan.features` for where weights come from. ``--init`` scores the generator at initialisation instead (the
-run's seed, as :class:`gan.train.Run` builds it) and writes ``scores_init.json``: the yardstick for "KID fell by ×k".
+run's seed, as :class:`gan.run.Run` builds it) and writes ``scores_init.json``: the yardstick for "KID fell by ×k".
 
 The checkpoint is the newest one whose SHA-256 checksum verifies (:mod:`gan.checkpoint`): damaged newer ones are
 skipped with a warning naming each; ``--checkpoint FILE`` uses exactly that file or fails. A KID subset size that
@@ -43,21 +43,13 @@ from tqdm import tqdm
 import kernelmmd
 
 from ._cli import HelpFormatter, check_device, one_line_warnings
+from .artefacts import read_run_config
 from .checkpoint import atomic_write
-from .features import FeaturesUnavailable, featurize, load_feature_extractor
+from .data import DataNotFoundError, load_images, toy_sample
+from .features import DEFAULT_FEATURES, FeaturesUnavailable, default_features, featurize, load_feature_extractor  # noqa: F401
+from .run import initial_generator, load_checkpointed_generator
 
 __all__ = ["evaluate_generator", "evaluate_run", "default_features", "initial_generator", "main"]
-
-#: data name -> feature extractor used by ``--features auto``
-DEFAULT_FEATURES = {"mnist": "lenet", "fashion-mnist": "lenet", "cifar10": "inception", "gaussians-2d": "identity"}
-
-
-def default_features(data: str) -> str:
-    """The feature extractor ``--features auto`` picks for ``data``."""
-    if data not in DEFAULT_FEATURES:
-        raise ValueError(f"data must be one of {list(DEFAULT_FEATURES)}, got {data!r}")
-    return DEFAULT_FEATURES[data]
-
 
 def _z_dim(generator: nn.Module) -> int:
     for m in generator.modules():
@@ -157,32 +149,7 @@ def evaluate_generator(generator: nn.Module, real_images: torch.Tensor, feature_
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _read_config(run_dir: Path) -> dict:
-    """The run's config.json, checked (:func:`gan.train.read_run_config`)."""
-    from .train import read_run_config
-
-    return read_run_config(run_dir)[0]
-
-
-def initial_generator(run_dir: str | os.PathLike, device="cpu"):
-    """The run's generator at initialisation (step 0), rebuilt from ``config.json`` with the run's seed the way
-    :class:`gan.train.Run` builds it (``torch.manual_seed(seed)``, then ``build_models``); returns (generator, cfg)."""
-    from .losses import make_loss
-    from .nets import build_models
-    from .train import Config
-
-    saved = _read_config(Path(run_dir))
-    cfg = Config(**saved["config"])
-    loss = make_loss(cfg.loss, scale=cfg.scale, gc_lam=cfg.gc_lam, gp_weight=cfg.gp_weight, rep_lam=cfg.rep_lam)
-    torch.manual_seed(cfg.seed)
-    g, _ = build_models(cfg.arch, tuple(saved["sample_shape"]), z_dim=cfg.z_dim, width=cfg.width,
-                        critic_dim=loss.critic_dim)
-    return g.to(device).eval(), cfg
-
-
 def _real_images(cfg, n: int, seed: int, data_dir) -> torch.Tensor:
-    from .data import load_images, toy_sample
-
     if cfg.data == "gaussians-2d":
         return toy_sample(n, cfg.toy, generator=torch.Generator().manual_seed(seed + 1))
     images = load_images(cfg.data, data_dir if data_dir is not None else cfg.data_dir, verbose=False).images
@@ -205,14 +172,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
     Raises:
         FileNotFoundError: no config.json / checkpoint. gan.data.DataNotFoundError: no real data.
         gan.features.FeaturesUnavailable: missing feature weights / torch-fidelity. gan.checkpoint.CheckpointError
-        (a ValueError): ``checkpoint`` damaged or not a checkpoint, or no intact one. gan.train.RunConfigError (a
+        (a ValueError): ``checkpoint`` damaged or not a checkpoint, or no intact one. gan.artefacts.RunConfigError (a
         ValueError): damaged or invalid config.json. ValueError: bad arguments (a device this machine lacks).
     """
-    from .train import _load_generator
-
     run_dir = Path(run_dir)
     check_device(str(device), "device")
-    saved = _read_config(run_dir)
+    saved, _ = read_run_config(run_dir)
     data = saved["config"]["data"]
     name = default_features(data) if features == "auto" else features
     fx = load_feature_extractor(name, weights=feature_weights, data=data, device=device)
@@ -220,7 +185,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
         gen, cfg = initial_generator(run_dir, device)
         step, ckpt_path = 0, None
     else:
-        gen, cfg, ckpt_path, state = _load_generator(run_dir, device=device, checkpoint=checkpoint, stacklevel=4)
+        gen, cfg, ckpt_path, state = load_checkpointed_generator(run_dir, device=device, checkpoint=checkpoint,
+                                                                 stacklevel=4)
         step = int(state["step"])
         del state
     real = _real_images(cfg, samples, seed, data_dir)
@@ -264,8 +230,6 @@ def _fmt(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DataNotFoundError
-
     p = build_parser()
     args = p.parse_args(argv)
     if args.samples < 4 or args.subsets < 1 or args.subset_size < 2 or args.batch_size < 1:

@@ -33,7 +33,18 @@ from ._cli import HelpFormatter, check_device
 
 __all__ = ["LeNet", "FeatureExtractor", "FeaturesUnavailable", "INCEPTION_URL", "INCEPTION_ENV", "FEATURES_ENV",
            "EXTRACTORS", "default_weights_path", "train_classifier", "save_classifier", "load_classifier",
-           "load_feature_extractor", "featurize", "main"]
+           "load_feature_extractor", "featurize", "DEFAULT_FEATURES", "default_features", "main"]
+
+#: data name -> feature extractor used by ``--features auto``
+DEFAULT_FEATURES = {"mnist": "lenet", "fashion-mnist": "lenet", "cifar10": "inception", "gaussians-2d": "identity"}
+
+
+def default_features(data: str) -> str:
+    """The feature extractor ``--features auto`` picks for ``data``."""
+    if data not in DEFAULT_FEATURES:
+        raise ValueError(f"data must be one of {list(DEFAULT_FEATURES)}, got {data!r}")
+    return DEFAULT_FEATURES[data]
+
 
 #: environment variable: a local copy of torch-fidelity's Inception-v3 weights (``pt_inception-2015-12-05`` .pth)
 INCEPTION_ENV = "KERNELMMD_INCEPTION_WEIGHTS"
