@@ -16,6 +16,7 @@ import torch
 __all__ = [
     "Samples",
     "as_samples",
+    "as_generator",
     "check_positive",
     "check_nonnegative",
     "check_finite",
@@ -121,6 +122,26 @@ def as_samples(*named, min_points: int = 1, same_dim: bool = True, any_shape: bo
         if t.dtype != t0.dtype:
             raise TypeError(f"{name} has dtype {t.dtype} but {name0} has {t0.dtype}; convert both to one dtype")
     return Samples(tuple(t for _, t in out), any_numpy, tuple(amaxes))
+
+
+def as_generator(seed) -> torch.Generator:
+    """A CPU generator: from an int seed, passed through, or freshly (non-deterministically) seeded for None.
+
+    Random draws happen on the CPU so that a seed gives the same permutations on every device.
+    """
+    if seed is None:
+        g = torch.Generator()
+        g.seed()
+        return g
+    if isinstance(seed, torch.Generator):
+        if seed.device.type != "cpu":
+            raise ValueError(f"seed must be an int, None or a CPU torch.Generator, got a generator on {seed.device}")
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int >= 0, None or a torch.Generator, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be an int >= 0, None or a torch.Generator, got {seed}")
+    return torch.Generator().manual_seed(int(seed))
 
 
 def to_output(value: torch.Tensor, numpy: bool):

@@ -42,11 +42,10 @@ import torch
 
 from . import _range, ops
 from ._deprecation import old_positional_order
+from ._estimator import block_stats, check_twice, features_and_jacobian, mmd2_v, out_dtype, witness_weights
 from ._validate import as_samples, check_bool, check_int, check_nonnegative, check_positive, to_output
 from .errors import ConvergenceWarning, user_stacklevel
-from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel
-from .mmd import _v
-from .scaled import _check_twice, _features_and_jacobian, _out_dtype, _phi_out
+from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel, phi_features
 from .solvers import conjugate_gradient, pivoted_cholesky, woodbury_solve
 
 __all__ = ["GCMMDInfo", "gcmmd2", "DENSE_MAX_SIZE", "ICHOL_DEFAULT_RANK", "SOLVERS"]
@@ -109,25 +108,17 @@ def _kernel_tensors(k: Kernel) -> list:
     return [p for p in k.scalar_params() if isinstance(p, torch.Tensor)]
 
 
-def _witness_setup(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    n, m = x.shape[0], y.shape[0]
-    w = torch.cat([x.new_full((n,), 1.0 / n, dtype=torch.float64), x.new_full((m,), -1.0 / m, dtype=torch.float64)])
-    return torch.cat([x, y]), w  # (n + m, d), (n + m,)
-
-
 def _witness_at(z, x, y, k, backend):
     """v = [η̂(z) (M,); ∇η̂(z) (M, d)] through the kernel_mv / kernel_grad_mv ops (float64)."""
-    pool, w = _witness_setup(x, y)
-    v0 = ops.routine("kernel_mv", ops.select_backend(backend, z, pool, op="kernel_mv"))(z, pool, w, k)
-    v1 = ops.routine("kernel_grad_mv", ops.select_backend(backend, z, pool, op="kernel_grad_mv"))(z, pool, w, k)
+    pool, w = witness_weights(x, y)  # (n + m, d), (n + m,)
+    v0 = ops.dispatch("kernel_mv", backend, z, pool)(z, pool, w, k)
+    v1 = ops.dispatch("kernel_grad_mv", backend, z, pool)(z, pool, w, k)
     return v0.double(), v1.double()
 
 
 def _a_matvec(z, u0, u1, k, backend):
     """A·[u0; u1] through the a_matvec op, computed in z's dtype, returned in float64."""
-    t0, t1 = ops.routine("a_matvec", ops.select_backend(backend, z, op="a_matvec"))(
-        z, u0.to(z.dtype), u1.to(z.dtype), k
-    )
+    t0, t1 = ops.dispatch("a_matvec", backend, z)(z, u0.to(z.dtype), u1.to(z.dtype), k)
     return t0.double(), t1.double()
 
 
@@ -173,8 +164,8 @@ def _solve_input(zt, k, v0, v1, c, solver, max_rank, tol, max_iter, precond, den
         A = torch.cat([torch.cat([K, G.T], 1), torch.cat([G, H], 1)], 0).double()  # (N, N)
         return split(_dense_solve(A, v, c))
 
-    diag_op = ops.routine("a_diag", ops.select_backend(backend, zt, op="a_diag"))
-    col_op = ops.routine("a_column", ops.select_backend(backend, zt, op="a_column"))
+    diag_op = ops.dispatch("a_diag", backend, zt)
+    col_op = ops.dispatch("a_column", backend, zt)
 
     def diag():
         t0, t1 = diag_op(zt, k)
@@ -222,8 +213,7 @@ def _gcmmd_input(xt, yt, zt, k, lam, solver, max_rank, tol, max_iter, precond, d
     info.backend = ops.select_backend(backend, zt, op="a_matvec")
     grad = _needs_grad(xt, yt, zt, lam, *_kernel_tensors(k))
     with torch.set_grad_enabled(grad):
-        st = ops.routine("block_stats", ops.select_backend(backend, xt, yt, op="block_stats"))(xt, yt, k)
-        mmd2b = _v(st)
+        mmd2b = mmd2_v(block_stats(xt, yt, k, backend=backend))
         v0, v1 = _witness_at(zt, xt, yt, k, backend)  # (M,), (M, d)
     with torch.no_grad():
         cf = _as_float(c)
@@ -305,19 +295,18 @@ def _gcmmd_deep(xt, yt, zt, z_is_x, kd, lam, solver, dense_max_size, backend, in
         or _needs_grad(xt, yt, zt, lam, *_kernel_tensors(kd.top))
     )
     with torch.set_grad_enabled(grad):
-        az, J = _features_and_jacobian(phi, zt, grad, "x" if z_is_x else "z")  # (M, s), (M, s, D)
-        ax = az if z_is_x else _phi_out(phi, xt, "x")
-        ay = _phi_out(phi, yt, "y")
+        az, J = features_and_jacobian(phi, zt, grad, "x" if z_is_x else "z")  # (M, s), (M, s, D)
+        ax = az if z_is_x else phi_features(phi, xt, "x")
+        ay = phi_features(phi, yt, "y")
         af, axf, ayf = az.double(), ax.double(), ay.double()
         top = kd.top.resolve(axf.detach(), ayf.detach())
-        _check_twice(top, "gcmmd2")
+        check_twice(top, "gcmmd2")
         M, s = af.shape
         D = J.shape[2]
         info.s, info.d = s, D
         info.backend = ops.select_backend(backend, af, op="a_matvec")
         c = M * lam
-        st = ops.routine("block_stats", ops.select_backend(backend, axf, ayf, op="block_stats"))(axf, ayf, top)
-        mmd2b = _v(st)
+        mmd2b = mmd2_v(block_stats(axf, ayf, top, backend=backend))
         e0, u = _witness_at(af, axf, ayf, top, backend)  # (M,), (M, s)
     with torch.no_grad():
         cf = _as_float(c)
@@ -453,10 +442,10 @@ def gcmmd2(
             raise ValueError(
                 f"solver={solver!r} is for kernels on R^d; a DeepKernel uses 'feature' (exact, size M(1+s)) or 'dense'"
             )
-        _check_twice(k.top, "gcmmd2")
+        check_twice(k.top, "gcmmd2")
         info.solver = "feature" if solver == "auto" else solver
         mmd2b, pbar, dt = _gcmmd_deep(xt, yt, zt, z is None, k, lam, info.solver, dense_max_size, backend, info)
-        plan = _range.Plan(torch.float64, _out_dtype(torch.empty(0, dtype=dt)), "features")  # float64 throughout
+        plan = _range.Plan(torch.float64, out_dtype(torch.empty(0, dtype=dt)), "features")  # float64 throughout
     else:
         if solver == "feature":
             raise ValueError(
@@ -467,7 +456,7 @@ def gcmmd2(
             ts = tuple(t.float() for t in ts)
         xt, yt, zt = ts
         k = k.resolve(xt, yt)
-        _check_twice(k, "gcmmd2")
+        check_twice(k, "gcmmd2")
         # compute dtype: float64 where float32 cannot hold t, g, g', g'' (kernelmmd._range); the result is cast back
         zs = (zt,) if z is not None else ()
         (xt, yt, *zs), k, plan = _range.compute((xt, yt, *zs), k, max(smp.amax), orders=(0, 1, 2))

@@ -10,21 +10,21 @@ Every estimator returns **MMD²** (the squared discrepancy), never MMD. Names sa
 Inputs: tensors or numpy arrays of shape (n, d) (a 1-D array of shape (n,) is n points in R¹; a
 :class:`~kernelmmd.DeepKernel` accepts any (n, ...) input its feature map takes). numpy in → float / numpy out.
 float16/bfloat16 inputs are computed in float32; sums are always formed in float64 and the result is returned in
-the (float32 or float64) compute dtype.
+the (float32 or float64) compute dtype. The plumbing (validation, block sums, their combinations) is in
+``kernelmmd._estimator``; see docs/ARCHITECTURE.md, "Data flow of one call".
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 
-from . import _range, ops
-from ._validate import as_samples, check_bool, check_choice, check_int, check_same_size, to_output
+from . import ops
+from ._estimator import block_stats, mmd2_u, mmd2_v, mmd2_variance_h1, prepare, witness_weights
+from ._validate import as_samples, check_bool, check_int, check_same_size, to_output
 from .errors import NumericalWarning, user_stacklevel
-from .kernels import DeepKernel, Kernel, get_kernel
-from .ops.types import BlockStats
+from .kernels import DeepKernel, get_kernel
 
 __all__ = [
     "kernel_matrix",
@@ -36,85 +36,7 @@ __all__ = [
     "witness",
     "witness_grad",
     "kernel_means",
-    "block_stats",
-    "Prepared",
-    "prepare",
 ]
-
-
-@dataclass
-class Prepared:
-    """Validated tensors (features, for a deep kernel), the resolved top-level kernel and the output mode."""
-
-    tensors: tuple[torch.Tensor, ...]  # in the compute dtype (float64 where float32 cannot hold the values)
-    kernel: Kernel  # resolved, tensor parameters cast to the compute dtype
-    numpy: bool
-    dtype: torch.dtype  # the output dtype: float32 for float32 / half inputs, float64 for float64
-    plan: _range.Plan | None = None
-
-    def out(self, value: torch.Tensor) -> torch.Tensor:
-        """A result in the output dtype (warns if a float64 computation's result overflows float32)."""
-        return value.to(self.dtype) if self.plan is None else self.plan.result(value)
-
-
-def prepare(named, kernel, params, *, min_points: int = 1, resolve_on: int = 2, orders=(0, 1)) -> Prepared:
-    """Validate inputs, apply a deep kernel's feature map, upcast half precision and resolve the kernel.
-
-    ``named`` is a sequence of ``(argument name, array)``; the first ``resolve_on`` sets are pooled to resolve
-    data-dependent kernel parameters (``sigma="median"``, ``gamma=None``).
-
-    Then :func:`kernelmmd._range.compute` picks the compute dtype: float32 tensors whose squared distances, inner
-    products or kernel profile (orders ``orders``) leave float32's range are computed in float64 (``tensors`` and
-    tensor kernel parameters cast differentiably) and the results cast back (``Prepared.out``); where float64 cannot
-    hold them either, one :class:`~kernelmmd.NumericalWarning`. ``Prepared.dtype`` is the output dtype.
-    """
-    k = get_kernel(kernel, **params)
-    deep = isinstance(k, DeepKernel)
-    s = as_samples(*named, min_points=min_points, any_shape=deep)
-    ts = s.tensors
-    if deep:
-        ts = tuple(k.features(t, name) for (name, _), t in zip(named, ts))
-        k = k.top
-    if ts[0].dtype in (torch.float16, torch.bfloat16):
-        ts = tuple(t.float() for t in ts)
-    pool = ts[:resolve_on]
-    k = k.resolve(pool[0], torch.cat(pool[1:]) if len(pool) > 1 else None)
-    amax = None if deep else max(s.amax, default=None)  # features: one reduction in _range
-    ts, k, plan = _range.compute(ts, k, amax, orders=orders, what="features" if deep else "inputs")
-    return Prepared(ts, k, s.numpy, plan.out, plan)
-
-
-#: ``precision`` values: exact fp32 products everywhere, or tensor-core products on the triton backend
-PRECISIONS = ops.PRECISIONS
-
-
-def block_stats(x, y, kernel: Kernel, *, variance: bool = False, backend: str = "auto",
-                precision: str = "ieee") -> BlockStats:
-    """The fused block statistics of SPEC §3 through the selected backend (inputs already prepared).
-
-    ``precision`` other than ``"ieee"`` (TF32 / split-TF32 tensor-core products) exists only on the triton
-    backend; any other backend raises ``ValueError`` for it rather than silently computing something else.
-    """
-    check_choice("precision", precision, PRECISIONS)
-    b = ops.select_backend(backend, x, y, op="block_stats")
-    if precision == "ieee":
-        return ops.routine("block_stats", b)(x, y, kernel, variance=variance)
-    if b != "triton":
-        raise ValueError(
-            f"precision={precision!r} (tensor-core products) needs the triton backend, but backend={backend!r} "
-            f"resolved to {b!r} for these tensors; use precision='ieee' or backend='triton' with CUDA tensors"
-        )
-    return ops.routine("block_stats", b)(x, y, kernel, variance=variance, precision=precision)
-
-
-def _u(st: BlockStats) -> torch.Tensor:
-    n, m = st.n, st.m
-    return st.sxx / (n * (n - 1)) + st.syy / (m * (m - 1)) - 2.0 * st.sxy / (n * m)
-
-
-def _v(st: BlockStats) -> torch.Tensor:
-    n, m = st.n, st.m
-    return (st.sxx + st.dxx) / (n * n) + (st.syy + st.dyy) / (m * m) - 2.0 * st.sxy / (n * m)
 
 
 def kernel_matrix(x, y=None, kernel="rbf", *, backend: str = "auto", **params):
@@ -174,7 +96,7 @@ def mmd2_unbiased(x, y, kernel="rbf", *, backend: str = "auto", precision: str =
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
-    return to_output(p.out(_u(st)), p.numpy)
+    return to_output(p.out(mmd2_u(st)), p.numpy)
 
 
 def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
@@ -188,7 +110,7 @@ def mmd2_biased(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "
     """
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=1)
     st = block_stats(*p.tensors, p.kernel, backend=backend, precision=precision)
-    return to_output(p.out(_v(st)), p.numpy)
+    return to_output(p.out(mmd2_v(st)), p.numpy)
 
 
 def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", return_blocks: bool = False,
@@ -219,7 +141,8 @@ def mmd2_block(x, y, kernel="rbf", *, block_size: int, backend: str = "auto", re
             stacklevel=user_stacklevel(),
         )
     blocks = [(xt[b * bs : (b + 1) * bs], yt[b * bs : (b + 1) * bs]) for b in range(nb)]  # (bs, d) each
-    vals = torch.stack([_u(block_stats(xb, yb, p.kernel, backend=backend, precision=precision)) for xb, yb in blocks])
+    vals = torch.stack([mmd2_u(block_stats(xb, yb, p.kernel, backend=backend, precision=precision))
+                        for xb, yb in blocks])  # (b,)
     est = p.out(vals.mean())
     if return_blocks:
         return to_output(est, p.numpy), to_output(p.out(vals), p.numpy)
@@ -281,21 +204,6 @@ def kernel_means(x, y, kernel="rbf", *, unbiased: bool = True, backend: str = "a
     return tuple(to_output(p.out(v), p.numpy) for v in (kxx, kyy, kxy))
 
 
-def _variance_h1(st: BlockStats) -> torch.Tensor:
-    """The H1 variance estimator of Sutherland et al. 2017 (SPEC §3), n = m."""
-    m = st.m
-    rxx, ryy, rxy, cxy = st.rxx, st.ryy, st.rxy, st.cxy
-    sxx, syy, sxy = st.sxx, st.syy, st.sxy
-    return (
-        2.0 / (m**2 * (m - 1) ** 2) * (2 * rxx @ rxx - st.qxx + 2 * ryy @ ryy - st.qyy)
-        - (4.0 * m - 6) / (m**3 * (m - 1) ** 3) * (sxx**2 + syy**2)
-        + 4.0 * (m - 2) / (m**3 * (m - 1) ** 2) * (rxy @ rxy + cxy @ cxy)
-        - 4.0 * (m - 3) / (m**3 * (m - 1) ** 2) * st.qxy
-        - (8.0 * m - 12) / (m**5 * (m - 1)) * sxy**2
-        + 8.0 / (m**3 * (m - 1)) * ((sxx + syy) * sxy / m - rxx @ rxy - ryy @ cxy)
-    )
-
-
 def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", precision: str = "ieee", **params):
     r"""MMD²_u and the estimate of its variance under H1 of Sutherland et al. 2017 (SPEC §3), for n = m.
 
@@ -312,13 +220,7 @@ def mmd2_and_variance(x, y, kernel="rbf", *, backend: str = "auto", precision: s
     xt, yt = p.tensors
     check_same_size(xt, yt, "mmd2_and_variance")
     st = block_stats(xt, yt, p.kernel, variance=True, backend=backend, precision=precision)
-    return to_output(p.out(_u(st)), p.numpy), to_output(p.out(_variance_h1(st)), p.numpy)
-
-
-def _witness_weights(xt, yt):
-    n, m = xt.shape[0], yt.shape[0]
-    w = torch.cat([xt.new_full((n,), 1.0 / n, dtype=torch.float64), yt.new_full((m,), -1.0 / m, dtype=torch.float64)])
-    return torch.cat([xt, yt]), w
+    return to_output(p.out(mmd2_u(st)), p.numpy), to_output(p.out(mmd2_variance_h1(st)), p.numpy)
 
 
 def witness(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
@@ -334,9 +236,8 @@ def witness(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
     """
     p = prepare([("x", x), ("y", y), ("t", t)], kernel, params)
     xt, yt, tt = p.tensors
-    s, w = _witness_weights(xt, yt)
-    b = ops.select_backend(backend, tt, s, op="kernel_mv")
-    return to_output(p.out(ops.routine("kernel_mv", b)(tt, s, w, p.kernel)), p.numpy)
+    s, w = witness_weights(xt, yt)
+    return to_output(p.out(ops.dispatch("kernel_mv", backend, tt, s)(tt, s, w, p.kernel)), p.numpy)
 
 
 def _deep_witness_grad(x, y, t, k: DeepKernel, backend: str):
@@ -386,7 +287,6 @@ def witness_grad(x, y, t, kernel="rbf", *, backend: str = "auto", **params):
         return _deep_witness_grad(x, y, t, k, backend)
     p = prepare([("x", x), ("y", y), ("t", t)], k, {})
     xt, yt, tt = p.tensors
-    s, w = _witness_weights(xt, yt)
-    b = ops.select_backend(backend, tt, s, op="kernel_grad_mv")
-    return to_output(p.out(ops.routine("kernel_grad_mv", b)(tt, s, w, p.kernel)), p.numpy)
+    s, w = witness_weights(xt, yt)
+    return to_output(p.out(ops.dispatch("kernel_grad_mv", backend, tt, s)(tt, s, w, p.kernel)), p.numpy)
 

@@ -21,7 +21,8 @@ Only twice-differentiable kernels are accepted (rbf, mix_rbf, rq, mix_rq, linear
 one): laplacian, energy and rbf_bounded raise ``ValueError``.
 
 The per-sample Jacobian rows of a critic φ assume that φ treats samples independently (no batch norm in training
-mode, no cross-sample layers): ``∇_x Σ_n φ_r(x_n)`` then holds every sample's gradient in one backward pass.
+mode, no cross-sample layers): ``∇_x Σ_n φ_r(x_n)`` then holds every sample's gradient in one backward pass
+(``kernelmmd._estimator.features_and_jacobian``, shared with GCMMD; see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -30,50 +31,11 @@ import torch
 
 from . import _range, ops
 from ._deprecation import old_positional_order
+from ._estimator import block_stats, check_twice, features_and_jacobian, mmd2_u, mmd2_v, out_dtype
 from ._validate import as_samples, check_bool, check_nonnegative, to_output
-from .kernels import DeepKernel, DotKernel, Kernel, RadialKernel, get_kernel, phi_features
-from .mmd import _u, _v
+from .kernels import DeepKernel, Kernel, RadialKernel, get_kernel, phi_features
 
 __all__ = ["jacobian_sqnorm", "sigma2_inv", "smmd2", "smmd_loss", "swgan_loss"]
-
-_TWICE = "rbf, mix_rbf, rq, mix_rq, linear, poly"
-
-
-def _check_twice(k: Kernel, what: str) -> None:
-    """k (a top kernel or an input-space kernel) must be radial or dot and twice differentiable."""
-    if not k.twice_differentiable or not isinstance(k, (RadialKernel, DotKernel)):
-        raise ValueError(
-            f"{what} needs a twice-differentiable kernel ({_TWICE}, or a DeepKernel on top of one); got {k!r}, "
-            "which is not twice differentiable at coincident points (MMD only)"
-        )
-
-
-def _leaf_like(x: torch.Tensor) -> torch.Tensor:
-    """x itself when it already carries a graph (so gradients reach its producer), else a detached copy that
-    requires grad (so ∇_x φ(x) exists)."""
-    return x if x.requires_grad else x.detach().requires_grad_(True)
-
-
-def _phi_out(phi, x: torch.Tensor, arg: str = "x") -> torch.Tensor:
-    """φ(x) as (n, s), with a clear error (naming the input set ``arg``) for outputs that are not finite per-sample
-    vectors (see :func:`kernelmmd.kernels.phi_features`)."""
-    return phi_features(phi, x, arg)
-
-
-def _jacobian(f: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """Per-sample Jacobians J[n, r, :] = ∇_x φ_r(x_n), shape (n, s, D) with D = x[0].numel().
-
-    s vector-Jacobian products (one backward pass each; a single one for s = 1).
-    """
-    n, s = f.shape
-    rows = []
-    for r in range(s):
-        (g,) = torch.autograd.grad(f[:, r].sum(), x, create_graph=create_graph, retain_graph=True, allow_unused=True)
-        if g is None:  # φ_r does not depend on x
-            g = torch.zeros_like(x)
-        rows.append(g.reshape(n, -1))  # (n, D)
-    return torch.stack(rows, 1)  # (n, s, D)
-
 
 def _scale_needs_graph(phi, x: torch.Tensor) -> bool:
     """Whether the Jacobian term of a loss can carry gradient: grad mode is on and either ``x`` has a graph or φ is
@@ -84,15 +46,6 @@ def _scale_needs_graph(phi, x: torch.Tensor) -> bool:
     if x.requires_grad or not isinstance(phi, torch.nn.Module):
         return True
     return any(p.requires_grad for p in phi.parameters())
-
-
-def _features_and_jacobian(phi, x: torch.Tensor, create_graph: bool,
-                           arg: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
-    """(φ(x) (n, s), J (n, s, D)), both differentiable when ``create_graph``."""
-    with torch.enable_grad():
-        xr = _leaf_like(x)
-        f = _phi_out(phi, xr, arg)
-        return f, _jacobian(f, xr, create_graph)
 
 
 def jacobian_sqnorm(phi, x, *, create_graph: bool = True):
@@ -128,8 +81,8 @@ def jacobian_sqnorm(phi, x, *, create_graph: bool = True):
     create_graph = check_bool("create_graph", create_graph)
     s = as_samples(("x", x), any_shape=True)
     (xt,) = s.tensors
-    _, J = _features_and_jacobian(phi, xt, create_graph)
-    J = J.to(_out_dtype(J))  # a half-precision critic: the squares summed and returned in float32
+    _, J = features_and_jacobian(phi, xt, create_graph)
+    J = J.to(out_dtype(J))  # a half-precision critic: the squares summed and returned in float32
     return to_output((J * J).sum((1, 2)), s.numpy)
 
 
@@ -154,11 +107,6 @@ def _sigma2_inv_deep(top: Kernel, a: torch.Tensor, J: torch.Tensor, lam) -> torc
     n2 = (ad * ad).sum(1)  # (M,)
     jta = torch.einsum("lsd,ls->ld", J.double(), ad)  # (M, D)  Jᵀa
     return lam + (top.profile(n2, 0) + top.profile(n2, 1) * jf + top.profile(n2, 2) * (jta * jta).sum(1)).mean()
-
-
-def _out_dtype(t: torch.Tensor) -> torch.dtype:
-    """Result dtype: float64 stays float64, everything else (float32, half precision) is returned as float32."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _check_lam(lam) -> None:
@@ -201,21 +149,21 @@ def sigma2_inv(kernel, z, *, lam=1.0, create_graph: bool = True, backend: str = 
     _check_lam(lam)
     create_graph = check_bool("create_graph", create_graph)
     if isinstance(k, DeepKernel):
-        _check_twice(k.top, "sigma2_inv")
+        check_twice(k.top, "sigma2_inv")
         s = as_samples(("z", z), any_shape=True)
         (zt,) = s.tensors
         ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
-        a, J = _features_and_jacobian(k.phi, zt, create_graph, "z")
+        a, J = features_and_jacobian(k.phi, zt, create_graph, "z")
         top = k.top.resolve(a.detach())
         out = _sigma2_inv_deep(top, a, J, lam)  # float64 throughout
-        return to_output(_range.Plan(torch.float64, _out_dtype(a), "features").result(out), s.numpy)
+        return to_output(_range.Plan(torch.float64, out_dtype(a), "features").result(out), s.numpy)
     s = as_samples(("z", z))
     (zt,) = s.tensors
     ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
     if zt.dtype in (torch.float16, torch.bfloat16):
         zt = zt.float()
     k = k.resolve(zt)
-    _check_twice(k, "sigma2_inv")
+    check_twice(k, "sigma2_inv")
     (zt,), k, plan = _range.compute((zt,), k, s.amax[0], orders=(0, 1, 2))
     return to_output(plan.result(_sigma2_inv_input(k, zt, lam)), s.numpy)
 
@@ -280,18 +228,18 @@ def smmd2(x, y, kernel="rbf", *, z=None, lam=1.0, estimator: str = "biased", bac
     deep = isinstance(k, DeepKernel)
     s = as_samples(*named, min_points=2 if estimator == "unbiased" else 1, any_shape=deep)
     xt, yt = s.tensors[:2]
-    stat = _u if estimator == "unbiased" else _v
+    stat = mmd2_u if estimator == "unbiased" else mmd2_v
     if deep:
-        _check_twice(k.top, "smmd2")
+        check_twice(k.top, "smmd2")
         zt = xt if z is None else s.tensors[2]
-        az, J = _features_and_jacobian(k.phi, zt, create_graph, "x" if z is None else "z")
-        ax = az if z is None else _phi_out(k.phi, xt, "x")
-        ay = _phi_out(k.phi, yt, "y")
+        az, J = features_and_jacobian(k.phi, zt, create_graph, "x" if z is None else "z")
+        ax = az if z is None else phi_features(k.phi, xt, "x")
+        ay = phi_features(k.phi, yt, "y")
         if ax.dtype in (torch.float16, torch.bfloat16):
             ax, ay, az = ax.float(), ay.float(), az.float()
         top = k.top.resolve(ax.detach(), ay.detach())
         (ax, ay), top, plan = _range.compute((ax, ay), top, what="features")
-        st = ops.routine("block_stats", ops.select_backend(backend, ax, ay, op="block_stats"))(ax, ay, top)
+        st = block_stats(ax, ay, top, backend=backend)
         out = stat(st) / _sigma2_inv_deep(top, az, J, lam)
         return to_output(plan.result(out), s.numpy)
     ts = s.tensors
@@ -300,11 +248,11 @@ def smmd2(x, y, kernel="rbf", *, z=None, lam=1.0, estimator: str = "biased", bac
     xt, yt = ts[:2]
     zt = xt if z is None else ts[2]
     k = k.resolve(xt, yt)
-    _check_twice(k, "smmd2")
+    check_twice(k, "smmd2")
     ts, k, plan = _range.compute(ts, k, max(s.amax))
     xt, yt = ts[:2]
     zt = xt if z is None else ts[2]
-    st = ops.routine("block_stats", ops.select_backend(backend, xt, yt, op="block_stats"))(xt, yt, k)
+    st = block_stats(xt, yt, k, backend=backend)
     out = stat(st) / _sigma2_inv_input(k, zt, lam)
     return to_output(plan.result(out), s.numpy)
 
@@ -365,16 +313,16 @@ def smmd_loss(phi, x_real, x_fake, *, scale=10.0, kernel="rbf", sigma=1.0, backe
         k = get_kernel(kernel, sigma=sigma)
     if isinstance(k, DeepKernel):
         raise TypeError("kernel must act on critic outputs; pass the critic as phi, not a DeepKernel")
-    _check_twice(k, "smmd_loss")
-    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr), "x_real")
-    ff = _phi_out(phi, xf, "x_fake")
+    check_twice(k, "smmd_loss")
+    fr, J = features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr), "x_real")
+    ff = phi_features(phi, xf, "x_fake")
     if fr.dtype in (torch.float16, torch.bfloat16):
         fr, ff = fr.float(), ff.float()
     k = k.resolve(fr.detach(), ff.detach())
     (fr, ff), k, plan = _range.compute((fr, ff), k, what="critic outputs")
-    st = ops.routine("block_stats", ops.select_backend(backend, fr, ff, op="block_stats"))(fr, ff, k)
+    st = block_stats(fr, ff, k, backend=backend)
     jn = (J.double() ** 2).sum((1, 2)).mean()
-    return plan.result(_u(st) / (1.0 + scale * jn))
+    return plan.result(mmd2_u(st) / (1.0 + scale * jn))
 
 
 def swgan_loss(phi, x_real, x_fake, *, scale=10.0):
@@ -408,13 +356,13 @@ def swgan_loss(phi, x_real, x_fake, *, scale=10.0):
     """
     xr, xf = _loss_inputs(phi, x_real, x_fake, 1)
     check_nonnegative("scale", scale)
-    fr, J = _features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr), "x_real")
+    fr, J = features_and_jacobian(phi, xr, _scale_needs_graph(phi, xr), "x_real")
     if fr.shape[1] != 1:
         raise ValueError(
             f"swgan_loss needs a scalar critic (output (n,) or (n, 1)), got outputs of shape {tuple(fr.shape)}"
         )
-    ff = _phi_out(phi, xf, "x_fake")
+    ff = phi_features(phi, xf, "x_fake")
     fr64, ff64 = fr[:, 0].double(), ff[:, 0].double()
     denom = 1.0 + scale * ((fr64 * fr64).mean() + (J.double() ** 2).sum((1, 2)).mean())
-    return ((fr64.mean() - ff64.mean()) / denom.sqrt()).to(_out_dtype(fr))
+    return ((fr64.mean() - ff64.mean()) / denom.sqrt()).to(out_dtype(fr))
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import as_samples, check_int
+from ._estimator import block_stats, mmd2_u, mmd2_u_variance, prepare
+from ._validate import as_generator, as_samples, check_int
 from .kernels import Poly
-from .mmd import _u, block_stats, prepare
-from .two_sample import _generator, _u_variance
 
 __all__ = ["KIDResult", "kid", "fid", "frechet_distance"]
 
@@ -111,19 +110,19 @@ def kid(
             if min(n, m) < 4:
                 raise ValueError(f"the exact KID needs at least 4 real and 4 fake points, got n={n}, m={m}")
             st = block_stats(xt, yt, p.kernel, variance=True, backend=backend)
-            var = float(_u_variance(st))
-            return KIDResult(float(_u(st)), math.sqrt(max(var, 0.0)), None, var, p.kernel)
+            var = float(mmd2_u_variance(st))
+            return KIDResult(float(mmd2_u(st)), math.sqrt(max(var, 0.0)), None, var, p.kernel)
         ss = check_int("subset_size", subset_size, minimum=2)
         if ss > min(n, m):
             raise ValueError(
                 f"subset_size must be <= the number of real (n={n}) and fake (m={m}) points, got {ss}"
             )
-        gen = _generator(seed)
+        gen = as_generator(seed)
         vals = []
         for _ in range(subsets):
             ir = torch.randperm(n, generator=gen)[:ss].to(xt.device)
             jf = torch.randperm(m, generator=gen)[:ss].to(yt.device)
-            vals.append(_u(block_stats(xt[ir], yt[jf], p.kernel, backend=backend)))
+            vals.append(mmd2_u(block_stats(xt[ir], yt[jf], p.kernel, backend=backend)))
         vals = torch.stack(vals).double().cpu()  # (subsets,)
     return KIDResult(float(vals.mean()), float(vals.std(unbiased=False)), vals, None, p.kernel)
 

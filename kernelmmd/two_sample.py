@@ -12,7 +12,7 @@ parameters such as ``sigma="median"`` resolved). Kernel evaluations go through t
 * :func:`select_kernel` / :func:`selected_mmd_test` — kernel choice by the test-power criterion
   MMD²_u / √V (Sutherland et al. 2017) on a training split, permutation test on the disjoint remainder.
 * :func:`relative_mmd_test` — is Y closer to X than Z is (Bounliphone et al. 2016)? With an exactly unbiased
-  variance estimate of the difference of the two MMD²_u (derived in :func:`_relative_variance`).
+  variance estimate of the difference of the two MMD²_u (``kernelmmd._estimator.relative_variance``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import torch
 
 from . import ops
-from ._validate import as_samples, check_int, check_nonnegative, check_same_size, to_output
+from ._estimator import block_stats, mmd2_u, mmd2_u_variance, prepare, relative_variance
+from ._validate import as_generator, as_samples, check_int, check_nonnegative, check_same_size, to_output
 from .errors import NumericalWarning, user_stacklevel
 from .kernels import DeepKernel, Kernel, RBFBounded, get_kernel
-from .mmd import _u, block_stats, mmd2_and_variance, mmd2_block, mmd2_linear, prepare
-from .ops.types import BlockStats
+from .mmd import mmd2_and_variance, mmd2_block, mmd2_linear
 
 __all__ = [
     "MMDTestResult",
@@ -152,26 +152,6 @@ def _check_level(alpha) -> None:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
 
 
-def _generator(seed) -> torch.Generator:
-    """A CPU generator: from an int seed, passed through, or freshly (non-deterministically) seeded for None.
-
-    Random draws happen on the CPU so that a seed gives the same permutations on every device.
-    """
-    if seed is None:
-        g = torch.Generator()
-        g.seed()
-        return g
-    if isinstance(seed, torch.Generator):
-        if seed.device.type != "cpu":
-            raise ValueError(f"seed must be an int, None or a CPU torch.Generator, got a generator on {seed.device}")
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int >= 0, None or a torch.Generator, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be an int >= 0, None or a torch.Generator, got {seed}")
-    return torch.Generator().manual_seed(int(seed))
-
-
 def _normal_sf(z: float) -> float:
     """P(N(0, 1) > z), accurate in the tail (NaN for NaN: callers decide first with :func:`_normal_p`)."""
     if math.isnan(z):
@@ -282,8 +262,7 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
     n, m = xt.shape[0], yt.shape[0]
     z = torch.cat([xt, yt]).detach()  # (N, d) pooled sample; never copied per permutation
     N = n + m
-    b = ops.select_backend(backend, z, z, op="kernel_mv")  # pairs = N²
-    mv = ops.routine("kernel_mv", b)
+    mv = ops.dispatch("kernel_mv", backend, z, z)  # pairs = N²
     dev = z.device
     diag = kernel.pairwise(z, z).double()  # (N,) k(z_i, z_i)
     trace = diag.sum()
@@ -394,7 +373,7 @@ def mmd_test(
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
     _check_callback(callback)
-    gen = _generator(seed)
+    gen = as_generator(seed)
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     _test_kernel(p.kernel)
     xt, yt = p.tensors
@@ -668,7 +647,7 @@ def selected_mmd_test(
             f"train_fraction = {train_fraction} splits (n={n}, m={m}) into {n_tr} training and "
             f"({n - n_tr}, {m - n_tr}) test points per sample; each part needs at least 2"
         )
-    gen = _generator(seed)
+    gen = as_generator(seed)
     px, py = torch.randperm(n, generator=gen), torch.randperm(m, generator=gen)
     px, py = px.to(xt.device), py.to(yt.device)
     check_nonnegative("min_variance", min_variance)
@@ -696,109 +675,6 @@ def selected_mmd_test(
 
 
 # --------------------------------------------------------------------------------- unbiased variance estimates
-def _dot(a, b):
-    """Inner product over the last axis (so the estimators below also take a leading batch of replicates)."""
-    return (a * b).sum(-1)
-
-
-class _Moments:
-    """Unbiased estimates of the population moments of one kernel block, from its row sums and squared sums.
-
-    Within-sample block over Y (size m, zero diagonal): ``theta`` = E k(y, y'), ``mu2`` = E_y μ_Y(y)²,
-    ``theta2`` = (E k(y, y'))², ``k2`` = E k(y, y')². Cross block X × Y (n × m): ``theta`` = E k(x, y),
-    ``mu2_row`` = E_x μ_Y(x)², ``mu2_col`` = E_y μ_X(y)², ``theta2``, ``k2``. μ_Y(a) = E_y k(a, y).
-    Each is a U-statistic over distinct indices, hence exactly unbiased.
-    """
-
-    @staticmethod
-    def within(r, s, q, m):
-        return dict(
-            theta=s / (m * (m - 1)),
-            mu2=(_dot(r, r) - q) / (m * (m - 1) * (m - 2)),
-            theta2=(s * s - 4.0 * _dot(r, r) + 2.0 * q) / (m * (m - 1) * (m - 2) * (m - 3)),
-            k2=q / (m * (m - 1)),
-        )
-
-    @staticmethod
-    def cross(a, b, s, q, n, m):
-        return dict(
-            theta=s / (n * m),
-            mu2_row=(_dot(a, a) - q) / (n * m * (m - 1)),
-            mu2_col=(_dot(b, b) - q) / (n * (n - 1) * m),
-            theta2=(s * s - _dot(a, a) - _dot(b, b) + q) / (n * (n - 1) * m * (m - 1)),
-            k2=q / (n * m),
-        )
-
-
-def _var_u(w, m):
-    """Var of the within-sample U-statistic: (4(m−2) ζ₁ + 2 ζ₂) / (m(m−1))."""
-    zeta1, zeta2 = w["mu2"] - w["theta2"], w["k2"] - w["theta2"]
-    return (4.0 * (m - 2) * zeta1 + 2.0 * zeta2) / (m * (m - 1))
-
-
-def _var_v(c, n, m):
-    """Var of the cross mean V = Σ_ij k(x_i, y_j)/(nm): (σ² + (m−1) ξ_x + (n−1) ξ_y) / (nm)."""
-    sigma2 = c["k2"] - c["theta2"]
-    xi_x, xi_y = c["mu2_row"] - c["theta2"], c["mu2_col"] - c["theta2"]
-    return (sigma2 + (m - 1) * xi_x + (n - 1) * xi_y) / (n * m)
-
-
-def _cov_uv(r, s_within, c_cross, s_cross, m, n):
-    """Cov(U_Y, V_XY) = 2 Cov_y(μ_Y(y), μ_X(y)) / m, with r the within row sums and c_cross the cross sums over y."""
-    e_prod = _dot(r, c_cross) / (m * (m - 1) * n)  # E_y μ_Y(y) μ_X(y)
-    theta_prod = (s_within * s_cross - 2.0 * _dot(r, c_cross)) / (m * (m - 1) * (m - 2) * n)  # θ_Y θ_XY
-    return 2.0 * (e_prod - theta_prod) / m
-
-
-def _u_variance(st: BlockStats) -> torch.Tensor:
-    r"""Exactly unbiased estimate of Var(MMD²_u) for any n, m ≥ 4 (derived here; checked against Monte Carlo).
-
-    MMD²_u = U_X + U_Y − 2V with U the within-sample U-statistics and V the cross mean; by Hoeffding,
-    Var = Var U_X + Var U_Y + 4 Var V − 4 Cov(U_X, V) − 4 Cov(U_Y, V) (U_X ⟂ U_Y), each term a linear
-    combination of population moments that :class:`_Moments` estimates without bias.
-    """
-    n, m = st.n, st.m
-    wx = _Moments.within(st.rxx, st.sxx, st.qxx, n)
-    wy = _Moments.within(st.ryy, st.syy, st.qyy, m)
-    c = _Moments.cross(st.rxy, st.cxy, st.sxy, st.qxy, n, m)
-    return (
-        _var_u(wx, n)
-        + _var_u(wy, m)
-        + 4.0 * _var_v(c, n, m)
-        - 4.0 * _cov_uv(st.rxx, st.sxx, st.rxy, st.sxy, n, m)
-        - 4.0 * _cov_uv(st.ryy, st.syy, st.cxy, st.sxy, m, n)
-    )
-
-
-def _relative_variance(sy: BlockStats, sz: BlockStats) -> torch.Tensor:
-    r"""Exactly unbiased estimate of Var(d̂), d̂ = MMD²_u(X, Y) − MMD²_u(X, Z), for n ≥ 2 and m, M ≥ 4.
-
-    The U_X terms cancel, so d̂ = U_Y − U_Z − 2V_XY + 2V_XZ and, Y and Z being independent,
-
-    Var d̂ = Var U_Y + Var U_Z + 4 Var V_XY + 4 Var V_XZ − 4 Cov(U_Y, V_XY) − 4 Cov(U_Z, V_XZ)
-            − 8 Cov(V_XY, V_XZ),   Cov(V_XY, V_XZ) = Cov_x(μ_Y(x), μ_Z(x)) / n.
-
-    The leading order is 4/m Var_y(μ_Y − μ_X) + 4/M Var_z(μ_Z − μ_X) + 4/n Var_x(μ_Y − μ_Z), the variance used by
-    Bounliphone et al. 2016; the remaining second-order terms make the estimate exact at every sample size.
-    """
-    n, m, M = sy.n, sy.m, sz.m
-    wy = _Moments.within(sy.ryy, sy.syy, sy.qyy, m)
-    wz = _Moments.within(sz.ryy, sz.syy, sz.qyy, M)
-    cy = _Moments.cross(sy.rxy, sy.cxy, sy.sxy, sy.qxy, n, m)
-    cz = _Moments.cross(sz.rxy, sz.cxy, sz.sxy, sz.qxy, n, M)
-    e_yz = _dot(sy.rxy, sz.rxy) / (n * m * M)  # E_x μ_Y(x) μ_Z(x)
-    theta_yz = (sy.sxy * sz.sxy - _dot(sy.rxy, sz.rxy)) / (n * (n - 1) * m * M)  # θ_XY θ_XZ
-    return (
-        _var_u(wy, m)
-        + _var_u(wz, M)
-        + 4.0 * _var_v(cy, n, m)
-        + 4.0 * _var_v(cz, n, M)
-        - 4.0 * _cov_uv(sy.ryy, sy.syy, sy.cxy, sy.sxy, m, n)
-        - 4.0 * _cov_uv(sz.ryy, sz.syy, sz.cxy, sz.sxy, M, n)
-        - 8.0 * (e_yz - theta_yz) / n
-    )
-
-
 def mmd2_variance_unbiased(x, y, kernel="rbf", *, backend: str = "auto", **params):
     r"""MMD²_u and an exactly unbiased estimate of its variance, for any n, m ≥ 4 (one fused block-stats pass).
 
@@ -837,7 +713,7 @@ def mmd2_variance_unbiased(x, y, kernel="rbf", *, backend: str = "auto", **param
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=4)
     with torch.no_grad():
         st = block_stats(*p.tensors, p.kernel, variance=True, backend=backend)
-        return float(_u(st)), float(_u_variance(st))
+        return float(mmd2_u(st)), float(mmd2_u_variance(st))
 
 
 # ------------------------------------------------------------------------------------------------ relative test
@@ -903,7 +779,7 @@ def relative_mmd_test(
         sz = block_stats(xt, zt, p.kernel, variance=True, backend=backend)
         n, m, M = sy.n, sy.m, sz.m
         d = sy.syy / (m * (m - 1)) - sz.syy / (M * (M - 1)) - 2.0 * sy.sxy / (n * m) + 2.0 * sz.sxy / (n * M)
-        var = float(_relative_variance(sy, sz))
+        var = float(relative_variance(sy, sz))
         std = math.sqrt(max(var, float(min_variance))) if not math.isnan(var) else math.nan
         d = float(d)
         cause = _nonfinite([("the variance estimate of d̂", var)], (xt, yt, zt), p.kernel)
@@ -918,7 +794,7 @@ def relative_mmd_test(
             p_value=pval,
             std=std,
             variance=var,
-            mmd2_xy=float(_u(sy)),
-            mmd2_xz=float(_u(sz)),
+            mmd2_xy=float(mmd2_u(sy)),
+            mmd2_xz=float(mmd2_u(sz)),
             kernel=p.kernel,
         )

@@ -262,15 +262,15 @@ def test_smmd_loss_options_and_no_grad():
 def test_frozen_critic_generator_step_skips_double_backward_graph(loss, monkeypatch):
     """Generator step (critic frozen, real batch without a graph): the Jacobian is taken without create_graph and
     the generator's gradient is unchanged; with trainable parameters (critic step) the graph is kept."""
-    from kernelmmd import scaled
+    from kernelmmd import _estimator
 
     xr, xf = _images(8)
     xf = xf.requires_grad_()
     phi = _conv_critic()
     (want,) = torch.autograd.grad(loss(phi, xr, xf), xf)
     seen = []
-    inner = scaled._jacobian
-    monkeypatch.setattr(scaled, "_jacobian", lambda f, x, cg: seen.append(cg) or inner(f, x, cg))
+    inner = _estimator.jacobian
+    monkeypatch.setattr(_estimator, "jacobian", lambda f, x, cg: seen.append(cg) or inner(f, x, cg))
     phi.requires_grad_(False)
     (got,) = torch.autograd.grad(loss(phi, xr, xf), xf)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
