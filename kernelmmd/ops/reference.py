@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import DotKernel, Kernel, RadialKernel, sqdist
-from ._shared import unit_rows
+from ._shared import centres, pooled_mean, unit_rows
 from .types import BlockStats
 
 __all__ = [
@@ -126,7 +126,7 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
     Returns (K u0 + Gᵀ u1  of shape (M,),  G u0 + H u1  of shape (M, d)). O(M² d) time, O(M² + M d) memory.
     """
     _twice(kernel, "a_matvec")
-    zc = z - z.detach().mean(0, keepdim=True) if isinstance(kernel, RadialKernel) else z
+    zc = z - pooled_mean(z) if centres(kernel) else z  # (M, d); the centre is detached
     s = (zc * u1).sum(1)  # (M,)  z_l · u1_l
     c = zc @ u1.T  # (M, M)  C[l, l'] = z_l · u1_l'
     if isinstance(kernel, RadialKernel):

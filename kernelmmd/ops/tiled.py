@@ -449,7 +449,7 @@ def _sq(a, b, kernel, diag_at=None, with_close=False):
     exact = kernel.sqrt_distance
     a2, b2 = (a.double(), b.double()) if exact else (a, b)
     if exact:
-        c = b2.detach().mean(0, keepdim=True)
+        c = pooled_mean(b2)  # (1, d), detached
         ac, bc = a2 - c, b2 - c
     else:
         ac, bc = a2, b2  # already centred by _centre

@@ -232,8 +232,7 @@ def direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW
 def directional(w, x, sv, KIND: tl.constexpr):
     """w times the directional-derivative factor of Γ·∇_1 k per unit profile derivative: 2w(s − X) for radial
     kernels (Γ·∇_1 g(t) = 2g'(t)(s − X)), wX for dot kernels (Γ·∇_1 h(u) = h'(u)X); X, s from :func:`direction_tile`."""
-    RADIAL: tl.constexpr = is_radial(KIND)
-    if RADIAL:
+    if is_radial(KIND):
         out = w * 2.0 * (sv - x)
     else:
         out = w * x
@@ -295,8 +294,7 @@ def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE:
 
     The energy kernel's norm terms ‖a‖ + ‖b‖ are not included (see :func:`energy_norm_tile`).
     """
-    RADIAL: tl.constexpr = is_radial(KIND)
-    if RADIAL:
+    if is_radial(KIND):
         out = radial_profile(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, R, ORDER)
         if ORDER > 0:
             out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
@@ -315,8 +313,7 @@ def profile_tile(arg, p_ptr, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.con
 def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr, IDX: tl.constexpr,
                     ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
     """∂g^(ORDER)(clamp t)/∂θ_IDX (zero where clamped when ORDER ≥ 1) or ∂h^(ORDER)(u)/∂θ_IDX, elementwise."""
-    RADIAL: tl.constexpr = is_radial(KIND)
-    if RADIAL:
+    if is_radial(KIND):
         out = radial_param_grad_order(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, IDX, ORDER)
         if ORDER > 0:
             out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
@@ -433,9 +430,8 @@ def add_pair_product(acc, g_ptr, p, b_ptr, rows, cols, n, m, d, written, MEM_ACC
 def add_block_param_sums(pvec, ridx, arg, w, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr,
                          DEGREE: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
     """``pvec`` with Σ_ij w_ij ∂k_ij/∂θ_r added at entry r, r < R (∂g/∂θ at the clamped t, or ∂h/∂θ)."""
-    RADIAL: tl.constexpr = is_radial(KIND)
     for r in tl.static_range(R):
-        if RADIAL:
+        if is_radial(KIND):
             dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
         else:
             dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
