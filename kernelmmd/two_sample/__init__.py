@@ -1,0 +1,31 @@
+r"""Kernel two-sample tests (SPEC §3, §9), one module per family; this package re-exports every public name.
+
+* :mod:`.permutation` — :func:`mmd_test`, the quadratic-time permutation test with MMD²_u;
+* :mod:`.normal` — :func:`linear_mmd_test` (MMD²_l) and :func:`block_mmd_test` (the B-test): normal approximations;
+* :mod:`.selection` — :func:`select_kernel` / :func:`selected_mmd_test`: kernel choice by MMD²_u / √V̂ on a training
+  split, permutation test on the disjoint remainder;
+* :mod:`.relative` — :func:`relative_mmd_test` (Bounliphone et al. 2016) and :func:`mmd2_variance_unbiased`;
+* :mod:`._common` — the result types and the "cannot decide" rule every test applies.
+
+Every test returns a result object with the statistic, the p-value and the kernel actually used (data-dependent
+parameters resolved). How the tests reach the kernel ops: docs/ARCHITECTURE.md, "Two-sample tests".
+"""
+
+from ._common import KernelSelection, MMDTestResult, RelativeTestResult
+from .normal import block_mmd_test, linear_mmd_test
+from .permutation import mmd_test
+from .relative import mmd2_variance_unbiased, relative_mmd_test
+from .selection import select_kernel, selected_mmd_test
+
+__all__ = [
+    "MMDTestResult",
+    "KernelSelection",
+    "RelativeTestResult",
+    "mmd_test",
+    "linear_mmd_test",
+    "block_mmd_test",
+    "select_kernel",
+    "selected_mmd_test",
+    "relative_mmd_test",
+    "mmd2_variance_unbiased",
+]
