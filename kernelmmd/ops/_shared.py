@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import CLOSE, Kernel, RadialKernel, _safe_sqrt
+from ..kernels import CLOSE, Kernel, RadialKernel, safe_sqrt
 
 __all__ = ["PRECISIONS", "check_precision", "row_norms", "unit_rows", "energy_norm_mv", "centres", "pooled_mean",
            "close_threshold", "Refuse", "refuse"]
@@ -33,7 +33,7 @@ def check_precision(precision: str) -> None:
 
 def row_norms(a: torch.Tensor) -> torch.Tensor:
     """‖a_i‖ (n,) in a's dtype; differentiable, with gradient 0 at a zero row."""
-    return _safe_sqrt((a * a).sum(1))
+    return safe_sqrt((a * a).sum(1))
 
 
 def unit_rows(a: torch.Tensor) -> torch.Tensor:
