@@ -24,14 +24,20 @@ from torch import nn
 __all__ = ["ARCHS", "DCGANGenerator", "DCGANCritic", "MLPGenerator", "MLPCritic", "build_models"]
 
 
+def _dcgan_image(shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(channels, side) of a DCGAN image shape (C, 28, 28) or (C, 32, 32); ValueError for any other shape."""
+    c, h, w = shape
+    if h != w or h not in (28, 32):
+        raise ValueError(f"dcgan supports 28x28 and 32x32 images, got shape {shape}")
+    return c, h
+
+
 class DCGANGenerator(nn.Module):
     """DCGAN generator for ``shape`` = (C, 28, 28) or (C, 32, 32); output in [-1, 1] (tanh)."""
 
     def __init__(self, shape: tuple[int, int, int], z_dim: int = 128, width: int = 64):
         super().__init__()
-        c, h, w = shape
-        if h != w or h not in (28, 32):
-            raise ValueError(f"dcgan supports 28x28 and 32x32 images, got shape {shape}")
+        c, h = _dcgan_image(shape)
         s, k, c0 = (7, 2, 4) if h == 28 else (4, 3, 8)
         ch = [c0 * width // 2**i for i in range(k + 1)]  # e.g. 256, 128, 64 for 28 x 28
         self.start = (ch[0], s, s)
@@ -52,9 +58,7 @@ class DCGANCritic(nn.Module):
 
     def __init__(self, shape: tuple[int, int, int], out_dim: int = 1, width: int = 64):
         super().__init__()
-        c, h, w = shape
-        if h != w or h not in (28, 32):
-            raise ValueError(f"dcgan supports 28x28 and 32x32 images, got shape {shape}")
+        c, h = _dcgan_image(shape)
         k3 = 3 if h == 28 else 4  # 7 -> 4 needs a 3x3 kernel, 8 -> 4 a 4x4 one
         self.features = nn.Sequential(
             nn.Conv2d(c, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # (n, w, H/2, W/2)
