@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-__all__ = ["HelpFormatter", "check_device", "one_line_warnings"]
+__all__ = ["HelpFormatter", "check_device", "one_line_warnings", "parse_checked"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -46,6 +46,21 @@ def check_device(name: str, option: str = "--device") -> torch.device:
             raise ValueError(f"{option} {name}: device type {device.type!r} is not available on this machine "
                              f"(use {option} cpu)")
     return device
+
+
+def parse_checked(parser: argparse.ArgumentParser, argv: list[str] | None, invalid, message: str, *,
+                  device: bool = False) -> argparse.Namespace:
+    """``parser.parse_args(argv)``; exit 2 with argparse's usage error ``message`` when ``invalid(args)``, and with
+    one ``error:`` line when ``device`` and ``args.device`` is not a device of this machine (:func:`check_device`)."""
+    args = parser.parse_args(argv)
+    if invalid(args):
+        parser.error(message)
+    if device:
+        try:
+            check_device(args.device)
+        except ValueError as e:
+            parser.exit(2, f"error: {e}\n")
+    return args
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 import kernelmmd
 
-from ._cli import HelpFormatter, check_device, one_line_warnings
+from ._cli import HelpFormatter, check_device, one_line_warnings, parse_checked
 from .artefacts import read_run_config
 from .checkpoint import atomic_write
 from .data import DataNotFoundError, load_images, toy_sample
@@ -230,14 +230,10 @@ def _fmt(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.samples < 4 or args.subsets < 1 or args.subset_size < 2 or args.batch_size < 1:
-        p.error("--samples must be >= 4, --subsets >= 1, --subset-size >= 2 and --batch-size >= 1")
-    try:
-        check_device(args.device)
-    except ValueError as e:
-        p.exit(2, f"error: {e}\n")
+    args = parse_checked(build_parser(), argv,
+                         lambda a: a.samples < 4 or a.subsets < 1 or a.subset_size < 2 or a.batch_size < 1,
+                         "--samples must be >= 4, --subsets >= 1, --subset-size >= 2 and --batch-size >= 1",
+                         device=True)
     try:
         with one_line_warnings():
             s = evaluate_run(args.run_dir, samples=args.samples, checkpoint=args.checkpoint, init=args.init,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._cli import HelpFormatter, check_device
+from ._cli import HelpFormatter, parse_checked
 
 __all__ = ["LeNet", "FeatureExtractor", "FeaturesUnavailable", "INCEPTION_URL", "INCEPTION_ENV", "FEATURES_ENV",
            "EXTRACTORS", "default_weights_path", "train_classifier", "save_classifier", "load_classifier",
@@ -369,14 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data import DataNotFoundError, load_images
 
-    p = build_parser()
-    args = p.parse_args(argv)
-    if min(args.epochs, args.batch_size, args.width) < 1 or not 0 < args.test_fraction < 1 or not args.lr > 0:
-        p.error("--epochs, --batch-size and --width must be >= 1, --lr > 0 and --test-fraction in (0, 1)")
-    try:
-        check_device(args.device)
-    except ValueError as e:
-        p.exit(2, f"error: {e}\n")
+    args = parse_checked(build_parser(), argv,
+                         lambda a: min(a.epochs, a.batch_size, a.width) < 1 or not 0 < a.test_fraction < 1
+                         or not a.lr > 0,
+                         "--epochs, --batch-size and --width must be >= 1, --lr > 0 and --test-fraction in (0, 1)",
+                         device=True)
     try:
         data = load_images(args.data, args.data_dir)
     except (DataNotFoundError, ValueError) as e:

@@ -46,6 +46,7 @@ import torch
 
 import kernelmmd
 
+from .._cli import parse_checked
 from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_json
 
 __all__ = ["LOSSES", "STARTS", "Setup", "critic_objective", "generator_objective", "field", "trajectory", "run",
@@ -238,9 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gcmmd-mu", choices=list(MUS), default="uniform",
                    help="GCMMD's µ: Uniform(0, θ) (Fig. 1 (b)), N(0, 10²) (App. B) or P")
     p.add_argument("--mu-points", type=int, default=16, help="GCMMD: quantile points representing µ")
-    args = p.parse_args(argv)
-    if args.steps < 1 or args.grid < 2 or args.mu_points < 1 or not args.lr > 0:
-        p.error("--steps and --mu-points must be >= 1, --grid >= 2 and --lr > 0")
+    args = parse_checked(p, argv, lambda a: a.steps < 1 or a.grid < 2 or a.mu_points < 1 or not a.lr > 0,
+                         "--steps and --mu-points must be >= 1, --grid >= 2 and --lr > 0")
     setup = Setup(mu=args.gcmmd_mu, mu_points=args.mu_points)
     with one_thread():
         res = run(args.out, steps=args.steps, lr=args.lr, grid=args.grid, setup=setup)

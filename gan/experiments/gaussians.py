@@ -33,6 +33,7 @@ import torch
 
 import kernelmmd
 
+from .._cli import parse_checked
 from . import base_parser, normal_quantiles, one_thread, output_dir, write_json
 
 __all__ = ["P_STD", "LAM", "distances", "optimised", "grid_values", "rank_correlation", "run", "main"]
@@ -168,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=int, default=13, help="grid points per axis (µ in [-2, 2], σ in [0.03, 3.2])")
     p.add_argument("--points", type=int, default=48, help="quantile points per Gaussian")
     p.add_argument("--psis", type=int, default=13, help="log-spaced ψ in [0.01, 100] for the optimised distances")
-    args = p.parse_args(argv)
-    if args.grid < 3 or args.points < 2 or args.psis < 1:
-        p.error("--grid must be >= 3, --points >= 2 and --psis >= 1")
+    args = parse_checked(p, argv, lambda a: a.grid < 3 or a.points < 2 or a.psis < 1,
+                         "--grid must be >= 3, --points >= 2 and --psis >= 1")
     with one_thread():
         res = run(args.out, grid=args.grid, points=args.points, n_psis=args.psis)
     c = res["checks"]

@@ -32,6 +32,7 @@ import torch
 
 import kernelmmd
 
+from .._cli import parse_checked
 from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_json
 
 __all__ = ["MODELS", "DATA", "STARTS", "SIGMA", "samples", "losses", "field", "trajectory", "run", "main"]
@@ -177,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-g", type=float, default=1.0, help="generator step size")
     p.add_argument("--lr-d", type=float, default=0.3, help="discriminator step size")
     p.add_argument("--grid", type=int, default=12, help="streamline grid points per axis")
-    args = p.parse_args(argv)
-    if args.points < 2 or args.steps < 1 or args.grid < 2 or not (args.lr_g > 0 and args.lr_d > 0):
-        p.error("--points and --grid must be >= 2, --steps >= 1, --lr-g and --lr-d > 0")
+    args = parse_checked(p, argv,
+                         lambda a: a.points < 2 or a.steps < 1 or a.grid < 2 or not (a.lr_g > 0 and a.lr_d > 0),
+                         "--points and --grid must be >= 2, --steps >= 1, --lr-g and --lr-d > 0")
     with one_thread():
         res = run(args.out, points=args.points, steps=args.steps, lr_g=args.lr_g, lr_d=args.lr_d, grid=args.grid)
     for key, v in res["settled"].items():
