@@ -18,12 +18,13 @@ import contextlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["normal_quantiles", "uniform_quantiles", "write_json", "output_dir", "base_parser", "finite_or_none",
-           "one_thread"]
+__all__ = ["normal_quantiles", "uniform_quantiles", "write_json", "write_result", "output_dir", "base_parser",
+           "finite_or_none", "one_thread"]
 
 
 def normal_quantiles(n: int, mean: float = 0.0, std: float = 1.0, dtype=torch.float64) -> torch.Tensor:
@@ -49,6 +50,14 @@ def write_json(obj: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def write_result(result: dict, path: str | os.PathLike, t0: float) -> dict:
+    """Add ``"seconds"`` (the time since ``t0 = time.perf_counter()``, last key) to an experiment's ``result``, write
+    it to ``path`` (:func:`write_json`) and return it."""
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(result, path)
+    return result
 
 
 def output_dir(out: str | os.PathLike) -> Path:

@@ -23,14 +23,13 @@ The paper's observation, checked by ``tests/test_gan_experiments.py``: from a fa
 where ψθ = 16 and the MMD gradient is e^{-128}-small) the MMD does not move at all, while SMMD and GCMMD first shrink
 ψ (widen the kernel) until a signal appears and then drive θ to 0.
 
-The default run (lr 0.2, 600 steps, written to ``diracgan.json``): MMD converges from A, drifts from B with ψ growing
-(the critic sharpens the kernel faster than θ moves: θ 3 → 2.69 with ψ 1 → 1.67) and stalls at C; MMD-GP converges
-from A, ends at θ ≈ 0.23 from B (after passing near 0) and stalls at C; SMMD and GCMMD converge from A, B and C (C:
-|θ| < 0.05 after 261 and 199 steps). With larger steps the MMD is unstable near θ = 0 once ψ has grown (at lr 0.5 the
-run from A overshoots and ends at θ ≈ 1.8). Other choices of GCMMD's µ: with App. B's µ = N(0, 10²) GCMMD also leaves
-C (ψ shrinks, θ starts moving) but with simultaneous steps it then circles around θ = 0 instead of settling (|θ| keeps
-crossing 0 with amplitude ~1 after 500 steps at lr 0.2–0.5, µ as 64 or 128 quantiles), and with µ = P (one point) it
-stalls at C like the MMD: a constraint on f and ∇f at 0 alone says nothing about the kernel between 0 and θ.
+The default run (lr 0.2, 600 steps, written to ``diracgan.json``; its numbers are in benchmarks/RESULTS.md, "Paper
+reproductions"): MMD converges from A, drifts from B with ψ growing (the critic sharpens the kernel faster than θ
+moves) and stalls at C; MMD-GP converges from A, ends short of 0 from B and stalls at C; SMMD and GCMMD converge
+from A, B and C. With larger steps the MMD is unstable near θ = 0 once ψ has grown. Other choices of GCMMD's µ: with
+App. B's µ = N(0, 10²) GCMMD also leaves C (ψ shrinks, θ starts moving) but with simultaneous steps it then circles
+around θ = 0 instead of settling, and with µ = P (one point) it stalls at C like the MMD: a constraint on f and ∇f at 0
+alone says nothing about the kernel between 0 and θ.
 
 Outputs: ``diracgan_fields.png`` (one panel per loss: normalised vector field over (θ, 1/ψ) as in Fig. 1, coloured by
 log₁₀ of its magnitude, and the three trajectories), ``diracgan_theta.png`` (|θ| along each trajectory) and
@@ -47,7 +46,7 @@ import torch
 import kernelmmd
 
 from .._cli import parse_checked
-from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_json
+from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_result
 
 __all__ = ["LOSSES", "STARTS", "Setup", "critic_objective", "generator_objective", "field", "trajectory", "run",
            "main"]
@@ -225,9 +224,8 @@ def run(out, *, steps: int = 600, lr: float = 0.2, grid: int = 15, starts: dict 
     if plot and tuple(losses) == LOSSES:
         _plot(paths, setup, grid, out)
     result = {"experiment": "diracgan", "setup": asdict(setup), "lr": lr, "steps": steps, "tol": tol,
-              "results": summary, "seconds": round(time.perf_counter() - t0, 2)}
-    write_json(result, out / "diracgan.json")
-    return result
+              "results": summary}
+    return write_result(result, out / "diracgan.json", t0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,11 @@ The paper's observations, checked (``tests/test_gan_experiments.py``) and writte
 
 * for a fixed kernel SMMD ∝ MMD (the ratio is 1/(λ + 1 + ψ²) at every grid point), and SMMD ≤ GCMMD ≤ MMD²/λ;
 * MMD∝SMMD and GCMMD behave similarly (rank correlation over the grid), and so do the optimised SMMD and GCMMD;
-* optimising the MMD over ψ gives an essentially constant distance once P and Q are separated (default run, σ = 0.1,
-  |µ| ≥ 1: smallest / largest value 0.88, near the value 2 of two disjoint point masses), while the optimised SMMD
-  keeps growing with |µ| (ratio 0.45). The optimised GCMMD increases monotonically in |µ| too but, bounded by
-  MMD²/λ ≤ 2 with λ = 1, flattens out from |µ| ≈ 1 on (ratio 0.85). Rank correlation of the optimised SMMD and
-  GCMMD over the grid: 0.87; of SMMD and GCMMD at a fixed kernel: 0.97–1.00.
+* optimising the MMD over ψ gives an essentially constant distance once P and Q are separated (near the value 2 of
+  two disjoint point masses), while the optimised SMMD keeps growing with |µ|. The optimised GCMMD increases
+  monotonically in |µ| too but, bounded by MMD²/λ ≤ 2 with λ = 1, flattens out from |µ| ≈ 1 on.
+
+The default run's numbers: benchmarks/RESULTS.md, "Paper reproductions".
 
 Outputs: ``gaussians.png`` (the six panels) and ``gaussians.json``.
 """
@@ -34,7 +34,7 @@ import torch
 import kernelmmd
 
 from .._cli import parse_checked
-from . import base_parser, normal_quantiles, one_thread, output_dir, write_json
+from . import base_parser, normal_quantiles, one_thread, output_dir, write_result
 
 __all__ = ["P_STD", "LAM", "distances", "optimised", "grid_values", "rank_correlation", "run", "main"]
 
@@ -158,9 +158,8 @@ def run(out, *, grid: int = 13, points: int = 48, n_psis: int = 13, plot: bool =
         checks[f"{k}_fraction_within_2x_of_max"] = float((v >= v.max() / 2).double().mean())
     result = {"experiment": "gaussians", "p": [0.0, P_STD], "lam": LAM, "points": points, "grid": grid,
               "psis": [float(p) for p in psis], "means": [float(m) for m in means], "stds": [float(s) for s in stds],
-              "checks": checks, "profile_at_row_std": profile, "seconds": round(time.perf_counter() - t0, 2)}
-    write_json(result, out / "gaussians.json")
-    return result
+              "checks": checks, "profile_at_row_std": profile}
+    return write_result(result, out / "gaussians.json", t0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,9 @@ distributions up to a quadrature error that shrinks with ``--points``. Plain sim
 w₁ ← w₁ − lr_G ∂L_G/∂w₁ and w₂ ← w₂ − lr_D ∂L_D/∂w₂.
 
 For P_X = N(0, 1) (not realisable by any w₁) the paper reports that both models settle at w₁ ≈ 1.55 (Fig. S1 (c):
-(1.55, 0.74) for MMD-rbf; (d): (1.55, 0.32) for MMD-rep). Measured here with 400 points: MMD-rep settles at
-(w₁, w₂) ≈ (1.55, 0.31) and MMD-rbf at (1.49, 0.75); an independent Gauss–Hermite/Gauss–Legendre quadrature of the
-same population losses gives (1.554, 0.307) and (1.484, 0.80): the MMD-rbf equilibrium is ~4 % below the paper's
-reading of its streamline plot. (Both are invariant to σ: the kernel depends on w₂/σ only.)
+(1.55, 0.74) for MMD-rbf; (d): (1.55, 0.32) for MMD-rep). Here MMD-rep settles there and MMD-rbf a few per cent
+lower in w₁, as an independent quadrature of the same population losses does too (numbers: benchmarks/RESULTS.md,
+"Paper reproductions"). (Both are invariant to σ: the kernel depends on w₂/σ only.)
 For P_X = U(−1, 1) (realisable) the equilibria lie on w₁ = ±1.
 
 Outputs: ``repulsive_toy.png`` (streamlines of the gradient field over (w₁, w₂) with the trajectories, panels as
@@ -33,7 +32,7 @@ import torch
 import kernelmmd
 
 from .._cli import parse_checked
-from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_json
+from . import base_parser, normal_quantiles, one_thread, output_dir, uniform_quantiles, write_result
 
 __all__ = ["MODELS", "DATA", "STARTS", "SIGMA", "samples", "losses", "field", "trajectory", "run", "main"]
 
@@ -163,10 +162,8 @@ def run(out, *, points: int = 200, steps: int = 400, lr_g: float = 1.0, lr_d: fl
                 summary[f"{model}/{d}"] = {"w1": sum(r["w1"] for r in rows) / len(rows),
                                            "w2": sum(r["w2"] for r in rows) / len(rows)}
     result = {"experiment": "repulsive_toy", "sigma": SIGMA, "points": points, "steps": steps, "lr_g": lr_g,
-              "lr_d": lr_d, "paper_w1": 1.55, "settled": summary, "runs": results,
-              "seconds": round(time.perf_counter() - t0, 2)}
-    write_json(result, out / "repulsive_toy.json")
-    return result
+              "lr_d": lr_d, "paper_w1": 1.55, "settled": summary, "runs": results}
+    return write_result(result, out / "repulsive_toy.json", t0)
 
 
 def main(argv: list[str] | None = None) -> int:
