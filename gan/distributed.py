@@ -13,14 +13,10 @@ Set-up from the environment that ``torchrun`` provides (``RANK``, ``WORLD_SIZE``
 ``gloo`` on CPU; without those variables it does nothing and every helper behaves as for a single process, so the
 same training script runs unchanged with ``python -m`` and with ``torchrun``.
 
-Seeds: give each process a different data / noise stream (:func:`rank_seed`) but the same initial weights (DDP
-broadcasts process 0's parameters and buffers when it wraps a module).
-
-Small collectives for the training loop (each a no-op in a single process): :func:`broadcast_buffers` (process 0's
-batch-norm / power-iteration buffers, once per step), :func:`broadcast_` and :func:`broadcast_object` (process 0's
-learning rates, the checkpoint to resume), :func:`gather_objects` (every process's RNG states into process 0's
-checkpoint), :func:`all_gather_values` (per-process losses for the log) and :func:`first_failure` (every process
-stops together when one fails).
+Also :func:`rank_seed` (each process its own data / noise stream; the initial weights stay the same) and small
+collectives, each a no-op in a single process: :func:`broadcast_buffers`, :func:`broadcast_`,
+:func:`broadcast_object`, :func:`gather_objects`, :func:`all_gather_values`, :func:`first_failure`. Where each runs
+in a training step: docs/ARCHITECTURE.md (section "GAN training", multi-process data flow).
 """
 
 from __future__ import annotations

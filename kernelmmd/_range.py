@@ -1,7 +1,7 @@
 r"""The compute dtype of a call: exact at float32's extremes, or one :class:`~kernelmmd.NumericalWarning`.
 
-Every public function validates its point sets, applies a deep kernel's feature map, upcasts half precision to float32
-and resolves the kernel; then :func:`compute` decides the dtype the kernel values are computed in:
+Once a call's inputs are validated and its kernel resolved (docs/ARCHITECTURE.md, section "Data flow of one call",
+step 1), :func:`compute` decides the dtype the kernel values are computed in:
 
 * W, the working dtype, is the tensors' dtype (float32 or float64). Let M = max |coordinate| over all point sets
   (computed by the finiteness check, no extra pass), d the feature dimension and S = d·M² (a bound on ‖a‖²: squared

@@ -1,9 +1,7 @@
 """GCMMD² (kernelmmd.gcmmd2): every solver against an independent float64 reference, gradients, bounds, errors.
 
-The reference (tests/_gcmmd_ref.py) builds A = [[K, Gᵀ], [G, H]] and v = [η̂(Z); ∇η̂(Z)] by automatic differentiation
-(torch.func) of a kernel *function* k(a, b) written from SPEC §1 (no kernelmmd code), solves with torch.linalg.solve
-and is differentiated directly by autograd (the test reference for the envelope gradients). Deep kernels use
-k(a, b) = K(φ(a), φ(b)) with the same φ module.
+The reference is tests/_gcmmd_ref.py (no kernelmmd code), differentiated directly by autograd: the test reference for
+the envelope gradients. Deep kernels use k(a, b) = K(φ(a), φ(b)) with the same φ module.
 """
 
 import math
