@@ -22,7 +22,7 @@ one): laplacian, energy and rbf_bounded raise ``ValueError``.
 
 The per-sample Jacobian rows of a critic φ assume that φ treats samples independently (no batch norm in training
 mode, no cross-sample layers): ``∇_x Σ_n φ_r(x_n)`` then holds every sample's gradient in one backward pass
-(``kernelmmd._estimator.features_and_jacobian``, shared with GCMMD; see docs/ARCHITECTURE.md).
+(``kernelmmd._estimator.features_and_jacobian``, shared with GCMMD; see docs/ARCHITECTURE.md, section "SMMD and GCMMD").
 """
 
 from __future__ import annotations
