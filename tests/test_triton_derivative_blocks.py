@@ -25,7 +25,7 @@ from kernelmmd.ops.triton._profiles import (  # noqa: E402
 
 from ._cases import cases  # noqa: E402
 from .backend_suite import TWICE, AMatvecSuite, AuxSuite, assert_close, grid, make_kernel, tensor_params  # noqa: E402
-from .triton_setup import CUDA, DEVICE, F64, W, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
+from .triton_setup import CUDA, DEVICE, F64, L, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
 
 DB = importlib.import_module("kernelmmd.ops.triton.derivative_blocks")
 
@@ -120,7 +120,7 @@ def test_a_matvec_odd_shapes(kind, M, d):
 @pytest.mark.parametrize("kind", ["rq", "linear"])
 def test_a_matvec_large_d(kind, monkeypatch):
     """d = 3000 with small M, default interpreter tiles (several K and output-column chunks)."""
-    monkeypatch.setattr(W, "TILES_OVERRIDE", None)
+    monkeypatch.setattr(L, "TILES_OVERRIDE", None)
     _check_values(kind, 4, 3000)
 
 

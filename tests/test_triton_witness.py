@@ -29,7 +29,7 @@ from .backend_suite import (  # noqa: E402
     points,
     tensor_params,
 )
-from .triton_setup import CUDA, DEVICE, F64, W, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
+from .triton_setup import CUDA, DEVICE, F64, L, W, small_tiles  # noqa: E402, F401  (small_tiles: autouse fixture)
 
 
 class _OnCuda:
@@ -96,7 +96,7 @@ def _randn(*shape, seed=0, grad=False):
 @pytest.mark.parametrize("kind", ["rbf", "mix_rq", "poly"])
 def test_large_d(kind, monkeypatch):
     """d = 3000 (several K chunks and output-column chunks) with small n, default interpreter tiles."""
-    monkeypatch.setattr(W, "TILES_OVERRIDE", None)
+    monkeypatch.setattr(L, "TILES_OVERRIDE", None)
     check_kernel_mv(MOD, kind, 5, 7, 3000, torch.float32, grad=False)
     check_kernel_grad_mv(MOD, kind, 5, 7, 3000, torch.float32, grad=False)
 

@@ -12,15 +12,16 @@ import pytest
 import torch
 
 W = importlib.import_module("kernelmmd.ops.triton.witness")
+L = importlib.import_module("kernelmmd.ops.triton._launch")  # TILES_OVERRIDE, read by _launch.tiles_for
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 F64 = torch.float64
-SMALL = W.Tiles(block_m=16, block_n=16, block_k=16, block_d=16, block_b=16, split=2, direct_max_d=2)
+SMALL = L.Tiles(block_m=16, block_n=16, block_k=16, block_d=16, block_b=16, split=2, direct_max_d=2)
 
 
 @pytest.fixture(autouse=True)
 def small_tiles(monkeypatch):
     """``SMALL`` tiles for the Triton witness and derivative-block ops under the interpreter (CUDA keeps its own)."""
     if not CUDA:
-        monkeypatch.setattr(W, "TILES_OVERRIDE", SMALL)
+        monkeypatch.setattr(L, "TILES_OVERRIDE", SMALL)

@@ -182,6 +182,32 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+#: tests set this to force small or odd tiles (tiles not dividing n, several d chunks, split > 1)
+TILES_OVERRIDE: Tiles | None = None
+
+
+def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = False,
+              precision: str = "ieee") -> Tiles:
+    """Tile sizes of the :mod:`.witness` and :mod:`.derivative_blocks` launches. Under the interpreter (CPU tensors)
+    wide tiles, one program per row tile.
+
+    CUDA defaults come from the sm_90 ``ptxas -v`` register report of the AOT-compiled kernels (no GPU was
+    available to time them): 64 × 32 tiles with 8 warps keep the fp32 FMA and TF32 paths free of register spills
+    (fp64 accumulators included); split-precision TF32 (three products) gets 32-wide output chunks; the
+    derivative-block backward (seven pairwise products per tile, ``heavy``) uses 32 × 32 tiles.
+    """
+    if TILES_OVERRIDE is not None:
+        return TILES_OVERRIDE
+    if device.type != "cuda":
+        return Tiles(block_m=32, block_n=32, block_k=min(256, max(16, pow2(d))), block_d=min(512, max(16, pow2(d))),
+                     block_b=32, split=1)
+    if heavy:
+        return Tiles(block_m=32, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
+    if precision == "tf32x3":
+        return Tiles(block_m=64, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
+    return Tiles(block_m=64, block_n=32, block_k=16, block_d=64, block_b=64, num_warps=8)
+
+
 def split_for(tiles: Tiles, programs: int, tiles_j: int, device: torch.device,
               max_split: int | None = None) -> tuple[int, int]:
     """(split, tiles_per_split): split the column tiles so that there are ≳ 4 programs per SM (at most
@@ -198,6 +224,27 @@ def split_for(tiles: Tiles, programs: int, tiles_j: int, device: torch.device,
     want = min(want, tiles_j)
     per = -(-tiles_j // want)
     return -(-tiles_j // per), per
+
+
+def row_grid(tiles: Tiles, n: int, m: int, chunks: int, device: torch.device) -> tuple[int, int, int]:
+    """(row tiles, split, tiles_per_split) of a (row tile, ``chunks`` output-column chunks, column split) grid over
+    an n × m pair block (:func:`split_for`)."""
+    tiles_i = -(-n // tiles.block_m)
+    split, per = split_for(tiles, tiles_i * chunks, -(-m // tiles.block_n), device)
+    return tiles_i, split, per
+
+
+def kind_constexprs(spec: Spec, clamps: bool = False) -> dict:
+    """The launch keywords naming the kernel: KIND, R, DEGREE (and the RBF-B CLAMP_LO / CLAMP_HI flags)."""
+    out = dict(KIND=spec.kind, R=spec.r, DEGREE=spec.degree)
+    if clamps:
+        out.update(CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi)
+    return out
+
+
+def launch_opts(tiles: Tiles) -> dict:
+    """``num_warps`` / ``num_stages`` launch keywords of ``tiles``."""
+    return dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
 
 
 # -------------------------------------------------------------------------------------------------- tensors

@@ -193,6 +193,16 @@ def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
 
 
 @triton.jit
+def column_tile(jt, a_ptr, b_ptr, na_ptr, nb_ptr, rows, n, m, d,
+                KIND: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """(cols, pair arguments) of column tile ``jt`` against a program's rows: the start of every column-tile step
+    of a row pass (:func:`pair_arg_tile`)."""
+    cols = jt * BN + tl.arange(0, BN)
+    return cols, pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION, BM, BN, BK)
+
+
+@triton.jit
 def dot_tile(a_ptr, b_ptr, rows, cols, n, m, d, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """Inner products a_iᵀb_j of a (BM, BN) tile (:func:`pair_arg_tile` without norms)."""
@@ -237,6 +247,16 @@ def directional(w, x, sv, KIND: tl.constexpr):
     else:
         out = w * x
     return out
+
+
+@triton.jit
+def directional_tile(w, a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, KIND: tl.constexpr,
+                     ROW_AUX: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """w times the factor of Γ·∇_1 k on a tile: :func:`directional` of :func:`direction_tile`."""
+    x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW_AUX, DIRECT, PRECISION,
+                           BM, BN, BK)
+    return directional(w, x, sv, KIND)
 
 
 @triton.jit

@@ -46,39 +46,10 @@ import triton.language as tl
 from ...kernels import Kernel
 from .. import reference
 from .._shared import refuse
-from ._launch import (
-    Spec,
-    aot_spec,
-    check_like,
-    check_points,
-    compute_dtype,
-    flat,
-    make_spec,
-    param_grad,
-    partials,
-    pow2,
-    prepare,
-    reduce_partials,
-    second_order_message,
-    split_for,
-    tensor_params,
-    tile_width,
-)
+from . import _launch as L
+from . import _tiles as T
+from ._launch import Spec
 from ._profiles import MIX_RBF, MIX_RQ, POLY, RBF, RQ, is_radial
-from ._tiles import (
-    add_param_sum,
-    dot_tile,
-    grid_tile,
-    load_rows,
-    load_vec,
-    pair_arg_tile,
-    param_profile_tile,
-    profile_tile,
-    scaled_rows,
-    split_range,
-    store_rows,
-)
-from .witness import tiles_for
 
 __all__ = ["a_matvec", "a_diag", "a_column", "AOT_SPECS"]
 
@@ -98,25 +69,23 @@ def _amv_kernel(
 ):
     """A·u over this program's rows, output columns [pid_d·BD, (pid_d+1)·BD) and column tiles of its split."""
     RADIAL: tl.constexpr = is_radial(KIND)
-    rows, dcols, pid_s = grid_tile(BM, BD)
+    rows, dcols, pid_s = T.grid_tile(BM, BD)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     rsum = tl.zeros((BM,), dtype=tl.float64)
     top = tl.zeros((BM,), dtype=tl.float64)
-    j_lo, j_hi = split_range(pid_s, tiles_per_split, M, BN)
+    j_lo, j_hi = T.split_range(pid_s, tiles_per_split, M, BN)
     for jt in range(j_lo, j_hi):
-        cols = jt * BN + tl.arange(0, BN)
+        cols, arg = T.column_tile(jt, z_ptr, z_ptr, nz_ptr, nz_ptr, rows, M, M, d, KIND, DIRECT, PRECISION, BM, BN, BK)
         cmask = cols < M
-        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND, DIRECT, PRECISION,
-                            BM, BN, BK)
-        x = dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # C_ll' = z_l · u1_l'
-        u0 = load_vec(u0_ptr, cols, M)[None, :]
-        g0 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
-        g1 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
-        g2 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
-        zt = load_rows(z_ptr, cols, dcols, M, d)  # (BN, BD)
-        ut = load_rows(u1_ptr, cols, dcols, M, d)
+        x = T.dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # C_ll' = z_l · u1_l'
+        u0 = T.load_vec(u0_ptr, cols, M)[None, :]
+        g0 = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
+        g1 = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+        g2 = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
+        zt = T.load_rows(z_ptr, cols, dcols, M, d)  # (BN, BD)
+        ut = T.load_rows(u1_ptr, cols, dcols, M, d)
         if RADIAL:
-            s = load_vec(s_ptr, cols, M)[None, :]
+            s = T.load_vec(s_ptr, cols, M)[None, :]
             tc = g0 * u0 + 2.0 * g1 * (s - x)
             cz = 4.0 * g2 * (x - s) - 2.0 * g1 * u0
             cz = tl.where(cmask[None, :], cz, 0.0)
@@ -132,8 +101,8 @@ def _amv_kernel(
         acc += part.to(tl.float64)
     out = acc
     if RADIAL:
-        out += scaled_rows(z_ptr, rows, dcols, M, d, rsum)
-    store_rows(bot_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
+        out += T.scaled_rows(z_ptr, rows, dcols, M, d, rsum)
+    T.store_rows(bot_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
     tl.store(top_ptr + pid_s * M + rows, top, mask=(rows < M) & (tl.program_id(1) == 0))  # one output chunk writes it
 
 
@@ -151,34 +120,34 @@ def _amv_bwd_kernel(
     szu = z·u1 and szb = z·b row-wise (on the same centred z). See the module docstring for the formulas.
     """
     RADIAL: tl.constexpr = is_radial(KIND)
-    rows, dcols, pid_s = grid_tile(BM, BD)
+    rows, dcols, pid_s = T.grid_tile(BM, BD)
     rmask = rows < M
-    a_i = load_vec(a_ptr, rows, M)[:, None]
-    u0_i = load_vec(u0_ptr, rows, M)[:, None]
-    szu_i = load_vec(szu_ptr, rows, M)[:, None]
-    szb_i = load_vec(szb_ptr, rows, M)[:, None]
+    a_i = T.load_vec(a_ptr, rows, M)[:, None]
+    u0_i = T.load_vec(u0_ptr, rows, M)[:, None]
+    szu_i = T.load_vec(szu_ptr, rows, M)[:, None]
+    szb_i = T.load_vec(szb_ptr, rows, M)[:, None]
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     r_e = tl.zeros((BM,), dtype=tl.float64)  # Σ E   (coefficient of Δ)
     r_b = tl.zeros((BM,), dtype=tl.float64)  # Σ c3  (coefficient of b_l)
     r_u = tl.zeros((BM,), dtype=tl.float64)  # Σ c3' (coefficient of u1_l)
     ridx = tl.arange(0, RP)
     pvec = tl.zeros((RP,), dtype=tl.float64)
-    j_lo, j_hi = split_range(pid_s, tiles_per_split, M, BN)
+    j_lo, j_hi = T.split_range(pid_s, tiles_per_split, M, BN)
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         valid = rmask[:, None] & (cols < M)[None, :]
-        arg = pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND, DIRECT, PRECISION,
-                            BM, BN, BK)
-        x_zu = dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · u1_l'
-        x_bz = dot_tile(b_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · z_l'
-        x_bu = dot_tile(b_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · u1_l'
-        a_j = load_vec(a_ptr, cols, M)[None, :]
-        u0_j = load_vec(u0_ptr, cols, M)[None, :]
+        arg = T.pair_arg_tile(z_ptr, z_ptr, nz_ptr, nz_ptr, rows, cols, M, M, d, KIND, DIRECT, PRECISION,
+                              BM, BN, BK)
+        x_zu = T.dot_tile(z_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · u1_l'
+        x_bz = T.dot_tile(b_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · z_l'
+        x_bu = T.dot_tile(b_ptr, u1_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # b_l · u1_l'
+        a_j = T.load_vec(a_ptr, cols, M)[None, :]
+        u0_j = T.load_vec(u0_ptr, cols, M)[None, :]
         if PG:
             # F = αμ k + (terms in k') + (terms in k''): coefficients c0, c1, c2 of ∂k/∂θ, ∂k'/∂θ, ∂k''/∂θ
             c0 = a_i * u0_j
             if RADIAL:
-                szu_j = load_vec(szu_ptr, cols, M)[None, :]
+                szu_j = T.load_vec(szu_ptr, cols, M)[None, :]
                 dn = x_zu - szu_j
                 db = szb_i - x_bz
                 c1 = -2.0 * a_i * dn + 2.0 * u0_j * db - 2.0 * x_bu
@@ -190,20 +159,20 @@ def _amv_bwd_kernel(
             c1 = tl.where(valid, c1, 0.0)
             c2 = tl.where(valid, c2, 0.0)
             for r in tl.static_range(NP):
-                dk = c0 * param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 0)
-                dk += c1 * param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 1)
-                dk += c2 * param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 2)
-                pvec = add_param_sum(pvec, ridx, r, dk)
+                dk = c0 * T.param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 0)
+                dk += c1 * T.param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 1)
+                dk += c2 * T.param_profile_tile(arg, p_ptr, KIND, DEGREE, r, 2)
+                pvec = T.add_param_sum(pvec, ridx, r, dk)
         else:
-            x_zb = dot_tile(z_ptr, b_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · b_l'
-            x_uz = dot_tile(u1_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # u1_l · z_l'
-            x_ub = dot_tile(u1_ptr, b_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # u1_l · b_l'
-            g1 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
-            g2 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
-            g3 = profile_tile(arg, p_ptr, KIND, R, DEGREE, 3)
+            x_zb = T.dot_tile(z_ptr, b_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # z_l · b_l'
+            x_uz = T.dot_tile(u1_ptr, z_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # u1_l · z_l'
+            x_ub = T.dot_tile(u1_ptr, b_ptr, rows, cols, M, M, d, DIRECT, PRECISION, BM, BN, BK)  # u1_l · b_l'
+            g1 = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+            g2 = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
+            g3 = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 3)
             if RADIAL:
-                szu_j = load_vec(szu_ptr, cols, M)[None, :]
-                szb_j = load_vec(szb_ptr, cols, M)[None, :]
+                szu_j = T.load_vec(szu_ptr, cols, M)[None, :]
+                szb_j = T.load_vec(szb_ptr, cols, M)[None, :]
                 # D(α = a_l, β = b_l; μ = u0_l', ν = u1_l')
                 dn = x_zu - szu_j
                 db = szb_i - x_bz
@@ -231,19 +200,19 @@ def _amv_bwd_kernel(
                 e = tl.where(valid, e, 0.0)
             c_u = tl.where(valid, c_u, 0.0)
             c_bj = tl.where(valid, c_bj, 0.0)
-            part = tl.dot(e, load_rows(z_ptr, cols, dcols, M, d), input_precision=PRECISION)
-            part = tl.dot(c_u, load_rows(u1_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
-            part = tl.dot(c_bj, load_rows(b_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
+            part = tl.dot(e, T.load_rows(z_ptr, cols, dcols, M, d), input_precision=PRECISION)
+            part = tl.dot(c_u, T.load_rows(u1_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
+            part = tl.dot(c_bj, T.load_rows(b_ptr, cols, dcols, M, d), part, input_precision=PRECISION)
             acc += part.to(tl.float64)
     if PG:
         tl.store(out_ptr + (tl.program_id(0) * tl.num_programs(2) + pid_s) * RP + ridx, pvec)
     else:
         out = acc
         if RADIAL:
-            out += scaled_rows(z_ptr, rows, dcols, M, d, r_e)
-            out += scaled_rows(b_ptr, rows, dcols, M, d, r_b)
-            out += scaled_rows(u1_ptr, rows, dcols, M, d, r_u)
-        store_rows(out_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
+            out += T.scaled_rows(z_ptr, rows, dcols, M, d, r_e)
+            out += T.scaled_rows(b_ptr, rows, dcols, M, d, r_b)
+            out += T.scaled_rows(u1_ptr, rows, dcols, M, d, r_u)
+        T.store_rows(out_ptr + pid_s.to(tl.int64) * M * d, rows, dcols, M, d, out)
 
 
 @triton.jit
@@ -257,20 +226,20 @@ def _adiag_kernel(
     arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)  # t = 0 (radial), u = ‖z_l‖² (dot)
     if not RADIAL:
         for k0 in range(0, d, BD):
-            zt = load_rows(z_ptr, rows, k0 + tl.arange(0, BD), M, d)
+            zt = T.load_rows(z_ptr, rows, k0 + tl.arange(0, BD), M, d)
             arg += tl.sum(zt * zt, 1)
-    k0v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
-    k1v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
-    k2v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
+    k0v = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
+    k1v = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+    k2v = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
     tl.store(top_ptr + rows, k0v.to(tl.float64), mask=rows < M)
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
         if RADIAL:
             out = tl.zeros((BM, BD), dtype=tl.float64) + (-2.0 * k1v).to(tl.float64)[:, None]
         else:
-            zt = load_rows(z_ptr, rows, dcols, M, d)
+            zt = T.load_rows(z_ptr, rows, dcols, M, d)
             out = (k1v[:, None] + k2v[:, None] * zt * zt).to(tl.float64)
-        store_rows(bot_ptr, rows, dcols, M, d, out)
+        T.store_rows(bot_ptr, rows, dcols, M, d, out)
 
 
 @triton.jit
@@ -288,16 +257,16 @@ def _acol_kernel(
     arg = tl.zeros((BM,), dtype=z_ptr.dtype.element_ty)
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
-        zt = load_rows(z_ptr, rows, dcols, M, d)
-        cv = load_vec(cp, dcols, d)[None, :]
+        zt = T.load_rows(z_ptr, rows, dcols, M, d)
+        cv = T.load_vec(cp, dcols, d)[None, :]
         if RADIAL:
             diff = tl.where((dcols < d)[None, :], zt - cv, 0.0)
             arg += tl.sum(diff * diff, 1)
         else:
             arg += tl.sum(zt * cv, 1)
-    k0v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
-    k1v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
-    k2v = profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
+    k0v = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 0)
+    k1v = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 1)
+    k2v = T.profile_tile(arg, p_ptr, KIND, R, DEGREE, 2)
     zj = tl.load(z_ptr + rows.to(tl.int64) * d + j, mask=rmask, other=0.0)  # z_l j
     cj = tl.load(cp + j)  # c_j
     if FIRST:
@@ -309,8 +278,8 @@ def _acol_kernel(
     tl.store(top_ptr + rows, top.to(tl.float64), mask=rmask)
     for k0 in range(0, d, BD):
         dcols = k0 + tl.arange(0, BD)
-        zt = load_rows(z_ptr, rows, dcols, M, d)
-        cv = load_vec(cp, dcols, d)[None, :]
+        zt = T.load_rows(z_ptr, rows, dcols, M, d)
+        cv = T.load_vec(cp, dcols, d)[None, :]
         eye = (dcols == j)[None, :]
         if FIRST:
             if RADIAL:
@@ -321,7 +290,7 @@ def _acol_kernel(
             out = -4.0 * k2v[:, None] * (cv - zt) * (cj - zj)[:, None] + tl.where(eye, -2.0 * k1v[:, None], 0.0)
         else:  # h'' c_i z_l j + h' δ_ij
             out = k2v[:, None] * cv * zj[:, None] + tl.where(eye, k1v[:, None], 0.0)
-        store_rows(bot_ptr, rows, dcols, M, d, out.to(tl.float64))
+        T.store_rows(bot_ptr, rows, dcols, M, d, out.to(tl.float64))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,50 +300,49 @@ def _acol_kernel(
 
 def _geometry(zc: torch.Tensor, spec: Spec, heavy: bool):
     M, d = zc.shape
-    tiles = tiles_for(zc.device, spec.dtype, d, heavy, spec.precision)
-    return M, d, tiles, tile_width(d, tiles.block_k), tile_width(d, tiles.block_d), d <= tiles.direct_max_d
+    tiles = L.tiles_for(zc.device, spec.dtype, d, heavy, spec.precision)
+    return M, d, tiles, L.tile_width(d, tiles.block_k), L.tile_width(d, tiles.block_d), d <= tiles.direct_max_d
 
 
 def amv_launch(z, u0, u1, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     """(K u0 + Gᵀ u1 (M,), G u0 + H u1 (M, d)), float64."""
-    zc, nz = prepare(spec, z)
+    zc, nz = L.prepare(spec, z)
     M, d, tiles, bk, bd, direct = _geometry(zc, spec, False)
-    u0f, u1f = flat(u0, spec.dtype), flat(u1, spec.dtype)
+    u0f, u1f = L.flat(u0, spec.dtype), L.flat(u1, spec.dtype)
     s = (zc * u1f).sum(1)
-    tiles_i, tiles_j, tiles_d = triton.cdiv(M, tiles.block_m), triton.cdiv(M, tiles.block_n), triton.cdiv(d, bd)
-    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, zc.device)
-    top, bot = partials(split, M, device=zc.device), partials(split, M, d, device=zc.device)
+    tiles_d = triton.cdiv(d, bd)
+    tiles_i, split, per = L.row_grid(tiles, M, M, tiles_d, zc.device)
+    top, bot = L.partials(split, M, device=zc.device), L.partials(split, M, d, device=zc.device)
     _amv_kernel[(tiles_i, tiles_d, split)](
         zc, nz, u0f, u1f, s, spec.params, top, bot,
         M, d, per,
-        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, DIRECT=direct, PRECISION=spec.precision,
+        **L.kind_constexprs(spec), DIRECT=direct, PRECISION=spec.precision,
         BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        **L.launch_opts(tiles),
     )
-    return reduce_partials(top), reduce_partials(bot)
+    return L.reduce_partials(top), L.reduce_partials(bot)
 
 
 def amv_bwd_launch(z, u0, u1, a, b, spec: Spec, params: bool) -> torch.Tensor:
     """z-gradient (M, d) or, with ``params``, the (n_params,) kernel-parameter gradient of aᵀtop + ⟨b, bottom⟩."""
-    zc, nz = prepare(spec, z)
+    zc, nz = L.prepare(spec, z)
     M, d, tiles, bk, bd, direct = _geometry(zc, spec, True)
-    u0f, u1f, af, bf = (flat(t, spec.dtype) for t in (u0, u1, a, b))
+    u0f, u1f, af, bf = (L.flat(t, spec.dtype) for t in (u0, u1, a, b))
     szu, szb = (zc * u1f).sum(1), (zc * bf).sum(1)
-    rp = pow2(max(1, spec.n_params))
-    tiles_i, tiles_j = triton.cdiv(M, tiles.block_m), triton.cdiv(M, tiles.block_n)
+    rp = L.pow2(max(1, spec.n_params))
     tiles_d = 1 if params else triton.cdiv(d, bd)
-    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, zc.device)
-    out = partials(tiles_i * split, rp, device=zc.device) if params else partials(split, M, d, device=zc.device)
+    tiles_i, split, per = L.row_grid(tiles, M, M, tiles_d, zc.device)
+    out = L.partials(tiles_i * split, rp, device=zc.device) if params else L.partials(split, M, d, device=zc.device)
     _amv_bwd_kernel[(tiles_i, tiles_d, split)](
         zc, nz, u0f, u1f, af, bf, szu, szb, spec.params, out,
         M, d, per,
-        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, PG=params, NP=spec.n_params, DIRECT=direct,
+        **L.kind_constexprs(spec), PG=params, NP=spec.n_params, DIRECT=direct,
         PRECISION=spec.precision, BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd, RP=rp,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        **L.launch_opts(tiles),
     )
     if params:
         return out.sum(0)[: spec.n_params]
-    return reduce_partials(out)
+    return L.reduce_partials(out)
 
 
 def _row_pass(fn, zf: torch.Tensor, spec: Spec, scalars: tuple, flags: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,26 +350,26 @@ def _row_pass(fn, zf: torch.Tensor, spec: Spec, scalars: tuple, flags: dict) -> 
     the row tiles of z (``flags``: its own constexprs, by name); returns its float64 outputs (top (M,), bottom
     (M, d))."""
     M, d = zf.shape
-    tiles = tiles_for(zf.device, spec.dtype, d, False, spec.precision)
+    tiles = L.tiles_for(zf.device, spec.dtype, d, False, spec.precision)
     top = torch.empty(M, dtype=torch.float64, device=zf.device)
     bot = torch.empty(M, d, dtype=torch.float64, device=zf.device)
     fn[(triton.cdiv(M, tiles.block_m),)](
-        zf, spec.params, top, bot, M, d, *scalars, KIND=spec.kind, R=spec.r, DEGREE=spec.degree, **flags,
-        BM=tiles.block_m, BD=tile_width(d, tiles.block_d),
+        zf, spec.params, top, bot, M, d, *scalars, **L.kind_constexprs(spec), **flags,
+        BM=tiles.block_m, BD=L.tile_width(d, tiles.block_d),
         num_warps=tiles.num_warps,
     )
     return top, bot
 
 
 def adiag_launch(z, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
-    return _row_pass(_adiag_kernel, flat(z, spec.dtype), spec, (), {})
+    return _row_pass(_adiag_kernel, L.flat(z, spec.dtype), spec, (), {})
 
 
 def acol_launch(z, index: int, spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
     M, d = z.shape
     first = index < M
     point, j = (index, 0) if first else divmod(index - M, d)
-    return _row_pass(_acol_kernel, flat(z, spec.dtype), spec, (point * d, j), {"FIRST": first})
+    return _row_pass(_acol_kernel, L.flat(z, spec.dtype), spec, (point * d, j), {"FIRST": first})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -415,9 +383,8 @@ def _amv_bwd(z, u0, u1, ga, gb, spec: Spec, want_z: bool, needs, params) -> list
     with torch.no_grad():
         gz = amv_bwd_launch(z, u0, u1, ga, gb, spec, False).to(z.dtype) if want_z else None
         pg = amv_bwd_launch(z, u0, u1, ga, gb, spec, True) if any(needs) else None
-        pgs = [None if pg is None or not nd else param_grad(pg, i, p)
-               for i, p, nd in zip(spec.param_index, params, needs)]
-    return refuse(second_order_message("the z- and parameter-gradient of a_matvec", "g''''"), [gz, *pgs],
+        pgs = L.param_grads(pg, spec.param_index, params, needs)
+    return refuse(L.second_order_message("the z- and parameter-gradient of a_matvec", "g''''"), [gz, *pgs],
                   (z, u0, u1, ga, gb, *params))
 
 
@@ -451,30 +418,15 @@ class _AMatvec(torch.autograd.Function):
         return (gz, gu0, gu1, None, *pgs)
 
 
-class _ADiag(torch.autograd.Function):
-    """diag(A) through the Triton row pass; backward by the O(M d) torch formulas (once-differentiable)."""
-
-    @staticmethod
-    def forward(ctx, z, spec, kernel, *params):
-        ctx.save_for_backward(z, *params)
-        ctx.kernel = kernel
-        return adiag_launch(z, spec)
-
-    @staticmethod
-    def backward(ctx, gt, gb):
-        z, *params = ctx.saved_tensors
-        grads = _diag_column_vjp(z, gt, gb, ctx.kernel, None, params)
-        return (grads[0], None, None, *grads[1:])
-
-
-class _AColumn(torch.autograd.Function):
-    """One column of A through the Triton row pass; backward by the O(M d) torch formulas (once-differentiable)."""
+class _ARowPass(torch.autograd.Function):
+    """diag(A) (index None) or one column of A through the Triton row pass; backward by the O(M d) torch formulas
+    (once-differentiable)."""
 
     @staticmethod
     def forward(ctx, z, index, spec, kernel, *params):
         ctx.save_for_backward(z, *params)
         ctx.kernel, ctx.index = kernel, index
-        return acol_launch(z, index, spec)
+        return adiag_launch(z, spec) if index is None else acol_launch(z, index, spec)
 
     @staticmethod
     def backward(ctx, gt, gb):
@@ -501,7 +453,7 @@ def _diag_column_vjp(z, gt, gb, kernel, index, params) -> list:
     it = iter(grads[1:])
     pgs = [next(it) if p.requires_grad else None for p in params]
     gz = grads[0] if grads[0] is not None else torch.zeros_like(z)
-    return refuse(second_order_message("the gradient of a_diag / a_column", "g''''"), [gz, *pgs],
+    return refuse(L.second_order_message("the gradient of a_diag / a_column", "g''''"), [gz, *pgs],
                   (z, gt, gb, *params))
 
 
@@ -511,9 +463,9 @@ def _diag_column_vjp(z, gt, gb, kernel, index, params) -> list:
 
 
 def _check_z(z: torch.Tensor, kernel: Kernel, precision: str, what: str) -> Spec:
-    dtype = compute_dtype("z", z, precision)
-    check_points("z", z, "M")
-    spec = make_spec(kernel, "xx", dtype, z.device, precision)
+    dtype = L.compute_dtype("z", z, precision)
+    L.check_points("z", z, "M")
+    spec = L.make_spec(kernel, "xx", dtype, z.device, precision)
     if not getattr(kernel, "twice_differentiable", False) or spec.sqrt_distance:
         raise ValueError(
             f"{what} needs a twice-differentiable radial or dot-product kernel "
@@ -548,9 +500,9 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
         >>> top, bottom = a_matvec(z.cuda(), u0.cuda(), u1.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
     """
     spec = _check_z(z, kernel, precision, "a_matvec")
-    check_like("u0", u0, "z", z, (z.shape[0],))
-    check_like("u1", u1, "z", z, tuple(z.shape))
-    return _AMatvec.apply(z, u0, u1, spec, *tensor_params(kernel, spec))
+    L.check_like("u0", u0, "z", z, (z.shape[0],))
+    L.check_like("u1", u1, "z", z, tuple(z.shape))
+    return _AMatvec.apply(z, u0, u1, spec, *L.tensor_params(kernel, spec))
 
 
 def a_diag(z: torch.Tensor, kernel: Kernel, precision: str = "ieee") -> tuple[torch.Tensor, torch.Tensor]:
@@ -572,7 +524,7 @@ def a_diag(z: torch.Tensor, kernel: Kernel, precision: str = "ieee") -> tuple[to
         >>> k_diag, h_diag = a_diag(z.cuda(), kernelmmd.RBF(1.0))  # doctest: +SKIP
     """
     spec = _check_z(z, kernel, precision, "a_diag")
-    return _ADiag.apply(z, spec, kernel, *tensor_params(kernel, spec))
+    return _ARowPass.apply(z, None, spec, kernel, *L.tensor_params(kernel, spec))
 
 
 def a_column(z: torch.Tensor, index: int, kernel: Kernel,
@@ -601,7 +553,7 @@ def a_column(z: torch.Tensor, index: int, kernel: Kernel,
     M, d = z.shape
     if not 0 <= index < M * (1 + d):
         raise ValueError(f"index must be in [0, {M * (1 + d)}), got {index}")
-    return _AColumn.apply(z, index, spec, kernel, *tensor_params(kernel, spec))
+    return _ARowPass.apply(z, index, spec, kernel, *L.tensor_params(kernel, spec))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -610,7 +562,7 @@ def a_column(z: torch.Tensor, index: int, kernel: Kernel,
 
 
 def _aot(name, fn, const, dt, precision="ieee", f64=("top_ptr", "bot_ptr")):
-    return aot_spec(name, fn, const, dt=dt, f64=f64, tensor_cores=precision != "ieee")
+    return L.aot_spec(name, fn, const, dt=dt, f64=f64, tensor_cores=precision != "ieee")
 
 
 def _aot_amv(name, kind, *, r=1, degree=0, direct=False, precision="ieee", dt="fp32", bk=16, bd=64):
@@ -621,7 +573,7 @@ def _aot_amv(name, kind, *, r=1, degree=0, direct=False, precision="ieee", dt="f
 def _aot_bwd(name, kind, *, r=1, degree=0, pg=False, n_params=1, direct=False, precision="ieee", dt="fp32", bk=16,
              bd=32):
     const = dict(KIND=kind, R=r, DEGREE=degree, PG=pg, NP=n_params, DIRECT=direct, PRECISION=precision,
-                 BM=32, BN=32, BK=bk, BD=bd, RP=pow2(max(1, n_params)))
+                 BM=32, BN=32, BK=bk, BD=bd, RP=L.pow2(max(1, n_params)))
     return _aot(name, _amv_bwd_kernel, const, dt, precision, f64=("out_ptr",))
 
 

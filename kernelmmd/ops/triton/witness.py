@@ -57,51 +57,18 @@ interpreter computes in numpy fp32/fp64). float16/bfloat16 inputs are computed i
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
 
 from ...kernels import Kernel
 from .._shared import PRECISIONS, energy_norm_mv, refuse, unit_rows
-from ._launch import (
-    Spec,
-    Tiles,
-    aot_spec,
-    check_like,
-    compute_dtype,
-    flat,
-    make_spec,
-    param_grad,
-    partials,
-    pow2,
-    prepare,
-    reduce_partials,
-    second_order_message,
-    split_for,
-    tensor_params,
-    tile_width,
-)
+from . import _launch as L
+from . import _tiles as T
+from ._launch import Spec, Tiles
 from ._profiles import LAPLACIAN, MIX_RBF, MIX_RQ, POLY, RBF, RQ, is_radial, is_sqrt
-from ._tiles import (
-    add_param_sum,
-    any_pair,
-    close_pairs,
-    direction_tile,
-    directional,
-    grid_tile,
-    kernel_tile,
-    load_bounds,
-    load_rows,
-    load_vec,
-    lowrank_tile,
-    pair_arg_tile,
-    param_grad_tile,
-    row_scalars,
-    scaled_rows,
-    split_range,
-    store_rows,
-    sub_close_pair_grad,
-)
 
 __all__ = ["kernel_mv", "kernel_grad_mv", "grad_mv", "Tiles", "PRECISIONS", "AOT_SPECS"]
 
@@ -126,35 +93,33 @@ def _mv_kernel(
     (column aux Γ, s_j = Γ_j·b_j): q = Γ·∇_1 k — radial 2g'(t)(s − X), dot h'(u) X, with X = Γ_i·b_j (MODE 1) or
     a_i·Γ_j (MODE 2). VEC: nv = 1, the product is a row reduction instead of ``tl.dot``.
     """
-    rows, bcols, pid_s = grid_tile(BM, BB)
-    lo, hi = load_bounds(lohi_ptr)
+    rows, bcols, pid_s = T.grid_tile(BM, BB)
+    lo, hi = T.load_bounds(lohi_ptr)
     if VEC:
         acc = tl.zeros((BM,), dtype=tl.float64)
     else:
         acc = tl.zeros((BM, BB), dtype=tl.float64)
-    s_row = row_scalars(s_ptr, rows, n, MODE == 1)
-    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
+    s_row = T.row_scalars(s_ptr, rows, n, MODE == 1)
+    j_lo, j_hi = T.split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
-        cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
-                            BM, BN, BK)
+        cols, arg = T.column_tile(jt, a_ptr, b_ptr, na_ptr, nb_ptr, rows, n, m, d, KIND, DIRECT, PRECISION, BM, BN, BK)
         if MODE == 0:
-            q = kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
+            q = T.kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 0, CLAMP_LO, CLAMP_HI)
         else:
-            x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, MODE == 1, DIRECT,
-                                   PRECISION, BM, BN, BK)
-            q = directional(kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI), x, sv, KIND)
+            g1 = T.kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
+            q = T.directional_tile(g1, a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, KIND, MODE == 1,
+                                   DIRECT, PRECISION, BM, BN, BK)
         q = tl.where((cols < m)[None, :], q, 0.0)
         if VEC:
-            acc += tl.sum(q * load_vec(v_ptr, cols, m)[None, :], 1).to(tl.float64)
+            acc += tl.sum(q * T.load_vec(v_ptr, cols, m)[None, :], 1).to(tl.float64)
         else:
-            vt = load_rows(v_ptr, cols, bcols, m, nv)  # (BN, BB)
+            vt = T.load_rows(v_ptr, cols, bcols, m, nv)  # (BN, BB)
             acc += tl.dot(q, vt, input_precision=PRECISION).to(tl.float64)
     base = out_ptr + pid_s.to(tl.int64) * n * nv
     if VEC:
         tl.store(base + rows, acc, mask=rows < n)
     else:
-        store_rows(base, rows, bcols, n, nv, acc)
+        T.store_rows(base, rows, bcols, n, nv, acc)
 
 
 @triton.jit
@@ -170,26 +135,24 @@ def _grad_kernel(
     dot Σ_j W_ij h'(u_ij) b_j. This program writes output columns [pid_d·BD, (pid_d+1)·BD)."""
     RADIAL: tl.constexpr = is_radial(KIND)
     SQRT: tl.constexpr = is_sqrt(KIND)
-    rows, dcols, pid_s = grid_tile(BM, BD)
-    lo, hi = load_bounds(lohi_ptr)
+    rows, dcols, pid_s = T.grid_tile(BM, BD)
+    lo, hi = T.load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     psum = tl.zeros((BM,), dtype=tl.float64)
-    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
+    j_lo, j_hi = T.split_range(pid_s, tiles_per_split, m, BN)
     out_base = out_ptr + pid_s.to(tl.int64) * n * d  # this split's (n, d) slab
     corrected = j_lo > j_hi  # (false) √t kernels: out's rows hold −Σ p (a − b) over close pairs
     for jt in range(j_lo, j_hi):
-        cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
-                            BM, BN, BK)
-        w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
-        p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
+        cols, arg = T.column_tile(jt, a_ptr, b_ptr, na_ptr, nb_ptr, rows, n, m, d, KIND, DIRECT, PRECISION, BM, BN, BK)
+        w = T.lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
+        p = w * T.kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
         p = tl.where((cols < m)[None, :], p, 0.0)
-        bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
+        bt = T.load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
         if SQRT:  # close pairs of √t kernels: −Σ p (a − b) from differences, into out's rows
-            close = close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
-            if any_pair(close):
+            close = T.close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
+            if T.any_pair(close):
                 k0 = tl.program_id(1) * BD
-                sub_close_pair_grad(out_base, tl.where(close, p, 0.0), a_ptr, b_ptr, rows, cols, n, m, d, k0,
+                T.sub_close_pair_grad(out_base, tl.where(close, p, 0.0), a_ptr, b_ptr, rows, cols, n, m, d, k0,
                                     tl.minimum(k0 + BD, d), corrected)
                 tl.debug_barrier()
                 corrected = jt >= j_lo  # (true)
@@ -201,10 +164,10 @@ def _grad_kernel(
         omask = (rows < n)[:, None] & (dcols < d)[None, :]
         acc += tl.load(out_base + rows.to(tl.int64)[:, None] * d + dcols[None, :], mask=omask & corrected, other=0.0)
     if RADIAL:
-        out = 2.0 * (scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
+        out = 2.0 * (T.scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
     else:
         out = acc
-    store_rows(out_base, rows, dcols, n, d, out)
+    T.store_rows(out_base, rows, dcols, n, d, out)
 
 
 @triton.jit
@@ -219,24 +182,22 @@ def _grad2_kernel(
     """Backward of grad_mv in its first argument (XV: rows a = x, row aux Γ) or its second (rows a = y, column
     aux Γ over b = x). W_ij = L_i·R_j with L the row factor. See the module docstring for the formulas."""
     RADIAL: tl.constexpr = is_radial(KIND)
-    rows, dcols, pid_s = grid_tile(BM, BD)
-    lo, hi = load_bounds(lohi_ptr)
+    rows, dcols, pid_s = T.grid_tile(BM, BD)
+    lo, hi = T.load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
     rsum = tl.zeros((BM,), dtype=tl.float64)  # Σ_j r_ij
     gsum = tl.zeros((BM,), dtype=tl.float64)  # Σ_j W_ij g'_ij (XV)
-    s_row = row_scalars(s_ptr, rows, n, XV)
-    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
+    s_row = T.row_scalars(s_ptr, rows, n, XV)
+    j_lo, j_hi = T.split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
-        cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
-                            BM, BN, BK)
-        x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, XV, DIRECT, PRECISION,
+        cols, arg = T.column_tile(jt, a_ptr, b_ptr, na_ptr, nb_ptr, rows, n, m, d, KIND, DIRECT, PRECISION, BM, BN, BK)
+        x, sv = T.direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, XV, DIRECT, PRECISION,
                                BM, BN, BK)
-        w = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
+        w = T.lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         w = tl.where((cols < m)[None, :], w, 0.0)
-        g1 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
-        g2 = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 2, CLAMP_LO, CLAMP_HI)
-        bt = load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
+        g1 = w * T.kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
+        g2 = w * T.kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 2, CLAMP_LO, CLAMP_HI)
+        bt = T.load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
         if RADIAL:
             rr = g2 * (sv - x)
             rsum += tl.sum(rr, 1).to(tl.float64)
@@ -244,18 +205,18 @@ def _grad2_kernel(
             if XV:
                 gsum += tl.sum(g1, 1).to(tl.float64)
             else:
-                part = tl.dot(-2.0 * g1, load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
+                part = tl.dot(-2.0 * g1, T.load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
         else:
             part = tl.dot(g2 * x, bt, input_precision=PRECISION)
             if not XV:
-                part = tl.dot(g1, load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
+                part = tl.dot(g1, T.load_rows(aux_ptr, cols, dcols, m, d), part, input_precision=PRECISION)
         acc += part.to(tl.float64)
     out = acc
     if RADIAL:
-        out += 4.0 * scaled_rows(a_ptr, rows, dcols, n, d, rsum)
+        out += 4.0 * T.scaled_rows(a_ptr, rows, dcols, n, d, rsum)
         if XV:
-            out += 2.0 * scaled_rows(aux_ptr, rows, dcols, n, d, gsum)
-    store_rows(out_ptr + pid_s.to(tl.int64) * n * d, rows, dcols, n, d, out)
+            out += 2.0 * T.scaled_rows(aux_ptr, rows, dcols, n, d, gsum)
+    T.store_rows(out_ptr + pid_s.to(tl.int64) * n * d, rows, dcols, n, d, out)
 
 
 @triton.jit
@@ -274,24 +235,21 @@ def _param_kernel(
     pid_s = tl.program_id(1)
     rows = pid_i * BM + tl.arange(0, BM)
     rmask = rows < n
-    lo, hi = load_bounds(lohi_ptr)
+    lo, hi = T.load_bounds(lohi_ptr)
     ridx = tl.arange(0, RP)
     pvec = tl.zeros((RP,), dtype=tl.float64)
-    s_row = row_scalars(s_ptr, rows, n, MODE == 1)
-    j_lo, j_hi = split_range(pid_s, tiles_per_split, m, BN)
+    s_row = T.row_scalars(s_ptr, rows, n, MODE == 1)
+    j_lo, j_hi = T.split_range(pid_s, tiles_per_split, m, BN)
     for jt in range(j_lo, j_hi):
-        cols = jt * BN + tl.arange(0, BN)
-        arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d, KIND, DIRECT, PRECISION,
-                            BM, BN, BK)
-        c = lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
+        cols, arg = T.column_tile(jt, a_ptr, b_ptr, na_ptr, nb_ptr, rows, n, m, d, KIND, DIRECT, PRECISION, BM, BN, BK)
+        c = T.lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         if MODE == 1:
-            x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, True, DIRECT,
-                                   PRECISION, BM, BN, BK)
-            c = directional(c, x, sv, KIND)
+            c = T.directional_tile(c, a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, KIND, True, DIRECT,
+                                 PRECISION, BM, BN, BK)
         c = tl.where(rmask[:, None] & (cols < m)[None, :], c, 0.0)
         for r in tl.static_range(NP):
-            dk = param_grad_tile(arg, p_ptr, lo, hi, KIND, DEGREE, r, MODE, CLAMP_LO, CLAMP_HI)
-            pvec = add_param_sum(pvec, ridx, r, c * dk)
+            dk = T.param_grad_tile(arg, p_ptr, lo, hi, KIND, DEGREE, r, MODE, CLAMP_LO, CLAMP_HI)
+            pvec = T.add_param_sum(pvec, ridx, r, c * dk)
     tl.store(out_ptr + (pid_i * tl.num_programs(1) + pid_s) * RP + ridx, pvec)
 
 
@@ -299,138 +257,106 @@ def _param_kernel(
 # Host launchers (shared checks, tiles and grids: :mod:`._launch`)
 # ---------------------------------------------------------------------------------------------------------------
 
-#: tests set this to force small or odd tiles (tiles not dividing n, several d chunks, split > 1)
-TILES_OVERRIDE: Tiles | None = None
+class _Pair(NamedTuple):
+    """A row pass over K(a, b): a, b and ‖a‖², ‖b‖² as :func:`._launch.prepare` gives them, sizes, tiles."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    na: torch.Tensor
+    nb: torch.Tensor
+    n: int
+    m: int
+    d: int
+    tiles: Tiles
+    bk: int  # BK
+    direct: bool  # DIRECT
 
 
-def tiles_for(device: torch.device, dtype: torch.dtype, d: int, heavy: bool = False,
-              precision: str = "ieee") -> Tiles:
-    """Tile sizes for the device. Under the interpreter (CPU tensors) wide tiles, one program per row tile.
-
-    CUDA defaults come from the sm_90 ``ptxas -v`` register report of the AOT-compiled kernels (no GPU was
-    available to time them): 64 × 32 tiles with 8 warps keep the fp32 FMA and TF32 paths free of register spills
-    (fp64 accumulators included); split-precision TF32 (three products) gets 32-wide output chunks; the
-    derivative-block backward (seven pairwise products per tile, ``heavy``) uses 32 × 32 tiles.
-    """
-    if TILES_OVERRIDE is not None:
-        return TILES_OVERRIDE
-    if device.type != "cuda":
-        return Tiles(block_m=32, block_n=32, block_k=min(256, max(16, pow2(d))), block_d=min(512, max(16, pow2(d))),
-                     block_b=32, split=1)
-    if heavy:
-        return Tiles(block_m=32, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
-    if precision == "tf32x3":
-        return Tiles(block_m=64, block_n=32, block_k=16, block_d=32, block_b=32, num_warps=8)
-    return Tiles(block_m=64, block_n=32, block_k=16, block_d=64, block_b=64, num_warps=8)
-
-
-def _common(a: torch.Tensor, b: torch.Tensor, spec: Spec):
-    n, d = a.shape
-    m = b.shape[0]
-    tiles = tiles_for(a.device, spec.dtype, d, False, spec.precision)
-    return n, m, d, tiles, tile_width(d, tiles.block_k), d <= tiles.direct_max_d
+def _pair(a, b, spec: Spec) -> _Pair:
+    a, b, na, nb = L.prepare(spec, a, b)
+    (n, d), m = a.shape, b.shape[0]
+    tiles = L.tiles_for(a.device, spec.dtype, d, False, spec.precision)
+    return _Pair(a, b, na, nb, n, m, d, tiles, L.tile_width(d, tiles.block_k), d <= tiles.direct_max_d)
 
 
 def _directions(aux, rows: torch.Tensor, spec: Spec):
     """(Γ, s): the directions in the compute dtype and s = Γ·rows row-wise (s_i = Γ_i · a_i or s_j = Γ_j · b_j)."""
-    aux_t = flat(aux, spec.dtype)
+    aux_t = L.flat(aux, spec.dtype)
     return aux_t, (aux_t * rows).sum(1)
 
 
 def _lowrank(l, r, dtype, tiles: Tiles):
     """(L, R, B, VEC, BB) for the low-rank weights W = L Rᵀ."""
-    lf, rf = flat(l, dtype), flat(r, dtype)
+    lf, rf = L.flat(l, dtype), L.flat(r, dtype)
     nb = lf.shape[1]
     vec = nb == 1
-    return lf, rf, nb, vec, 16 if vec else tile_width(nb, tiles.block_b)
+    return lf, rf, nb, vec, 16 if vec else L.tile_width(nb, tiles.block_b)
+
+
+def _row_pass(fn, pair: _Pair, spec: Spec, inputs: tuple, nx: int, width: int, bw: int, **const) -> torch.Tensor:
+    """Launch ``fn(a, b, na, nb, *inputs, params, lohi, out, n, m, d, nx, tiles_per_split, ...)`` over (row tiles,
+    ``bw``-wide chunks of ``width`` output columns, column split) and reduce its float64 (split, n, width) partials;
+    ``const``: the kernel's own constexprs."""
+    a, b, na, nb, n, m, d, tiles, bk, direct = pair
+    chunks = triton.cdiv(width, bw)
+    tiles_i, split, per = L.row_grid(tiles, n, m, chunks, a.device)
+    out = L.partials(split, n, width, device=a.device)
+    fn[(tiles_i, chunks, split)](
+        a, b, na, nb, *inputs, spec.params, spec.lohi, out,
+        n, m, d, nx, per,
+        **L.kind_constexprs(spec, clamps=True), DIRECT=direct, PRECISION=spec.precision,
+        BM=tiles.block_m, BN=tiles.block_n, BK=bk, **const, **L.launch_opts(tiles),
+    )
+    return L.reduce_partials(out)
 
 
 def mv_launch(a, b, v, spec: Spec, mode: int = 0, aux=None) -> torch.Tensor:
     """Σ_j q_ij v_jb (float64, (n, nv)); mode 0: q = k (radial part); 1/2: q = Γ·∇_1 k with Γ = ``aux`` the
     (n, d) row (mode 1) or (m, d) column (mode 2) directions. ``a``, ``b`` are the raw tensors."""
-    a, b, na, nb = prepare(spec, a, b)
-    n, m, d, tiles, bk, direct = _common(a, b, spec)
-    v = flat(v, spec.dtype)
+    pair = _pair(a, b, spec)
+    v = L.flat(v, spec.dtype)  # (m, nv)
     nv = v.shape[1]
     vec = nv == 1
-    bb = 16 if vec else tile_width(nv, tiles.block_b)
+    bb = 16 if vec else L.tile_width(nv, pair.tiles.block_b)
     aux_t, s = spec.params, spec.params  # placeholders (unused pointers) when mode == 0
     if mode:
-        aux_t, s = _directions(aux, a if mode == 1 else b, spec)
-    tiles_i, tiles_j, tiles_b = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(nv, bb)
-    split, per = split_for(tiles, tiles_i * tiles_b, tiles_j, a.device)
-    out = partials(split, n, nv, device=a.device)
-    _mv_kernel[(tiles_i, tiles_b, split)](
-        a, b, na, nb, v, aux_t, s, spec.params, spec.lohi, out,
-        n, m, d, nv, per,
-        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, MODE=mode, VEC=vec, CLAMP_LO=spec.clamp_lo,
-        CLAMP_HI=spec.clamp_hi, DIRECT=direct, PRECISION=spec.precision,
-        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BB=bb,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-    )
-    return reduce_partials(out)
+        aux_t, s = _directions(aux, pair.a if mode == 1 else pair.b, spec)
+    return _row_pass(_mv_kernel, pair, spec, (v, aux_t, s), nv, nv, bb, MODE=mode, VEC=vec, BB=bb)
 
 
 def grad_launch(a, b, l, r, spec: Spec) -> torch.Tensor:
     """Σ_j (L_i·R_j) ∇_1 k(a_i, b_j) (radial part), float64 (n, d)."""
-    a, b, na, nb_ = prepare(spec, a, b)
-    n, m, d, tiles, bk, direct = _common(a, b, spec)
-    lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, tiles)
-    bd = tile_width(d, tiles.block_d)
-    tiles_i, tiles_j, tiles_d = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(d, bd)
-    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, a.device)
-    out = partials(split, n, d, device=a.device)
-    _grad_kernel[(tiles_i, tiles_d, split)](
-        a, b, na, nb_, lf, rf, spec.params, spec.lohi, out,
-        n, m, d, nb, per,
-        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, VEC=vec, CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi,
-        DIRECT=direct, PRECISION=spec.precision, BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd, BB=bb,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-    )
-    return reduce_partials(out)
+    pair = _pair(a, b, spec)
+    lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, pair.tiles)
+    bd = L.tile_width(pair.d, pair.tiles.block_d)
+    return _row_pass(_grad_kernel, pair, spec, (lf, rf), nb, pair.d, bd, VEC=vec, BD=bd, BB=bb)
 
 
 def grad2_launch(a, b, aux, lrow, rcol, spec: Spec, xv: bool) -> torch.Tensor:
     """Backward of grad_mv: rows a = x (``xv``, Γ (n, d) over rows) or rows a = y (Γ (m, d) over columns b = x);
     W_ij = lrow_i · rcol_j. Float64 (n, d)."""
-    a, b, na, nb_ = prepare(spec, a, b)
-    n, m, d, tiles, bk, direct = _common(a, b, spec)
-    lf, rf, nb, vec, bb = _lowrank(lrow, rcol, spec.dtype, tiles)
-    aux_t, s = _directions(aux, a if xv else b, spec)
-    bd = tile_width(d, tiles.block_d)
-    tiles_i, tiles_j, tiles_d = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n), triton.cdiv(d, bd)
-    split, per = split_for(tiles, tiles_i * tiles_d, tiles_j, a.device)
-    out = partials(split, n, d, device=a.device)
-    _grad2_kernel[(tiles_i, tiles_d, split)](
-        a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
-        n, m, d, nb, per,
-        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, XV=xv, VEC=vec, CLAMP_LO=spec.clamp_lo,
-        CLAMP_HI=spec.clamp_hi, DIRECT=direct, PRECISION=spec.precision,
-        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BD=bd, BB=bb,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
-    )
-    return reduce_partials(out)
+    pair = _pair(a, b, spec)
+    lf, rf, nb, vec, bb = _lowrank(lrow, rcol, spec.dtype, pair.tiles)
+    aux_t, s = _directions(aux, pair.a if xv else pair.b, spec)
+    bd = L.tile_width(pair.d, pair.tiles.block_d)
+    return _row_pass(_grad2_kernel, pair, spec, (aux_t, s, lf, rf), nb, pair.d, bd, XV=xv, VEC=vec, BD=bd, BB=bb)
 
 
 def param_launch(a, b, l, r, spec: Spec, mode: int, aux=None) -> torch.Tensor:
     """(n_params,) float64 kernel-parameter sums (see :func:`_param_kernel`)."""
-    a, b, na, nb_ = prepare(spec, a, b)
-    n, m, d, tiles, bk, direct = _common(a, b, spec)
+    a, b, na, nb_, n, m, d, tiles, bk, direct = _pair(a, b, spec)
     lf, rf, nb, vec, bb = _lowrank(l, r, spec.dtype, tiles)
     aux_t, s = spec.params, spec.params
     if mode == 1:
         aux_t, s = _directions(aux, a, spec)
-    rp = pow2(max(1, spec.n_params))
-    tiles_i, tiles_j = triton.cdiv(n, tiles.block_m), triton.cdiv(m, tiles.block_n)
-    split, per = split_for(tiles, tiles_i, tiles_j, a.device)
-    out = partials(tiles_i * split, rp, device=a.device)
+    rp = L.pow2(max(1, spec.n_params))
+    tiles_i, split, per = L.row_grid(tiles, n, m, 1, a.device)
+    out = L.partials(tiles_i * split, rp, device=a.device)
     _param_kernel[(tiles_i, split)](
         a, b, na, nb_, aux_t, s, lf, rf, spec.params, spec.lohi, out,
         n, m, d, nb, per,
-        KIND=spec.kind, R=spec.r, DEGREE=spec.degree, NP=spec.n_params, MODE=mode, VEC=vec,
-        CLAMP_LO=spec.clamp_lo, CLAMP_HI=spec.clamp_hi, DIRECT=direct, PRECISION=spec.precision,
-        BM=tiles.block_m, BN=tiles.block_n, BK=bk, BB=bb, RP=rp,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        **L.kind_constexprs(spec, clamps=True), NP=spec.n_params, MODE=mode, VEC=vec, DIRECT=direct,
+        PRECISION=spec.precision, BM=tiles.block_m, BN=tiles.block_n, BK=bk, BB=bb, RP=rp, **L.launch_opts(tiles),
     )
     return out.sum(0)[: spec.n_params]
 
@@ -458,9 +384,8 @@ def _param_grads(a, b, l, r, aux, spec: Spec, mode: int, params, needs) -> list:
     if not any(needs):
         return [None] * len(params)
     with torch.no_grad():
-        pg = param_launch(a, b, l, r, spec, mode, aux)
-        out = [param_grad(pg, i, p) if need else None for i, p, need in zip(spec.param_index, params, needs)]
-    return refuse(second_order_message("the kernel-parameter gradient"), out, (a, b, l, r, aux, *params))
+        out = L.param_grads(param_launch(a, b, l, r, spec, mode, aux), spec.param_index, params, needs)
+    return refuse(L.second_order_message("the kernel-parameter gradient"), out, (a, b, l, r, aux, *params))
 
 
 class _KernelMV(torch.autograd.Function):
@@ -509,13 +434,11 @@ class _GradMV(torch.autograd.Function):
             gl = mv_launch(x, y, r, spec, 1, g)  # Σ_j Q_ij R_j, Q_ij = g_i · ∇_1 k(x_i, y_j)
         if need[3]:
             gr = mv_launch(y, x, l, spec, 2, g)  # Σ_i Q_ij L_i
-        pg = None
-        if any(need[5:]):
-            pg = param_launch(x, y, l, r, spec, 1, g)
-        pgs = [None if pg is None or not nd else param_grad(pg, i, p)
-               for i, p, nd in zip(spec.param_index, params, need[5:])]
+        pg = param_launch(x, y, l, r, spec, 1, g) if any(need[5:]) else None
+        pgs = L.param_grads(pg, spec.param_index, params, need[5:])
         outs = [_cast(gx, x), _cast(gy, y), _cast(gl, l), _cast(gr, r), *pgs]
-        outs = refuse(second_order_message("the gradient of kernel_grad_mv / grad_mv"), outs, [x, y, l, r, g, *params])
+        why = L.second_order_message("the gradient of kernel_grad_mv / grad_mv")
+        outs = refuse(why, outs, [x, y, l, r, g, *params])
         return (*outs[:4], None, *outs[4:])
 
 
@@ -525,10 +448,10 @@ class _GradMV(torch.autograd.Function):
 
 
 def _points(x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.dtype:
-    dtype = compute_dtype("x", x, precision)
+    dtype = L.compute_dtype("x", x, precision)
     if isinstance(y, torch.Tensor) and y.device != x.device:
         raise ValueError(f"y is on device {y.device} but x is on {x.device}; put both on one device")
-    compute_dtype("y", y, precision)
+    L.compute_dtype("y", y, precision)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x must have shape (n, d) with n, d >= 1, got {tuple(x.shape)}")
     if y.ndim != 2 or y.shape[0] < 1 or y.shape[1] != x.shape[1]:
@@ -570,12 +493,12 @@ def kernel_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Kernel,
     if not isinstance(v, torch.Tensor) or v.ndim not in (1, 2):
         got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
         raise ValueError(f"v must be a tensor of shape (m,) or (m, B) with m = {y.shape[0]}, got {got}")
-    check_like("v", v, "x", x, (y.shape[0],) if v.ndim == 1 else (y.shape[0], v.shape[1]))
+    L.check_like("v", v, "x", x, (y.shape[0],) if v.ndim == 1 else (y.shape[0], v.shape[1]))
     if v.ndim == 2 and v.shape[1] < 1:
         raise ValueError(f"v must have at least one column, got shape {tuple(v.shape)}")
-    spec = make_spec(kernel, block, dtype, x.device, precision)
+    spec = L.make_spec(kernel, block, dtype, x.device, precision)
     v2 = v[:, None] if v.ndim == 1 else v  # (m, B)
-    out = _KernelMV.apply(x, y, v2, spec, *tensor_params(kernel, spec))  # (n, B)
+    out = _KernelMV.apply(x, y, v2, spec, *L.tensor_params(kernel, spec))  # (n, B)
     if spec.energy:  # k = ‖a‖ + ‖b‖ − √t: the norm terms in torch (O((n + m) B), differentiable)
         out = out + energy_norm_mv(x, y, v2)
     return out[:, 0] if v.ndim == 1 else out
@@ -601,10 +524,10 @@ def grad_mv(x: torch.Tensor, y: torch.Tensor, l: torch.Tensor, r: torch.Tensor, 
     dtype = _points(x, y, precision)
     if not isinstance(l, torch.Tensor) or l.ndim != 2:
         raise ValueError(f"l must be a tensor of shape (n, B) with n = {x.shape[0]}")
-    check_like("l", l, "x", x, (x.shape[0], l.shape[1]))
-    check_like("r", r, "x", x, (y.shape[0], l.shape[1]))
-    spec = make_spec(kernel, "xy", dtype, x.device, precision)
-    out = _GradMV.apply(x, y, l, r, spec, *tensor_params(kernel, spec))
+    L.check_like("l", l, "x", x, (x.shape[0], l.shape[1]))
+    L.check_like("r", r, "x", x, (y.shape[0], l.shape[1]))
+    spec = L.make_spec(kernel, "xy", dtype, x.device, precision)
+    out = _GradMV.apply(x, y, l, r, spec, *L.tensor_params(kernel, spec))
     if spec.energy:  # + Σ_j W_ij x_i / ‖x_i‖
         out = out + unit_rows(x.double()) * (l.double() @ r.double().sum(0))[:, None]
     return out
@@ -635,7 +558,7 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
     if not isinstance(v, torch.Tensor) or v.ndim != 1:
         got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
         raise ValueError(f"v must be a tensor of shape (m,) with m = {y.shape[0]}, got {got}")
-    check_like("v", v, "x", x, (y.shape[0],))
+    L.check_like("v", v, "x", x, (y.shape[0],))
     ones = torch.ones(x.shape[0], 1, dtype=v.dtype, device=x.device)
     return grad_mv(x, y, ones, v[:, None], kernel, precision)
 
@@ -645,52 +568,29 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _aot(name, fn, const, dt, precision):
-    return aot_spec(name, fn, const, dt=dt, f64=("out_ptr",), tensor_cores=precision != "ieee")
-
-
-def _aot_mv(name, kind, *, r=1, degree=0, mode=0, vec=False, lo=False, hi=False, direct=False, precision="ieee",
-            dt="fp32", bk=16, bb=64):
-    const = dict(KIND=kind, R=r, DEGREE=degree, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
-                 PRECISION=precision, BM=64, BN=32, BK=bk, BB=16 if vec else bb)
-    return _aot(name, _mv_kernel, const, dt, precision)
-
-
-def _aot_grad(name, kind, *, r=1, degree=0, vec=True, lo=False, hi=False, direct=False, precision="ieee", dt="fp32",
-              bk=16, bd=64):
-    const = dict(KIND=kind, R=r, DEGREE=degree, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
-                 PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd, BB=16 if vec else 32)
-    return _aot(name, _grad_kernel, const, dt, precision)
-
-
-def _aot_grad2(name, kind, *, r=1, degree=0, xv=True, vec=True, lo=False, hi=False, direct=False, precision="ieee",
-               dt="fp32", bk=16, bd=64):
-    const = dict(KIND=kind, R=r, DEGREE=degree, XV=xv, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct,
-                 PRECISION=precision, BM=64, BN=32, BK=bk, BD=bd, BB=16 if vec else 32)
-    return _aot(name, _grad2_kernel, const, dt, precision)
-
-
-def _aot_param(name, kind, *, r=1, degree=0, n_params=1, mode=0, vec=False, lo=False, hi=False, precision="ieee",
-               dt="fp32"):
-    const = dict(KIND=kind, R=r, DEGREE=degree, NP=n_params, MODE=mode, VEC=vec, CLAMP_LO=lo, CLAMP_HI=hi,
-                 DIRECT=False, PRECISION=precision, BM=64, BN=32, BK=16, BB=16 if vec else 32,
-                 RP=pow2(max(1, n_params)))
-    return _aot(name, _param_kernel, const, dt, precision)
+def _aot(name, fn, kind, *, r=1, degree=0, lo=False, hi=False, direct=False, precision="ieee", dt="fp32", bk=16,
+         **own):
+    """One ``AOT_SPECS`` entry: the constexprs every witness kernel takes, then ``own`` (the kernel's own)."""
+    const = dict(KIND=kind, R=r, DEGREE=degree, CLAMP_LO=lo, CLAMP_HI=hi, DIRECT=direct, PRECISION=precision,
+                 BM=64, BN=32, BK=bk, **own)
+    return L.aot_spec(name, fn, const, dt=dt, f64=("out_ptr",), tensor_cores=precision != "ieee")
 
 
 AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp64, clamped, direct, vector/batched
-    _aot_mv("mv_rbf_vec", RBF, vec=True),
-    _aot_mv("mv_mix_rq_tf32", MIX_RQ, r=5, precision="tf32"),
-    _aot_mv("mv_rbf_bounded_direct", RBF, lo=True, hi=True, direct=True),
-    _aot_mv("mv_poly_colaux_tf32x3", POLY, r=2, degree=3, mode=2, precision="tf32x3", bb=32),
-    _aot_mv("mv_rbf_fp64", RBF, dt="fp64", bk=16, bb=32),
-    _aot_grad("grad_rbf_vec", RBF),
-    _aot_grad("grad_rq_tf32x3", RQ, vec=False, precision="tf32x3", bd=32),
-    _aot_grad("grad_poly_tf32", POLY, r=2, degree=3, precision="tf32"),
-    _aot_grad("grad_laplacian", LAPLACIAN),  # the close-pair branch of the √t kernels
-    _aot_grad2("grad2_rbf_x", RBF),
-    _aot_grad2("grad2_rq_y_tf32", RQ, xv=False, vec=False, precision="tf32"),
-    _aot_grad2("grad2_poly_y_tf32x3", POLY, r=2, degree=3, xv=False, precision="tf32x3", bd=32),
-    _aot_param("param_mix_rbf_mv", MIX_RBF, r=5, n_params=5),
-    _aot_param("param_poly_grad_tf32", POLY, r=2, degree=3, n_params=2, mode=1, vec=True, precision="tf32"),
+    _aot("mv_rbf_vec", _mv_kernel, RBF, MODE=0, VEC=True, BB=16),
+    _aot("mv_mix_rq_tf32", _mv_kernel, MIX_RQ, r=5, precision="tf32", MODE=0, VEC=False, BB=64),
+    _aot("mv_rbf_bounded_direct", _mv_kernel, RBF, lo=True, hi=True, direct=True, MODE=0, VEC=False, BB=64),
+    _aot("mv_poly_colaux_tf32x3", _mv_kernel, POLY, r=2, degree=3, precision="tf32x3", MODE=2, VEC=False, BB=32),
+    _aot("mv_rbf_fp64", _mv_kernel, RBF, dt="fp64", MODE=0, VEC=False, BB=32),
+    _aot("grad_rbf_vec", _grad_kernel, RBF, VEC=True, BD=64, BB=16),
+    _aot("grad_rq_tf32x3", _grad_kernel, RQ, precision="tf32x3", VEC=False, BD=32, BB=32),
+    _aot("grad_poly_tf32", _grad_kernel, POLY, r=2, degree=3, precision="tf32", VEC=True, BD=64, BB=16),
+    _aot("grad_laplacian", _grad_kernel, LAPLACIAN, VEC=True, BD=64, BB=16),  # the close-pair branch of √t kernels
+    _aot("grad2_rbf_x", _grad2_kernel, RBF, XV=True, VEC=True, BD=64, BB=16),
+    _aot("grad2_rq_y_tf32", _grad2_kernel, RQ, precision="tf32", XV=False, VEC=False, BD=64, BB=32),
+    _aot("grad2_poly_y_tf32x3", _grad2_kernel, POLY, r=2, degree=3, precision="tf32x3", XV=False, VEC=True, BD=32,
+         BB=16),
+    _aot("param_mix_rbf_mv", _param_kernel, MIX_RBF, r=5, NP=5, MODE=0, VEC=False, BB=32, RP=L.pow2(5)),
+    _aot("param_poly_grad_tf32", _param_kernel, POLY, r=2, degree=3, precision="tf32", NP=2, MODE=1, VEC=True, BB=16,
+         RP=L.pow2(2)),
 ]
