@@ -67,9 +67,7 @@ def derivative_blocks(z, kernel="rbf", *, backend: str = "auto", **params):
     """
     zt, k, out, _ = _prep(z, kernel, params)
     ops.select_backend(backend, zt, op="a_matvec")  # validated only (see above)
-    from .ops import reference
-
-    return tuple(out(b) for b in reference.dense_blocks(zt, k))
+    return tuple(out(b) for b in ops.routine("dense_blocks", "torch")(zt, k))
 
 
 def a_matvec(z, u0, u1, kernel="rbf", *, backend: str = "auto", **params):

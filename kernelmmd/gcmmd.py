@@ -158,9 +158,7 @@ def _solve_input(zt, k, v0, v1, c, solver, max_rank, tol, max_iter, precond, den
 
     if solver == "dense":
         _check_dense_size(N, dense_max_size)
-        from .ops import reference
-
-        K, G, H = reference.dense_blocks(zt, k)
+        K, G, H = ops.routine("dense_blocks", "torch")(zt, k)
         A = torch.cat([torch.cat([K, G.T], 1), torch.cat([G, H], 1)], 0).double()  # (N, N)
         return split(_dense_solve(A, v, c))
 
@@ -246,10 +244,8 @@ def _feature_solve(a, J, e0, u, top, c):
     Returns (w0* (M,), w1* (M, D)) float64 in input space: w* = B q with q = (w0 − C L y) / c and
     (Lᵀ C L + cI) y = Lᵀ w0.
     """
-    from .ops import reference
-
     M, s = a.shape
-    K, G, H = (b.double() for b in reference.dense_blocks(a, top))  # (M, M), (M s, M), (M s, M s)
+    K, G, H = (b.double() for b in ops.routine("dense_blocks", "torch")(a, top))  # (M, M), (M s, M), (M s, M s)
     Jd = J.double()  # (M, s, D)
     Lb = _sqrt_psd(Jd @ Jd.transpose(1, 2))  # (M, s, s), L_l L_lᵀ = J_l J_lᵀ, symmetric
     Lbig = torch.block_diag(*Lb)  # (M s, M s)
@@ -270,11 +266,9 @@ def _feature_solve(a, J, e0, u, top, c):
 
 def _deep_dense_solve(a, J, e0, u, top, c):
     """Reference: materialise A = B C Bᵀ (M(1+D) square) and solve."""
-    from .ops import reference
-
     M, s = a.shape
     D = J.shape[2]
-    K, G, H = (b.double() for b in reference.dense_blocks(a, top))
+    K, G, H = (b.double() for b in ops.routine("dense_blocks", "torch")(a, top))
     Jd = J.double()
     G4 = G.reshape(M, s, M)  # G[(l, r), l']
     H4 = H.reshape(M, s, M, s)  # H[(l, r), (l', r')]

@@ -30,7 +30,8 @@ def _missing(mp, backend, package):
 
 def test_backends_and_ops_listed():
     assert ops.BACKENDS == ("auto", "torch", "tiled", "keops", "triton")
-    assert set(ops.OPS) == {"block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column"}
+    assert set(ops.OPS) == {"block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column",
+                            "dense_blocks"}
     for be in ("torch", "tiled"):
         assert ops.available(be)
         for op in ops.OPS:

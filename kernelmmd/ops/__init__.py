@@ -48,6 +48,10 @@ Ops (all take already-validated 2-D tensors and a resolved, non-deep :class:`~ke
 * ``kernel_grad_mv(x, y, v, kernel) -> Σ_j v_j ∇_a k(a, y_j)|_{a=x_i}`` (float64, (n, d))
 * ``a_matvec(z, u0, u1, kernel) -> A·[u0; u1]`` for the derivative blocks of SPEC §2
 * ``a_diag(z, kernel)``, ``a_column(z, index, kernel)``
+* ``dense_blocks(z, kernel) -> (K, G, H)``: the derivative blocks materialised, (M, M), (M d, M), (M d, M d)
+  (GCMMD's ``dense`` / ``feature`` solvers, :func:`kernelmmd.derivative_blocks`). O(M² d²) memory by design: the
+  ``tiled`` and ``keops`` backends re-export the dense reference's, ``triton`` does not provide it (callers ask for
+  ``routine("dense_blocks", "torch")``).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ _MODULES = {
 #: backend name -> (package it needs, pip extra)
 _PACKAGES = {"keops": ("pykeops", "keops"), "triton": ("triton", "triton")}
 BACKENDS = ("auto", *_MODULES)
-OPS = ("block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column")
+OPS = ("block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks")
 
 
 @dataclass(frozen=True)

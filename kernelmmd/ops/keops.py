@@ -39,10 +39,10 @@ from pykeops.torch import LazyTensor  # noqa: E402
 
 from ..kernels import DotKernel, Kernel, RadialKernel  # noqa: E402
 from ._shared import energy_norm_mv, row_norms, unit_rows  # noqa: E402
-from .reference import _twice, a_column, a_diag  # noqa: E402  (O(M d): nothing to fuse)
+from .reference import a_column, a_diag, dense_blocks, require_twice  # noqa: E402  (O(M d), or dense by design)
 from .types import BlockStats  # noqa: E402
 
-__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column"]
+__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks"]
 
 
 def _opts(dtype: torch.dtype) -> dict:
@@ -213,7 +213,7 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
     Radial, with Δ = z_l − z_l': row l sums g u0_l' − 2g' Δ·u1_l' and 2g' Δ u0_l' − 2g' u1_l' − 4g'' Δ (Δ·u1_l').
     Dot, with u = z_l·z_l': h u0_l' + h' z_l·u1_l' and h' u0_l' z_l' + h' u1_l' + h'' (z_l·u1_l') z_l'.
     """
-    _twice(kernel, "a_matvec")
+    require_twice(kernel, "a_matvec")
     k = _kernels(kernel, z.dtype)[1]
     Zi, Zj = _vars(z, z)
     U0 = _j(u0.to(z.dtype)[:, None])  # (1, M, 1)

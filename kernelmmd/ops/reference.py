@@ -89,7 +89,9 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
     raise TypeError(f"kernel_grad_mv needs a radial or dot-product kernel, got {kernel!r}")
 
 
-def _twice(kernel: Kernel, what: str) -> None:
+def require_twice(kernel: Kernel, what: str) -> None:
+    """ValueError unless ``kernel`` is a twice-differentiable radial or dot kernel (the derivative-block ops; shared
+    by the tiled and KeOps backends)."""
     if not kernel.twice_differentiable or not isinstance(kernel, (RadialKernel, DotKernel)):
         raise ValueError(
             f"{what} needs a twice-differentiable radial or dot-product kernel "
@@ -99,7 +101,7 @@ def _twice(kernel: Kernel, what: str) -> None:
 
 def dense_blocks(z: torch.Tensor, kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Materialised K (M, M), G (M d, M), H (M d, M d) over Z (SPEC §2). Reference and small M·d only."""
-    _twice(kernel, "dense_blocks")
+    require_twice(kernel, "dense_blocks")
     M, d = z.shape
     if isinstance(kernel, RadialKernel):
         t = sqdist(z, z)
@@ -125,7 +127,7 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
 
     Returns (K u0 + Gᵀ u1  of shape (M,),  G u0 + H u1  of shape (M, d)). O(M² d) time, O(M² + M d) memory.
     """
-    _twice(kernel, "a_matvec")
+    require_twice(kernel, "a_matvec")
     zc = z - pooled_mean(z) if centres(kernel) else z  # (M, d); the centre is detached
     s = (zc * u1).sum(1)  # (M,)  z_l · u1_l
     c = zc @ u1.T  # (M, M)  C[l, l'] = z_l · u1_l'
@@ -150,7 +152,7 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
 
 def a_diag(z: torch.Tensor, kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]:
     """Diagonal of A: (K_ll of shape (M,), H_(l,i),(l,i) of shape (M, d)). O(M d)."""
-    _twice(kernel, "a_diag")
+    require_twice(kernel, "a_diag")
     M, d = z.shape
     if isinstance(kernel, RadialKernel):
         zero = torch.zeros(M, dtype=z.dtype, device=z.device)
@@ -161,7 +163,7 @@ def a_diag(z: torch.Tensor, kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]
 
 def a_column(z: torch.Tensor, index: int, kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]:
     """Column ``index`` of A (0 ≤ index < M(1+d)) as (top part (M,), bottom part (M, d)). O(M d)."""
-    _twice(kernel, "a_column")
+    require_twice(kernel, "a_column")
     M, d = z.shape
     if not 0 <= index < M * (1 + d):
         raise ValueError(f"index must be in [0, {M * (1 + d)}), got {index}")

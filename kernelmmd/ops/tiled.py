@@ -18,7 +18,8 @@ in the backward pass; no n × m matrix ever exists.
 * :func:`kernel_mv`, :func:`kernel_grad_mv` and :func:`a_matvec` compute their output rows tile by tile with
   differentiable torch code under per-tile activation checkpointing (``torch.utils.checkpoint``, non-reentrant):
   differentiable to any order (double backward for gradient penalties), still O(rows·m) memory in backward.
-* :func:`a_diag` and :func:`a_column` are O(M d) already and come from the reference backend.
+* :func:`a_diag` and :func:`a_column` are O(M d) already and come from the reference backend, as does
+  :func:`dense_blocks` (it materialises the blocks by design).
 
 Precision: kernel values, the sums along each row of a tile (torch's pairwise summation) and within-tile products
 (``P @ y`` in the gradients) are formed in the input dtype; every sum across rows and tiles, every statistic and every
@@ -35,10 +36,11 @@ from torch.utils.checkpoint import checkpoint
 
 from ..kernels import DotKernel, Kernel, RadialKernel
 from ._shared import centres, close_threshold, energy_norm_mv, pooled_mean, refuse, row_norms, unit_rows
-from .reference import _twice, a_column, a_diag
+from .reference import a_column, a_diag, dense_blocks, require_twice
 from .types import BlockStats
 
-__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "TILE_ELEMENTS"]
+__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks",
+           "TILE_ELEMENTS"]
 
 #: kernel entries per tile (rows × columns): about 4 MiB of float32 per temporary. Measured on the 2-core CPU
 #: (value + gradient of the block sums, n = m = 4096): at d ≤ 128, 2^18 to 2^20 are within 10 % of each other while
@@ -550,7 +552,7 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
     Returns (K u0 + Gᵀ u1 of shape (M,), G u0 + H u1 of shape (M, d)) in the input dtype, formed from float64
     products. O(rows·M + M d) memory; any-order differentiable.
     """
-    _twice(kernel, "a_matvec")
+    require_twice(kernel, "a_matvec")
     M, d = z.shape
     radial = isinstance(kernel, RadialKernel)
     zc = _centre(kernel, z)[0]
