@@ -197,7 +197,10 @@ def test_blocks_smmd_gcmmd_extremes():
     assert _rel(top, rt) < 1e-5 and _rel(bottom, rb / s) < 1e-5
     x0, y0 = _data(12, 12)
     x, y = (x0 * s).float(), (y0 * s).float()
-    for fn in (lambda a, b: km.smmd2(a, b, "rbf", sigma=2 * s), lambda a, b: km.gcmmd2(a, b, kernel="rbf", sigma=2 * s)):
+    for fn in (
+        lambda a, b: km.smmd2(a, b, "rbf", sigma=2 * s),
+        lambda a, b: km.gcmmd2(a, b, kernel="rbf", sigma=2 * s),
+    ):
         got, want = fn(x, y), fn(x.double(), y.double())
         assert got.dtype == F32 and torch.isfinite(got) and _rel(got, want) < 1e-5
 
