@@ -7,6 +7,7 @@ from .blocks import a_column, a_diagonal, a_matvec, derivative_blocks, g_matvec,
 from .errors import BackendFallbackWarning, ConvergenceWarning, KernelMMDWarning, NumericalWarning
 from .gcmmd import DENSE_MAX_SIZE, GCMMDInfo, gcmmd2
 from .kernels import (
+    ARD,
     KERNELS,
     RBF,
     RQ,
@@ -80,6 +81,7 @@ __all__ = [
     "smmd_loss",
     "swgan_loss",
     "woodbury_solve",
+    "ARD",
     "KERNELS",
     "RBF",
     "RQ",

@@ -8,7 +8,8 @@ A kernel is described by a *profile* so that every backend needs only a few scal
 * dot-product kernels :math:`k(a, b) = h(u)`, :math:`u = a^\top b`, expose ``profile(u, order)`` for
   :math:`h, h', h''` (and :math:`h'''`);
 * :class:`DeepKernel` wraps a top kernel ``K`` on :math:`\mathbb{R}^s` and a feature map :math:`\varphi`:
-  :math:`k(x, y) = K(\varphi(x), \varphi(y))`.
+  :math:`k(x, y) = K(\varphi(x), \varphi(y))`; :class:`ARD` is the one with :math:`\varphi(x) = x/\ell` and a radial
+  ``K`` at unit scale.
 
 Profiles are written with tensor *methods* and arithmetic only (``.exp()``, ``.sqrt()``, ``.log()``, ``**``),
 so the same code evaluates torch tensors and KeOps ``LazyTensor`` symbolic formulas. The Triton backend keeps a
@@ -25,7 +26,7 @@ returns gradients for them). ``sigma="median"`` (or ``"mean"``) is resolved on t
 from ._base import CLOSE as CLOSE
 from ._base import Kernel, bandwidth, sqdist
 from ._base import safe_sqrt as safe_sqrt
-from .deep import DeepKernel
+from .deep import ARD, DeepKernel
 from .deep import phi_features as phi_features
 from .dot import DotKernel, Linear, Poly
 from .radial import RBF, RQ, Energy, Laplacian, MixRBF, MixRQ, RadialKernel, RBFBounded
@@ -45,6 +46,7 @@ __all__ = [
     "Linear",
     "Poly",
     "DeepKernel",
+    "ARD",
     "KERNELS",
     "get_kernel",
     "sqdist",
