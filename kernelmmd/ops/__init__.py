@@ -95,9 +95,8 @@ class Auto:
             while ``pairs <= dense_max_pairs``, the ``tiled`` one above. Default 256² = 65 536 (n = m = 256), chosen
             for differentiability first: small problems (GAN batches) keep the dense backend's any-order
             derivatives (gradient penalties differentiate MMD² twice; the tiled backend is once-differentiable).
-            Measured on the 2-core CPU, one thread (median of 7 interleaved calls): at n = 256 dense / tiled time is
-            1.1–1.3 (value) and 1.3–2.0 (value + gradient) for d ≤ 128 and 0.7–1.0 for d ≥ 784, all within a few
-            ms; at n = 1024 (the smallest n of the benchmark grid) 1.0–1.2 and 1.1–2.9; at n = 4096, 6–11.
+            At n = 256 dense costs 0.7–2× the tiled time, a few ms either way (the dense / tiled table of
+            benchmarks/RESULTS.md, "MMD²_u").
         keops_min_pairs: on CPU, use ``keops`` (when installed) from this many pairs on, if also
             ``d <= keops_max_dim``. ``None`` (default): never on CPU.
         keops_max_dim: largest feature dimension for which ``auto`` picks KeOps on CPU (KeOps has no BLAS: its cost

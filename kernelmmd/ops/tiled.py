@@ -42,11 +42,9 @@ from .types import BlockStats
 __all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks",
            "TILE_ELEMENTS"]
 
-#: kernel entries per tile (rows × columns): about 4 MiB of float32 per temporary. Measured on the 2-core CPU
-#: (value + gradient of the block sums, n = m = 4096): at d ≤ 128, 2^18 to 2^20 are within 10 % of each other while
-#: 2^16 is 1.6× and 2^22 1.4× slower; at large d the distance product needs more rows to run at BLAS speed, so
-#: tiles get at least d/2 rows (capped at 8 × TILE_ELEMENTS entries): d = 784 takes 3.0 s with 256 rows and
-#: 2.6 s with 512, d = 2048 10.4 s with 256 rows and 7.3 s with 1024.
+#: kernel entries per tile (rows × columns): about 4 MiB of float32 per temporary, in the range of equally fast tile
+#: sizes on the CPU; at large d the distance product needs more rows to run at BLAS speed, so tiles get at least d/2
+#: rows (capped at 8 × TILE_ELEMENTS entries). Measurements: benchmarks/RESULTS.md, "Tile size".
 TILE_ELEMENTS = 1 << 20
 
 
