@@ -6,9 +6,8 @@ constexpr) and a pointer to its scalar parameters in :meth:`Kernel.scalar_params
 
 Radial kinds (argument t = ‖a − b‖² ≥ 0): :data:`RBF`, :data:`MIX_RBF` (σ_r), :data:`RQ`, :data:`MIX_RQ` (α_r),
 :data:`LAPLACIAN`, :data:`ENERGY` (radial part −√t only; the caller adds ‖a‖ + ‖b‖). Dot kinds (argument u = aᵀb, from
-:data:`FIRST_DOT_KIND` on): :data:`LINEAR`, :data:`POLY` (γ, c; the degree is the constexpr ``DEGREE``). The kinds are
-``tl.constexpr`` globals taken from the kernels' ``kind_id``, so every comparison folds at compile time; kernels
-derive their flags once (``RADIAL: tl.constexpr = is_radial(KIND)``, ``SQRT: tl.constexpr = is_sqrt(KIND)``).
+:data:`FIRST_DOT_KIND` on): :data:`LINEAR`, :data:`POLY` (γ, c; the degree is the constexpr ``DEGREE``). How the
+kinds fold at compile time and how kernels derive their flags from them: docs/ARCHITECTURE.md, section "Ops".
 """
 
 from __future__ import annotations

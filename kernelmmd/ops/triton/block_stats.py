@@ -11,12 +11,9 @@ are formed in torch, differentiably, from ``kernel.pairwise``). Column sums of K
 more pass, only when the variance statistics are asked for.
 
 **Forward.** Program (i, s) owns a row tile of BLOCK_M rows and sweeps a contiguous range of column tiles (all of
-them when ``split = 1``; the split only exists to fill the GPU when n is small). Per tile: the pair argument
-(t = ‖a‖² + ‖b‖² − 2aᵀb clamped at 0 on centred data with ``tl.dot``, or exact differences Σ_k (a_k − b_k)² when
-d ≤ 8; u = aᵀb for dot-product kernels), the profile from :mod:`._profiles`, fp32 row sums inside the tile and
-float64 accumulation across tiles. Each program writes its partials (S, Q and row sums); the host reduces them
-with ``torch.sum`` — deterministic, no float atomics. Without variance statistics a within-sample block only
-visits tiles on and above the diagonal (off-diagonal tiles count twice): half the work.
+them when ``split = 1``; the split only exists to fill the GPU when n is small) and writes its partials (S, Q and
+row sums). What a tile computes, the host reduction and the triangular schedule: docs/ARCHITECTURE.md, section "Ops"
+(**Triton** ``block_stats``).
 
 **Backward.** The gradient of any linear combination L = c·S + αᵀr + βᵀc_col + q·Q has upstream weights
 :math:`w_{ij} = c + \alpha_i + \beta_j + 2 q\, k_{ij}` and, for a radial kernel with clamped t (derivative 0
