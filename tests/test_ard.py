@@ -149,3 +149,18 @@ def test_tests_and_scaled_estimators_accept_it():
     s = 1.3  # equal lengthscales: the input-space rbf path and the feature-map path agree
     torch.testing.assert_close(km.smmd2(x, y, km.ARD([s] * 3)), km.smmd2(x, y, "rbf", sigma=s), rtol=1e-10, atol=0)
     torch.testing.assert_close(km.gcmmd2(x, y, km.ARD([s] * 3)), km.gcmmd2(x, y, "rbf", sigma=s), rtol=1e-8, atol=0)
+
+
+def test_selection_keeps_the_ard_kernel():
+    """select_kernel / selected_mmd_test return the chosen ARD as an ARD (not a bare DeepKernel), values unchanged."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(60, 3, generator=g, dtype=torch.float64)
+    y[:, 0] += 1.0
+    cands = [km.ARD([1.0, 2.0, 3.0]), km.ARD([0.7, 5.0, 5.0], base="rq", alpha=2.0)]
+    sel = km.select_kernel(x, y, cands)
+    assert all(isinstance(k, km.ARD) and repr(k).startswith("ARD(") for k in sel.kernels)
+    for i, k in enumerate(cands):
+        assert float(sel.mmd2[i]) == pytest.approx(float(km.mmd2_unbiased(x, y, k)), rel=1e-12)
+    res = km.selected_mmd_test(x, y, cands, n_permutations=50, seed=0)
+    assert isinstance(res.selection.kernel, km.ARD)

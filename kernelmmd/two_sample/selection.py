@@ -3,6 +3,7 @@ r"""Kernel choice by the test-power criterion MMD²_u / √V̂ (Sutherland et al
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -84,6 +85,13 @@ def _bad_candidates(sel: KernelSelection, bad: list) -> str:
             "overflow or underflow the kernel values")
 
 
+def _with_top(k: DeepKernel, top) -> DeepKernel:
+    """``k`` (a DeepKernel or a subclass such as ARD, kept as such) with its top kernel replaced by the resolved one."""
+    out = copy.copy(k)
+    out.top = top
+    return out
+
+
 def _select(x, y, ks, min_variance, backend) -> tuple[KernelSelection, list]:
     """select_kernel without the warning: (selection, indices of candidates with non-finite MMD²_u or V̂)."""
     resolved, mmds, variances = [], [], []
@@ -92,7 +100,7 @@ def _select(x, y, ks, min_variance, backend) -> tuple[KernelSelection, list]:
             p = prepare([("x", x), ("y", y)], k, {}, min_points=2)
             check_same_size(*p.tensors, "select_kernel")
             mmd2, var = mmd2_and_variance(*p.tensors, kernel=p.kernel, backend=backend)
-            resolved.append(DeepKernel(k.phi, p.kernel) if isinstance(k, DeepKernel) else p.kernel)
+            resolved.append(_with_top(k, p.kernel) if isinstance(k, DeepKernel) else p.kernel)
             mmds.append(float(mmd2))
             variances.append(float(var))
     mmd_t = torch.tensor(mmds, dtype=torch.float64)
