@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 
-from .errors import NumericalWarning, user_stacklevel
+from .errors import warn
 from .kernels import DotKernel, Kernel, RadialKernel
 
 __all__ = ["Plan", "compute", "plan"]
@@ -71,12 +70,8 @@ class Plan:
         """``value`` in the output dtype; a NumericalWarning if a promoted computation's result does not fit it."""
         v = value.to(self.out)
         if self.promoted and not bool(torch.isfinite(v.detach()).all()):
-            warnings.warn(
-                f"kernelmmd: {what} for {self.describe} does not fit {_name(self.out)} (computed in float64 because "
-                f"float32 could not hold the kernel values; it overflows on the cast back): pass float64 inputs",
-                NumericalWarning,
-                stacklevel=user_stacklevel(),
-            )
+            warn(f"kernelmmd: {what} for {self.describe} does not fit {_name(self.out)} (computed in float64 because "
+                 f"float32 could not hold the kernel values; it overflows on the cast back): pass float64 inputs")
         return v
 
 
@@ -178,7 +173,7 @@ def _probe(kf: Kernel, W: torch.dtype, S: float, orders: tuple[int, ...]) -> str
         a, b = torch.as_tensor(a).double(), torch.as_tensor(b)
         what = "values" if o == 0 else f"derivative of order {o}"
         if not bool(torch.isfinite(b).all()):
-            reason = f"its {what} overflow float64" if W == torch.float64 else f"its {what} overflow float64"
+            reason = f"its {what} overflow float64"
             break
         ref = float(b.abs().max())
         if not bool(torch.isfinite(a).all()) or ref * MARGIN > big:
@@ -232,8 +227,7 @@ def plan(tensors, kernel: Kernel, amax: float | None = None, *, orders=(0, 1), w
     d = tensors[0].shape[1] if tensors[0].ndim > 1 else 1
     desc = f"{what} of magnitude {amax:.1e} (d = {d})"
     if not math.isfinite(amax):
-        warnings.warn(f"kernelmmd: {what} contain NaN or Inf values (max |value| = {amax}); results will be NaN",
-                      NumericalWarning, stacklevel=user_stacklevel())
+        warn(f"kernelmmd: {what} contain NaN or Inf values (max |value| = {amax}); results will be NaN")
         return Plan(W, out, desc)
     kf = _float_kernel(kernel)
     why = _unsafe(kf, W, d, amax, orders)
@@ -244,12 +238,8 @@ def plan(tensors, kernel: Kernel, amax: float | None = None, *, orders=(0, 1), w
         if why64 is None:
             return Plan(torch.float64, out, desc)
         why = why64
-    warnings.warn(
-        f"kernelmmd: {desc}: {why}; results may be inf/NaN or inaccurate: rescale the data (or the kernel's "
-        "parameters) to a moderate range",
-        NumericalWarning,
-        stacklevel=user_stacklevel(),
-    )
+    warn(f"kernelmmd: {desc}: {why}; results may be inf/NaN or inaccurate: rescale the data (or the kernel's "
+         "parameters) to a moderate range")
     return Plan(torch.float64, out, desc)
 
 

@@ -119,6 +119,14 @@ def _gauss_dsigma(s, t):
     return v
 
 
+def _gauss_terms(s, t, orders) -> tuple:
+    """exp(c·t)·c^o for each o in ``orders`` (c = −1/(2s²) limited as in :func:`_gauss_coef`): the profile of one
+    Gaussian and its derivatives from one exp — RBF and each MixRBF component."""
+    c = _gauss_coef(s, t)
+    g = _exp_new(t * c)
+    return tuple(g * _coef_pow(c, o, t) if o else g for o in orders)
+
+
 def _exp_new(z):
     """exp of a freshly made tensor, in place (one pass and one allocation less over a tile); KeOps LazyTensors and
     other array types get their out-of-place ``exp``."""
@@ -160,9 +168,7 @@ class RBF(RadialKernel):
     def profile(self, t, order=0):
         self._check_order(order)
         self._require_resolved()
-        c = _gauss_coef(self.sigma, t)
-        g = _exp_new(t * c)
-        return g * _coef_pow(c, order, t) if order else g
+        return _gauss_terms(self.sigma, t, (order,))[0]
 
     def param_grads(self, t):
         self._require_resolved()
@@ -172,9 +178,7 @@ class RBF(RadialKernel):
         for o in orders:
             self._check_order(o)
         self._require_resolved()
-        c = _gauss_coef(self.sigma, t)
-        g = _exp_new(t * c)
-        return tuple(g * _coef_pow(c, o, t) if o else g for o in orders)
+        return _gauss_terms(self.sigma, t, orders)
 
 
 class MixRBF(RadialKernel):
@@ -198,14 +202,7 @@ class MixRBF(RadialKernel):
         return list(self.sigmas)
 
     def profile(self, t, order=0):
-        self._check_order(order)
-        out = None
-        for s in self.sigmas:
-            c = _gauss_coef(s, t)
-            e = _exp_new(t * c)
-            e = e * _coef_pow(c, order, t) if order else e
-            out = e if out is None else out + e
-        return out
+        return self.profiles(t, (order,))[0]
 
     def param_grads(self, t):
         return [_gauss_dsigma(s, t) for s in self.sigmas]
@@ -213,12 +210,11 @@ class MixRBF(RadialKernel):
     def profiles(self, t, orders=(0, 1)):
         for o in orders:
             self._check_order(o)
-        out = [0.0] * len(orders)
+        out = None
         for s in self.sigmas:
-            c = _gauss_coef(s, t)
-            e = _exp_new(t * c)
-            out = [acc + (e * _coef_pow(c, o, t) if o else e) for acc, o in zip(out, orders)]
-        return tuple(out)
+            terms = _gauss_terms(s, t, orders)
+            out = terms if out is None else tuple(a + b for a, b in zip(out, terms))
+        return out
 
 
 class RQ(RadialKernel):
