@@ -5,7 +5,7 @@ step 1), :func:`compute` decides the dtype the kernel values are computed in:
 
 * W, the working dtype, is the tensors' dtype (float32 or float64). Let M = max |coordinate| over all point sets
   (computed by the finiteness check, no extra pass), d the feature dimension and S = d·M² (a bound on ‖a‖²: squared
-  distances t ≤ 4S, inner products |u| ≤ S).
+  distances t ≤ 4S, inner products |u| ≤ S; for an L1 kernel S = d·M, a bound on ‖a‖₁, and L1 distances t ≤ 2S).
 * W is *safe* when (1) 4S·16 does not overflow W, (2) S is 0 or at least tiny(W)·2²⁴ (no subnormal distances), and
   (3) the kernel's profile (g at t, or h at u, orders 0–1, or 0–2 for the derivative-block / SMMD / GCMMD calls)
   evaluated in W at a grid of points spanning [0, 4S] (resp. [−S, S]; powers of two 2⁸ apart, from the top of the range
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import warn
-from .kernels import DotKernel, Kernel, RadialKernel
+from .kernels import DotKernel, Kernel, L1Kernel, RadialKernel
 
 __all__ = ["Plan", "compute", "plan"]
 
@@ -149,7 +149,7 @@ def _grid(W: torch.dtype, S: float, radial: bool) -> list[float]:
 
 def _probe(kf: Kernel, W: torch.dtype, S: float, orders: tuple[int, ...]) -> str | None:
     """Why the profile of ``kf`` (float parameters) is not faithful in W over the range of S, or None."""
-    radial = isinstance(kf, RadialKernel)
+    radial = isinstance(kf, (RadialKernel, L1Kernel))  # a profile of a distance: the grid spans [0, 4S]
     if not (radial or isinstance(kf, DotKernel)):
         return None  # a custom kernel without a profile: only the magnitude rules apply
     if not kf.twice_differentiable:
@@ -182,7 +182,8 @@ def _probe(kf: Kernel, W: torch.dtype, S: float, orders: tuple[int, ...]) -> str
         if float((a - b).abs().max()) > PROBE_TOL * ref:
             reason = f"its {what} lose precision in {_name(W)} (the parameters or the scale leave its range)"
             break
-    if reason is None and radial and not kf.sqrt_distance and S > 0:  # √t kernels re-form close pairs exactly
+    # √t kernels re-form close pairs exactly, L1 distances are sums of exact differences
+    if reason is None and isinstance(kf, RadialKernel) and not kf.sqrt_distance and S > 0:
         dt = 2.0 * torch.finfo(W).eps * 2.0 ** math.ceil(math.log2(S))
         with torch.no_grad():
             (g,) = kf.profiles(torch.tensor([0.0, dt], dtype=torch.float64), (0,))
@@ -199,9 +200,10 @@ def _probe(kf: Kernel, W: torch.dtype, S: float, orders: tuple[int, ...]) -> str
 
 def _unsafe(kf: Kernel, W: torch.dtype, d: int, M: float, orders) -> str | None:
     fi = torch.finfo(W)
-    S = d * M * M  # a Python float: inf on overflow, never an exception
+    l1 = isinstance(kf, L1Kernel)
+    S = d * M if l1 else d * M * M  # a Python float: inf on overflow, never an exception
     dot = isinstance(kf, DotKernel)
-    arg = "inner products" if dot else "squared distances"
+    arg = "inner products" if dot else ("L1 distances" if l1 else "squared distances")
     top = S if dot else 4.0 * S
     if top * MARGIN > fi.max:
         return f"{arg} (up to {top:.1e}) overflow {_name(W)}"

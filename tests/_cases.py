@@ -73,11 +73,18 @@ VARIANTS: tuple[KernelCase, ...] = (
     _case("rbf_bounded", "rbf_bounded_rep", sigma=1.1, lower=0.5, upper=3.0, xx="upper", yy="lower", xy=None),
 )
 
-_BY_ID = {c.id: c for c in KERNEL_CASES + VARIANTS}
+#: kernel families outside KINDS: functions of the L1 distance ‖a − b‖₁ (neither radial nor dot-product), with their
+#: own suite in tests/test_l1_laplacian.py (the radial/dot tables and the numpy references of tests/reference_np.py
+#: do not cover them)
+L1_CASES: tuple[KernelCase, ...] = (_case("l1_laplacian", sigma=1.3),)
+
+_BY_ID = {c.id: c for c in KERNEL_CASES + VARIANTS + L1_CASES}
 
 KINDS: tuple[str, ...] = tuple(c.id for c in KERNEL_CASES)
 #: the twice-differentiable kinds (GCMMD, a_matvec, gradients of kernel_grad_mv)
 TWICE: tuple[str, ...] = tuple(c.id for c in KERNEL_CASES if c.twice_differentiable)
+#: the L1 kinds (see L1_CASES)
+L1_KINDS: tuple[str, ...] = tuple(c.id for c in L1_CASES)
 #: the kinds with no parameter to differentiate
 NO_PARAMS: tuple[str, ...] = ("energy", "linear")
 

@@ -7,6 +7,9 @@ A kernel is described by a *profile* so that every backend needs only a few scal
   parameter, for fused backward passes);
 * dot-product kernels :math:`k(a, b) = h(u)`, :math:`u = a^\top b`, expose ``profile(u, order)`` for
   :math:`h, h', h''` (and :math:`h'''`);
+* L1 kernels :math:`k(a, b) = g(t)`, :math:`t = \|a - b\|_1` (:class:`L1Kernel`; the L1 Laplace kernel
+  :class:`L1Laplacian`) expose ``profile(t, order)`` and ``param_grads(t)`` like radial kernels; their gradient is
+  :math:`g'(t)\,\mathrm{sign}(a - b)`;
 * :class:`DeepKernel` wraps a top kernel ``K`` on :math:`\mathbb{R}^s` and a feature map :math:`\varphi`:
   :math:`k(x, y) = K(\varphi(x), \varphi(y))`; :class:`ARD` is the one with :math:`\varphi(x) = x/\ell` and a radial
   ``K`` at unit scale.
@@ -29,6 +32,7 @@ from ._base import safe_sqrt as safe_sqrt
 from .deep import ARD, DeepKernel
 from .deep import phi_features as phi_features
 from .dot import DotKernel, Linear, Poly
+from .l1 import L1Kernel, L1Laplacian
 from .radial import RBF, RQ, Energy, Laplacian, MixRBF, MixRQ, RadialKernel, RBFBounded
 from .registry import KERNELS, get_kernel
 
@@ -43,6 +47,8 @@ __all__ = [
     "RBFBounded",
     "Laplacian",
     "Energy",
+    "L1Kernel",
+    "L1Laplacian",
     "Linear",
     "Poly",
     "DeepKernel",

@@ -107,8 +107,10 @@ def safe_sqrt(t):
     return torch.where(pos, torch.where(pos, t, torch.ones_like(t)).sqrt(), torch.zeros_like(t))
 
 
-def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "median", max_points: int = 1000) -> float:
-    """Bandwidth heuristic: the median (or mean) pairwise Euclidean distance of the pooled sample.
+def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "median", max_points: int = 1000,
+              p: int = 2) -> float:
+    """Bandwidth heuristic: the median (or mean) pairwise Euclidean (``p=2``) or L1 (``p=1``) distance of the pooled
+    sample.
 
     At most ``max_points`` points (evenly strided, so the result is deterministic) enter the computation.
     Returns a float (the heuristic is not differentiated). Falls back to 1.0 if all points coincide.
@@ -117,12 +119,16 @@ def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "media
         x: (n, d) or (n,) points, a tensor or numpy array. y: (m, d) points pooled with x, or None.
         rule: ``"median"`` or ``"mean"``.
         max_points: integer ≥ 2, the most points used.
+        p: 2 for Euclidean distances (the radial kernels), 1 for L1 distances (:class:`~kernelmmd.L1Laplacian`).
 
     Raises:
-        TypeError, ValueError: bad x / y (shape, NaN/Inf, different d), an unknown ``rule``, ``max_points`` < 2.
+        TypeError, ValueError: bad x / y (shape, NaN/Inf, different d), an unknown ``rule``, ``max_points`` < 2,
+        ``p`` not 1 or 2.
     """
     check_choice("rule", rule, HEURISTICS)
     max_points = check_int("max_points", max_points, minimum=2)
+    if isinstance(p, bool) or p not in (1, 2):
+        raise ValueError(f"p must be 1 (L1 distances) or 2 (Euclidean distances), got {p!r}")
     named = [("x", x)] if y is None else [("x", x), ("y", y)]
     ts = as_samples(*named).tensors
     z = ts[0] if y is None else torch.cat(ts)
@@ -130,9 +136,11 @@ def bandwidth(x: torch.Tensor, y: torch.Tensor | None = None, rule: str = "media
     if z.shape[0] > max_points:
         idx = torch.linspace(0, z.shape[0] - 1, max_points, device=z.device).round().long()
         z = z[idx]
-    t = sqdist(z.double(), z.double())
+    zd = z.double()
+    t = torch.cdist(zd, zd, p=1.0) if p == 1 else sqdist(zd, zd)  # L1 distances, or squared Euclidean ones
     iu = torch.triu_indices(z.shape[0], z.shape[0], 1, device=z.device)
-    d = t[iu[0], iu[1]].sqrt()
+    d = t[iu[0], iu[1]]
+    d = d if p == 1 else d.sqrt()
     if d.numel() == 0:
         return 1.0
     v = float(torch.quantile(d, 0.5)) if rule == "median" else float(d.mean())

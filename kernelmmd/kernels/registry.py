@@ -6,6 +6,7 @@ import inspect
 
 from ._base import Kernel
 from .dot import Linear, Poly
+from .l1 import L1Laplacian
 from .radial import RBF, RQ, Energy, Laplacian, MixRBF, MixRQ, RBFBounded
 
 __all__ = ["KERNELS", "get_kernel"]
@@ -20,6 +21,7 @@ KERNELS: dict[str, type[Kernel]] = {
     "rbf_bounded": RBFBounded,
     "laplacian": Laplacian,
     "energy": Energy,
+    "l1_laplacian": L1Laplacian,
     "linear": Linear,
     "poly": Poly,
 }

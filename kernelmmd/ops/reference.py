@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import DotKernel, Kernel, RadialKernel, sqdist
+from ..kernels import DotKernel, Kernel, L1Kernel, RadialKernel, sqdist
+from ..kernels.l1 import l1dist, sign_mv
 from ._shared import centres, pooled_mean, unit_rows
 from .types import BlockStats
 
@@ -86,7 +87,10 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
     if isinstance(kernel, DotKernel):
         hp = kernel.profile(xd @ yd.T, 1)  # (n, m)
         return (hp * v[None, :]) @ yd
-    raise TypeError(f"kernel_grad_mv needs a radial or dot-product kernel, got {kernel!r}")
+    if isinstance(kernel, L1Kernel):  # ∇_a g(‖a − b‖₁) = g'(t) sign(a − b), sign(0) = 0
+        p = kernel.profile(l1dist(x, y), 1).double() * v[None, :]  # (n, m)
+        return sign_mv(xd, yd, p)
+    raise TypeError(f"kernel_grad_mv needs a radial, dot-product or L1 kernel, got {kernel!r}")
 
 
 def require_twice(kernel: Kernel, what: str) -> None:
