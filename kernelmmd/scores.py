@@ -19,6 +19,7 @@ import torch
 from ._estimator import block_stats, mmd2_u, mmd2_u_variance, prepare
 from ._validate import as_generator, as_samples, check_int
 from .kernels import Poly
+from .ops import BlockStats
 
 __all__ = ["KIDResult", "kid", "fid", "frechet_distance"]
 
@@ -67,7 +68,11 @@ def kid(
     With ``subsets=k`` (the papers' protocol, 100 subsets of 1000): for each subset draw ``subset_size`` real and
     ``subset_size`` fake points without replacement (``torch.randperm(n)[:subset_size]`` for real, then for fake,
     from one generator: with ``seed=s`` the subsets are those torchmetrics' ``KernelInceptionDistance.compute()``
-    draws after ``torch.manual_seed(s)``), compute MMD²_u, and report the mean and the population std.
+    draws after ``torch.manual_seed(s)``), compute MMD²_u, and report the mean and the population std. With
+    ``backend="auto"`` each subset pair is one set of dense products in the features' dtype: K_XY in full, K_XX and
+    K_YY only on and above the diagonal (BLAS syrk on the CPU, through numpy), kernel values summed in float64 —
+    two products' worth of multiply-adds where three dense blocks take three; an explicit ``backend`` computes the
+    three blocks through that backend's block statistics instead (same values to rounding).
 
     With ``subsets=None``: the exact all-pairs MMD²_u over all n real and m fake points in one fused block-statistics
     pass (O((n + m)² d) time, O((n + m) d) memory on fused backends), and ``std`` from the exactly unbiased variance
@@ -80,7 +85,7 @@ def kid(
         subset_size: points per subset from each set, 2 ≤ subset_size ≤ min(n, m) (ignored when exact).
         degree, gamma, coef0: kernel parameters p ≥ 0, γ > 0 (None → 1/d), c.
         seed: int ≥ 0, a CPU ``torch.Generator`` or None, for the subsets.
-        backend: ``"auto"`` or an explicit backend of :mod:`kernelmmd.ops`.
+        backend: ``"auto"`` or an explicit backend of :mod:`kernelmmd.ops` (subsets: see above).
 
     Returns:
         :class:`KIDResult` (``mean, std = kid(...)`` works).
@@ -122,9 +127,74 @@ def kid(
         for _ in range(subsets):
             ir = torch.randperm(n, generator=gen)[:ss].to(xt.device)
             jf = torch.randperm(m, generator=gen)[:ss].to(yt.device)
-            vals.append(mmd2_u(block_stats(xt[ir], yt[jf], p.kernel, backend=backend)))
+            xs, ys = xt.detach()[ir], yt.detach()[jf]  # (ss, d) each
+            if backend == "auto":
+                st = _subset_stats(xs, ys, p.kernel)
+            else:
+                st = block_stats(xs, ys, p.kernel, backend=backend)
+            vals.append(mmd2_u(st))
         vals = torch.stack(vals).double().cpu()  # (subsets,)
     return KIDResult(float(vals.mean()), float(vals.std(unbiased=False)), vals, None, p.kernel)
+
+
+# The subset path of kid(backend="auto"): dense products of one subset pair, K_XX and K_YY from the blocks on and
+# above the diagonal only (measured in benchmarks/RESULTS.md, 'KID over subsets').
+_PRODUCT_ENTRIES = 2**22  # the largest product aᵀb formed at once (16 MiB in float32)
+_GRAM_ROWS = 2048  # rows of a diagonal Gram block a_I a_Iᵀ
+_KERNEL_ROWS = 128  # CPU: rows of a product that go through the kernel at once (they stay in a core's L2 cache)
+
+
+def _gram(a: torch.Tensor) -> torch.Tensor:
+    """a aᵀ, (b, b). On the CPU through numpy's matmul, which calls BLAS syrk for ``a @ a.T`` (half the multiply-adds
+    of a general product, then a mirror copy); torch has no syrk."""
+    if a.device.type == "cpu":
+        an = a.numpy()  # (b, d), a view
+        return torch.from_numpy(an @ an.T)
+    return a @ a.T
+
+
+def _ksum(kernel: Poly, u: torch.Tensor) -> torch.Tensor:
+    """Σ_ij h(u_ij) over a product u (B, C): kernel values in u's dtype, summed in float64; on the CPU in slices of
+    rows that stay in cache."""
+    step = _KERNEL_ROWS if u.device.type == "cpu" else max(1, u.shape[0])
+    s = torch.zeros((), dtype=torch.float64, device=u.device)
+    for r0 in range(0, u.shape[0], step):
+        s += kernel.profile(u[r0 : r0 + step], 0).double().sum()
+    return s
+
+
+def _cross_sum(kernel: Poly, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_ij k(a_i, b_j), float64, one product of at most ``_PRODUCT_ENTRIES`` entries at a time."""
+    rows = max(1, _PRODUCT_ENTRIES // max(1, b.shape[0]))
+    s = torch.zeros((), dtype=torch.float64, device=a.device)
+    for r0 in range(0, a.shape[0], rows):
+        s += _ksum(kernel, a[r0 : r0 + rows] @ b.T)  # (rows, m)
+    return s
+
+
+def _within_sums(kernel: Poly, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_{i≠j} k(a_i, a_j), Σ_i k(a_i, a_i)) in float64 from the products on and above the diagonal: per row block
+    I, the square a_I a_Iᵀ (syrk on the CPU) less its trace, plus twice the rectangle a_I a_Jᵀ, J the rows after I."""
+    n = a.shape[0]
+    off = torch.zeros((), dtype=torch.float64, device=a.device)
+    diag = torch.zeros((), dtype=torch.float64, device=a.device)
+    for r0 in range(0, n, _GRAM_ROWS):
+        r1 = min(n, r0 + _GRAM_ROWS)
+        g = _gram(a[r0:r1])  # (B, B)
+        tr = kernel.profile(g.diagonal(), 0).double().sum()
+        off += _ksum(kernel, g) - tr
+        diag += tr
+        if r1 < n:
+            off += 2.0 * _cross_sum(kernel, a[r0:r1], a[r1:])
+    return off, diag
+
+
+def _subset_stats(x: torch.Tensor, y: torch.Tensor, kernel: Poly) -> BlockStats:
+    """The block sums of one subset pair (dense, no gradients): 2 products' worth of multiply-adds per pair of
+    subsets instead of 3 (K_XX, K_YY symmetric)."""
+    sxx, dxx = _within_sums(kernel, x)
+    syy, dyy = _within_sums(kernel, y)
+    return BlockStats(x.shape[0], y.shape[0], sxx, syy, _cross_sum(kernel, x, y), dxx, dyy)
 
 
 def _sqrt_psd(a: torch.Tensor) -> torch.Tensor:

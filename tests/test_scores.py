@@ -73,6 +73,40 @@ def test_kid_float32_features_accumulate_in_float64():
     np.testing.assert_allclose(res32.values.numpy(), res64.values.numpy(), rtol=2e-4)
 
 
+_SMALL_BLOCKS = {"_GRAM_ROWS": 7, "_PRODUCT_ENTRIES": 60, "_KERNEL_ROWS": 3}  # many blocks on tiny inputs
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize(
+    "n,m,d,subsets,size",
+    [(57, 43, 9, 5, 31), (33, 33, 1, 4, 33), (20, 90, 17, 7, 19), (6, 5, 3, 3, 2), (129, 257, 33, 3, 128)],
+)
+def test_kid_subset_path_equals_block_stats(monkeypatch, dtype, tol, blocks, n, m, d, subsets, size):
+    """kid(backend="auto") over subsets (upper-triangle products, syrk on the CPU) gives the per-subset values of the
+    dense block statistics in float64: odd sizes, subsets as large as a sample, subsets · size > n (overlapping
+    draws), and many row / column blocks per product."""
+    if blocks == "small":
+        for name, value in _SMALL_BLOCKS.items():
+            monkeypatch.setattr(km.scores, name, value)
+    real, fake = _feats(n, m, d, seed=n + d)
+    got = km.kid(real.to(dtype), fake.to(dtype), subsets=subsets, subset_size=size, seed=3)
+    want = km.kid(real, fake, subsets=subsets, subset_size=size, seed=3, backend="torch")  # float64 dense
+    scale = float(km.Poly(3, 1 / d, 1.0).matrix(real, fake).abs().max())  # kernel values: MMD² is their difference
+    assert got.values.dtype == torch.float64 and got.values.shape == (subsets,)
+    np.testing.assert_allclose(got.values.numpy(), want.values.numpy(), rtol=0, atol=tol * scale)
+    if dtype == torch.float64:  # the same kernel values, summed in another order
+        dense = km.kid(real, fake, subsets=subsets, subset_size=size, seed=3, backend="tiled")
+        np.testing.assert_allclose(got.values.numpy(), dense.values.numpy(), rtol=0, atol=tol * scale)
+
+
+def test_kid_subset_path_kernel_parameters():
+    real, fake = _feats(40, 50, 6, seed=8)
+    kw = dict(subsets=4, subset_size=25, degree=2, gamma=0.3, coef0=-0.5, seed=1)
+    got, want = km.kid(real, fake, **kw), km.kid(real, fake, backend="torch", **kw)
+    np.testing.assert_allclose(got.values.numpy(), want.values.numpy(), rtol=1e-12, atol=1e-14)
+
+
 def test_kid_exact_all_pairs():
     real, fake = _feats(37, 29, 9, seed=4)
     res = km.kid(real, fake, subsets=None)
