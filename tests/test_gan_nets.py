@@ -36,7 +36,7 @@ def test_mlp_shapes():
 
 def test_build_models_validates():
     with pytest.raises(ValueError, match="arch must be one of"):
-        build_models("resnet", (1, 28, 28))
+        build_models("stylegan", (1, 28, 28))
     with pytest.raises(ValueError, match="width must be an integer >= 1"):
         build_models("dcgan", (1, 28, 28), width=0)
     with pytest.raises(ValueError, match="dcgan supports 28x28 and 32x32"):
@@ -158,3 +158,87 @@ def test_spectralize_validates():
     net = _net()
     assert spectralize(net, "none", torch.zeros(1, 2, 6, 6)) is net
     assert not parametrize.is_parametrized(net[0])
+
+
+# ------------------------------------------------------------------------------------------------------ ResNet
+
+
+def _count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("side", [32, 64, 128, 160])
+@pytest.mark.parametrize("arch", ["resnet", "resnet-dcgan5"])
+def test_resnet_shapes(arch, side):
+    torch.manual_seed(0)
+    g, f = build_models(arch, (3, side, side), z_dim=8, width=2, critic_dim=3)
+    x = g(torch.rand(2, 8) * 2 - 1)
+    assert x.shape == (2, 3, side, side) and float(x.detach().abs().max()) <= 1.0
+    assert f(x).shape == (2, 3)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in f.modules())  # per-sample critic
+
+
+def test_resnet_layout_and_parameter_counts():
+    g, f = build_models("resnet", (3, 64, 64))
+    convs = [m for m in f.modules() if isinstance(m, nn.Conv2d)]
+    # 1 + 4 blocks x (2 convs + 1 shortcut); 10 weight layers on the main path (1 + 8 + Linear) as in the paper
+    assert len(convs) == 13 and sum(m.kernel_size == (3, 3) for m in convs) == 9
+    assert [m.out_channels for m in f.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)] == \
+        [128, 256, 512, 512]
+    assert f.fc.in_features == 512 * 4 * 4
+    # the counts listed in README "Training GANs" (width 64, z_dim 128)
+    assert (_count(g), _count(f)) == (10_637_635, 7_488_961)
+    g, f = build_models("resnet", (3, 160, 160), critic_dim=16)
+    assert (_count(g), _count(f)) == (13_411_651, 8_299_984)
+    _, f = build_models("resnet-dcgan5", (3, 160, 160))
+    assert _count(f) == 17_440_385
+
+
+def test_resnet_critic_treats_samples_independently():
+    torch.manual_seed(0)
+    _, f = build_models("resnet", (3, 32, 32), width=2, critic_dim=2)
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(f(x), torch.cat([f(x[i : i + 1]) for i in range(3)]))
+
+
+def test_resnet_rejects_other_sizes():
+    for arch in ("resnet", "resnet-dcgan5"):
+        with pytest.raises(ValueError, match="resnet supports square images whose side is a multiple of 32"):
+            build_models(arch, (3, 48, 48))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_models("resnet", (1, 28, 28))
+
+
+@pytest.mark.parametrize("mode", ["sn", "spectral-param", "pico"])
+def test_spectral_modes_cover_every_resnet_critic_layer(mode):
+    """spectralize parametrises the ResNet critic as it does DCGAN's: every Conv2d (3×3, shortcut 1×1) and the
+    Linear; PICO records each convolution's own input shape (after the shortcut's mean pool)."""
+    torch.manual_seed(0)
+    _, f = build_models("resnet", (3, 32, 32), width=2, critic_dim=1)
+    layers = [m for m in f.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    spectralize(f, mode, torch.zeros(1, 3, 32, 32))
+    assert all(parametrize.is_parametrized(m, "weight") for m in layers)
+    if mode == "pico":
+        shortcut = f.features[2].shortcut[1]  # the first block's 1x1 conv sees the mean-pooled (2, 16, 16) input
+        assert shortcut.parametrizations.weight[0].conv["input_shape"] == (2, 16, 16)
+        assert shortcut.parametrizations.weight[0].v.shape == (1, 2, 16, 16)
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)
+    grad.pow(2).sum().backward()  # double backward through residual blocks and the constraint
+    weights = [p for n, p in f.named_parameters() if n.endswith(("original", "gamma"))]  # biases may not reach ∇_x
+    assert len(weights) == len(layers) * (2 if mode == "spectral-param" else 1)
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in weights)
+
+
+def test_resnet_spectral_norm_bounds_each_layer():
+    """After convergence of the power iteration, sn makes every reshaped weight of the ResNet critic norm 1."""
+    torch.manual_seed(0)
+    _, f = build_models("resnet", (3, 32, 32), width=2, critic_dim=1)
+    f.double()
+    spectralize(f, "sn", torch.zeros(1, 3, 32, 32, dtype=torch.float64))
+    spectral_norms(f, steps=200)
+    f.eval()
+    for m in f.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            assert float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), 2)) == pytest.approx(1.0, rel=1e-6)
