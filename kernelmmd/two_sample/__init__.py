@@ -5,6 +5,8 @@ r"""Kernel two-sample tests (SPEC §3, §9), one module per family; this package
 * :mod:`.selection` — :func:`select_kernel` / :func:`selected_mmd_test`: kernel choice by MMD²_u / √V̂ on a training
   split, permutation test on the disjoint remainder;
 * :mod:`.relative` — :func:`relative_mmd_test` (Bounliphone et al. 2016) and :func:`mmd2_variance_unbiased`;
+* :mod:`.aggregated` — :func:`mmdagg_test` (MMDAgg) and :func:`mmdagginc_test` (MMDAggInc): tests aggregated over
+  many kernels with a level correction; :mod:`.fuse` — :func:`mmdfuse_test` (MMD-FUSE);
 * :mod:`._common` — the result types and the "cannot decide" rule every test applies.
 
 Every test returns a result object with the statistic, the p-value and the kernel actually used (data-dependent
@@ -12,6 +14,8 @@ parameters resolved). How the tests reach the kernel ops: docs/ARCHITECTURE.md, 
 """
 
 from ._common import KernelSelection, MMDTestResult, RelativeTestResult
+from .aggregated import MMDAggResult, mmdagg_test, mmdagginc_test
+from .fuse import MMDFuseResult, mmdfuse_test
 from .normal import block_mmd_test, linear_mmd_test
 from .permutation import mmd_test
 from .relative import mmd2_variance_unbiased, relative_mmd_test
@@ -28,4 +32,9 @@ __all__ = [
     "selected_mmd_test",
     "relative_mmd_test",
     "mmd2_variance_unbiased",
+    "MMDAggResult",
+    "MMDFuseResult",
+    "mmdagg_test",
+    "mmdagginc_test",
+    "mmdfuse_test",
 ]

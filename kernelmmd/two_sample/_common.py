@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import _range
+from .._validate import as_samples, check_int
 from ..errors import NumericalWarning, user_stacklevel
-from ..kernels import Kernel, RBFBounded
+from ..kernels import Kernel, RBFBounded, get_kernel
 
 __all__ = [
     "KernelSelection",
@@ -27,6 +29,12 @@ __all__ = [
     "undecided",
     "normal_p",
     "check_test_kernel",
+    "FAMILIES",
+    "check_families",
+    "family_kernels",
+    "lp_distances",
+    "prepare_samples",
+    "compute_dtype",
 ]
 
 
@@ -204,3 +212,51 @@ def check_test_kernel(k: Kernel) -> None:
             "kernel must be one fixed kernel for all pairs; rbf_bounded clamps distances differently per block "
             "(a GAN critic loss, not a test kernel): use 'rbf' instead"
         )
+
+
+# ------------------------------------------------------- kernel families of the aggregated tests (MMDAgg, MMD-FUSE)
+#: name -> (p of the L_p distance the kernel is a function of, registry name of our kernel with that profile)
+FAMILIES = {"laplace": (1, "l1_laplacian"), "gaussian": (2, "rbf")}
+
+
+def check_families(kernels) -> tuple[str, ...]:
+    """``kernels`` of an aggregated test: one name or a sequence of distinct names of :data:`FAMILIES`."""
+    names = (kernels,) if isinstance(kernels, str) else kernels
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"kernels must be a non-empty sequence of names from {list(FAMILIES)}, got {kernels!r}")
+    for k in names:
+        if not isinstance(k, str) or k not in FAMILIES:
+            raise ValueError(f"kernels must contain names from {list(FAMILIES)}, got {k!r} in {kernels!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"kernels must not repeat a name, got {kernels!r}")
+    return tuple(names)
+
+
+def family_kernels(name: str, sigmas) -> list[Kernel]:
+    """Our kernel of family ``name`` at each bandwidth σ (gaussian: RBF exp(−‖a−b‖²/(2σ²)); laplace: L1Laplacian
+    exp(−‖a−b‖₁/σ))."""
+    return [get_kernel(FAMILIES[name][1], sigma=float(s)) for s in sigmas]
+
+
+def lp_distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
+    """All ‖a_i − b_j‖_p (p = 1 or 2) in float64, shape (n, m), from coordinate differences (no expansion)."""
+    return torch.cdist(a.double(), b.double(), p=float(p), compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def prepare_samples(x, y, n_bandwidths) -> tuple[torch.Tensor, torch.Tensor, bool, float]:
+    """Validated (n, d) / (m, d) tensors (half precision upcast), whether numpy came in, and max |coordinate|."""
+    check_int("n_bandwidths", n_bandwidths, minimum=2)
+    s = as_samples(("x", x), ("y", y), min_points=2)
+    xt, yt = s.tensors
+    if xt.dtype in (torch.float16, torch.bfloat16):
+        xt, yt = xt.float(), yt.float()
+    return xt.detach(), yt.detach(), s.numpy, max(s.amax)
+
+
+def compute_dtype(xt, yt, kernels, amax):
+    """(x, y) in the compute dtype of :func:`kernelmmd._range.compute`: float64 when some kernel needs it."""
+    for k in kernels:
+        if xt.dtype == torch.float64:
+            break
+        (xt, yt), _, _ = _range.compute((xt, yt), k, amax)
+    return xt, yt

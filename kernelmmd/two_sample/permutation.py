@@ -12,28 +12,34 @@ from .._estimator import prepare
 from .._validate import as_generator, check_int, to_output
 from ._common import MMDTestResult, check_test_kernel, likely_cause, nonfinite, undecided
 
-__all__ = ["mmd_test"]
+__all__ = ["mmd_test", "indicators", "split_mmd2", "split_statistics", "kernel_products", "tie_tolerance",
+           "check_callback", "BATCH_ENTRIES"]
 
-#: default permutation batch: as many indicator columns as keep N·B_batch ≤ 2²⁴ entries (128 MiB in float64)
-_BATCH_ENTRIES = 1 << 24
-#: permuted statistics within _TIE_EPS · eps(dtype) · (size of the cancelling terms) of the observed one are ties
-_TIE_EPS = 64.0
+#: default resampling batch: as many columns as keep N·B_batch ≤ 2²⁴ entries (128 MiB in float64)
+BATCH_ENTRIES = 1 << 24
+#: resampled statistics within TIE_EPS · eps(dtype) · (size of the cancelling terms) of the observed one are ties
+TIE_EPS = 64.0
 
 
-def _check_callback(callback) -> None:
+def check_callback(callback) -> None:
     if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable (called with the number of permutations done) or None, "
+        raise TypeError(f"callback must be callable (called with the number of resamples done) or None, "
                         f"got {type(callback).__name__}")
 
 
-def _indicators(N: int, n: int, count: int, gen: torch.Generator) -> torch.Tensor:
+def indicators(N: int, n: int, count: int, gen: torch.Generator) -> torch.Tensor:
     """(N, count) float64 0/1 matrix; column b marks the n pooled points a uniform random permutation puts in X."""
     idx = torch.stack([torch.randperm(N, generator=gen)[:n] for _ in range(count)], 1)  # (n, count)
     e = torch.zeros(N, count, dtype=torch.float64)
     return e.scatter_(0, idx, 1.0)
 
 
-def _permuted_mmd2(e, ke, r, total, diag, trace, n, m, magnitude: bool = False):
+def tie_tolerance(z: torch.Tensor, scale):
+    """Resampled statistics ≥ observed − this count as ≥ the observed one (rounding of the cancelling sums)."""
+    return TIE_EPS * torch.finfo(z.dtype).eps * scale
+
+
+def split_mmd2(e, ke, r, total, diag, trace, n, m, magnitude: bool = False):
     r"""MMD²_u for each indicator column of ``e`` from the quadratic forms of the pooled kernel matrix K.
 
     With e ∈ {0,1}^N (|e| = n), f = 1 − e, r = K1, T = 1ᵀK1, D = diag(K): eᵀK̃e = eᵀKe − eᵀD,
@@ -51,39 +57,55 @@ def _permuted_mmd2(e, ke, r, total, diag, trace, n, m, magnitude: bool = False):
     return stat
 
 
-def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, callback):
-    n, m = xt.shape[0], yt.shape[0]
-    z = torch.cat([xt, yt]).detach()  # (N, d) pooled sample; never copied per permutation
-    N = n + m
+def kernel_products(z, kernels, draw, count, head, backend, batch_size, callback):
+    """Batches of resampled columns through the pooled kernel matrices: one fused ``kernel_mv`` pass per kernel.
+
+    ``draw(c)`` returns c new (N, c) float64 CPU columns (v ∈ {0, 1} or {±1}: exact in any dtype); ``head`` (N, h)
+    is prepended to the first batch (e.g. [1, v₀]: row sums and the observed split). Yields ``(v, [K_λ v])`` with
+    v (N, cols) and each K_λ v (N, cols) in float64 on z's device, ``count`` drawn columns in all, at most
+    ``batch_size`` (default ⌊2²⁴ / N⌋) per batch: O(N²(d + cols)) work per kernel and batch, O(N·cols) memory.
+    """
     mv = ops.dispatch("kernel_mv", backend, z, z)  # pairs = N²
-    dev = z.device
-    diag = kernel.pairwise(z, z).double()  # (N,) k(z_i, z_i)
-    trace = diag.sum()
-    e0 = torch.zeros(N, 1, dtype=torch.float64, device=dev)
-    e0[:n] = 1.0  # the observed split
-    if batch_size is None:
-        batch_size = max(1, _BATCH_ENTRIES // N)
-    null = []
-    done, r, total, statistic = 0, None, None, None
-    while done < n_permutations:
-        count = min(batch_size, n_permutations - done)
-        e = _indicators(N, n, count, gen).to(dev)  # (N, count), drawn on the CPU generator
-        if r is None:  # first pass also yields r = K1 and the observed statistic
-            v = torch.cat([torch.ones(N, 1, dtype=torch.float64, device=dev), e0, e], 1)  # (N, count + 2)
-        else:
-            v = e
-        kv = mv(z, z, v.to(z.dtype), kernel).double()  # (N, cols) = K V, one fused pass
-        if r is None:
-            r, kv = kv[:, 0], kv[:, 1:]
-            total = r.sum()
-            statistic, scale = _permuted_mmd2(e0, kv[:, :1], r, total, diag, trace, n, m, magnitude=True)
-            statistic, scale = float(statistic[0]), float(scale[0])
-            kv = kv[:, 1:]
-        null.append(_permuted_mmd2(e, kv, r, total, diag, trace, n, m).cpu())
-        done += count
+    size = batch_size if batch_size is not None else max(1, BATCH_ENTRIES // z.shape[0])
+    done = 0
+    while done < count:
+        c = min(size, count - done)
+        v = draw(c).to(z.device)  # (N, c), drawn on the CPU generator
+        if done == 0:
+            v = torch.cat([head.to(z.device), v], 1)  # (N, h + c)
+        yield v, [mv(z, z, v.to(z.dtype), k).double() for k in kernels]
+        done += c
         if callback is not None:
-            callback(count)
-    null = torch.cat(null)  # (B,)
+            callback(c)
+
+
+def split_statistics(z, n, kernels, count, gen, backend, batch_size=None, callback=None):
+    """MMD²_u of the observed split (the first n pooled points in X) and of ``count`` uniform random splits, for
+    each kernel: ``(observed (Λ,), magnitude (Λ,), null (Λ, count))``, float64, null on the CPU."""
+    N = z.shape[0]
+    m = N - n
+    diags = [k.pairwise(z, z).double() for k in kernels]  # (N,) k(z_i, z_i) each
+    head = torch.zeros(N, 2, dtype=torch.float64)
+    head[:, 0] = 1.0  # r = K1
+    head[:n, 1] = 1.0  # the observed split e₀
+    null, aux = [], None
+    draw = lambda c: indicators(N, n, c, gen)  # noqa: E731
+    for v, kvs in kernel_products(z, kernels, draw, count, head, backend, batch_size, callback):
+        if aux is None:  # first batch: r = K1 and the observed statistic
+            aux = [(kv[:, 0], kv[:, 0].sum(), d, d.sum()) for kv, d in zip(kvs, diags)]
+            obs = [split_mmd2(v[:, 1:2], kv[:, 1:2], *a, n, m, magnitude=True) for kv, a in zip(kvs, aux)]
+            observed = torch.stack([s[0] for s, _ in obs]).cpu()
+            scale = torch.stack([s[0] for _, s in obs]).cpu()
+            v, kvs = v[:, 2:], [kv[:, 2:] for kv in kvs]
+        null.append(torch.stack([split_mmd2(v, kv, *a, n, m) for kv, a in zip(kvs, aux)]).cpu())  # (Λ, c)
+    return observed, scale, torch.cat(null, 1)
+
+
+def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, callback):
+    z = torch.cat([xt, yt]).detach()  # (N, d) pooled sample; never copied per permutation
+    observed, scale, null = split_statistics(z, xt.shape[0], [kernel], n_permutations, gen, backend, batch_size,
+                                             callback)
+    statistic, null = float(observed[0]), null[0]  # (B,)
     cause = nonfinite([("the statistic MMD²_u", statistic)], (xt, yt), kernel)
     bad = int((~torch.isfinite(null)).sum())
     if cause is None and bad:  # never dropped, never counted as < or ≥ the observed statistic
@@ -93,7 +115,7 @@ def _permutation_test(xt, yt, kernel, n_permutations, gen, backend, batch_size, 
     if cause is not None:
         return statistic, undecided("mmd_test", cause), null
     # splits equal to the observed one up to rounding (e.g. X and Y swapped when n = m) are ties and count as ≥
-    tol = _TIE_EPS * torch.finfo(z.dtype).eps * scale
+    tol = tie_tolerance(z, float(scale[0]))
     p = (1.0 + float((null >= statistic - tol).sum())) / (1.0 + n_permutations)
     return statistic, p, null
 
@@ -165,7 +187,7 @@ def mmd_test(
     B = check_int("n_permutations", n_permutations, minimum=1)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
-    _check_callback(callback)
+    check_callback(callback)
     gen = as_generator(seed)
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     check_test_kernel(p.kernel)
