@@ -179,3 +179,141 @@ def test_toy_mixture(layout, modes):
 def test_toy_layout_validated():
     with pytest.raises(ValueError, match="layout must be one of"):
         gd.toy_sample(3, "spiral")
+
+
+# ------------------------------------------------------------------------------------------------ --data folder
+
+
+def _rgb(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def write_folder(root, n_good=9):
+    """An ImageNet-style tree of small PNG / JPEG files plus a non-image, a broken 'JPEG' and a truncated one."""
+    from PIL import Image
+
+    for i in range(n_good):
+        sub = root / f"class_{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        arr = _rgb(20 + i, 30, i)
+        if i % 3 == 0:
+            Image.fromarray(arr).save(sub / f"img_{i}.png")
+        elif i % 3 == 1:
+            Image.fromarray(arr).save(sub / f"img_{i}.JPG", quality=95)
+        else:
+            Image.fromarray(arr[..., 0]).save(sub / f"img_{i}.png")  # grayscale: converted to RGB
+    (root / "class_0" / "notes.txt").write_text("not an image, not listed")
+    (root / "class_1" / "broken.jpg").write_bytes(b"\xff\xd8 this is no JPEG")
+    full = root / "full.jpg"
+    Image.fromarray(_rgb(64, 64, 99)).save(full, quality=95)
+    (root / "class_2" / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    return root
+
+
+def test_list_images_recursive_sorted_and_errors(tmp_path):
+    root = write_folder(tmp_path / "tree")
+    files = gd.list_images(root)
+    assert len(files) == 11 and files == sorted(files)  # 9 good + broken + truncated; notes.txt is not listed
+    assert {f.suffix for f in files} == {".png", ".JPG", ".jpg"}
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "a.txt").write_text("x")
+    with pytest.raises(gd.DataNotFoundError, match="no images found under --data-dir") as e:
+        gd.list_images(tmp_path / "empty")
+    assert "\n" not in str(e.value)
+    with pytest.raises(gd.DataNotFoundError, match="is not a directory"):
+        gd.list_images(tmp_path / "missing")
+
+
+def test_load_image_crops_and_resizes(tmp_path):
+    from PIL import Image
+
+    arr = _rgb(20, 40, 1)  # h = 20, w = 40
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    got = gd.load_image(tmp_path / "wide.png", 20, "center")  # the centred 20 x 20 square, no resize needed
+    assert got.dtype == np.uint8 and got.shape == (3, 20, 20)
+    assert np.array_equal(got, arr[:, 10:30].transpose(2, 0, 1))
+    tall = _rgb(41, 10, 2)
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    assert np.array_equal(gd.load_image(tmp_path / "tall.png", 10, "center"), tall[15:25].transpose(2, 0, 1))
+    whole = gd.load_image(tmp_path / "wide.png", 8, "none")  # the whole image, bicubic to 8 x 8
+    expect = np.asarray(Image.fromarray(arr).resize((8, 8), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+    assert np.array_equal(whole, expect)
+    with pytest.raises(ValueError, match="crop must be one of"):
+        gd.load_image(tmp_path / "wide.png", 8, "random")
+    root = write_folder(tmp_path / "tree")
+    with pytest.raises(OSError, match="truncated"):
+        gd.load_image(root / "class_2" / "truncated.jpg", 8)
+
+
+def _drain(stream, k):
+    return [stream.next() for _ in range(k)]
+
+
+def test_folder_batches_skip_bad_files_and_resume_exactly(tmp_path, recwarn):
+    root = write_folder(tmp_path / "tree")
+    s = gd.FolderBatches(root, 4, seed=3, size=16, crop="center", workers=0, verbose=False)
+    assert s.shape == (3, 16, 16)
+    first = _drain(s, 5)  # 11 files, 2 file batches per epoch: more than two epochs
+    assert all(b.shape == (4, 3, 16, 16) and b.dtype == torch.float32 for b in first)
+    assert all(float(b.min()) >= -1 and float(b.max()) <= 1 for b in first)
+    assert sorted(s.files[i].name for i in s.skipped) == ["broken.jpg", "truncated.jpg"]
+    msgs = [str(w.message) for w in recwarn if "skipped unreadable image" in str(w.message)]
+    assert len(msgs) == 2 and any("truncated.jpg" in m and "2 of 11 files skipped" in m for m in msgs)
+    s = gd.FolderBatches(root, 4, seed=3, size=16, workers=0, verbose=False)
+    s.next()
+    state = s.state_dict()
+    assert len(state["pending"]) > 0  # decoded images kept for the next batch (a bad file shortened a file batch)
+    ahead = _drain(s, 4)
+    t = gd.FolderBatches(root, 4, seed=3, size=16, workers=0, verbose=False)
+    t.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(ahead, _drain(t, 4)))
+    assert torch.equal(torch.cat([first[0], *ahead]), torch.cat(first))  # as the uninterrupted stream
+    assert len(t.skipped) == 2
+    # the same batches from a worker process (pinned memory only on CUDA)
+    u = gd.FolderBatches(root, 4, seed=3, size=16, workers=1, verbose=False)
+    assert all(torch.equal(a, b) for a, b in zip(first, _drain(u, 5)))
+
+
+def test_folder_epoch_covers_every_readable_image(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
+    s = gd.FolderBatches(root, 3, seed=0, size=4, workers=0, verbose=False)
+    values = torch.cat(_drain(s, 2))[:, 0, 0, 0]
+    assert sorted(((values + 1) * 127.5).round().long().tolist()) == [0, 40, 80, 120, 160, 200]
+
+
+def test_folder_errors(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.png").write_bytes(b"garbage")
+    s = gd.FolderBatches(root, 2, seed=0, size=8, workers=0, verbose=False)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 3 image files .* can be decoded"):
+        s.next()
+    with pytest.raises(ValueError, match="batch_size must be between 1 and the number of image files 3"):
+        gd.FolderBatches(root, 4, seed=0, workers=0)
+    with pytest.raises(ValueError, match="data 'folder' needs --data-dir"):
+        gd.make_batches("folder", batch_size=2, seed=0, device="cpu")
+
+
+def test_make_batches_folder_and_cli_errors(tmp_path, capsys):
+    from gan.train import main
+
+    root = write_folder(tmp_path / "tree")
+    stream, shape = gd.make_batches("folder", batch_size=2, seed=0, device="cpu", data_dir=root, image_size=32,
+                                    crop="none", workers=0)
+    assert shape == (3, 32, 32) and stream.crop == "none" and "11 image files" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    for argv, needle in ((["--data-dir", str(tmp_path / "empty")], "no images found under --data-dir"),
+                         ([], "--data folder needs --data-dir")):
+        try:
+            code = main(["--data", "folder", "--out", str(tmp_path / "run"), "--no-progress", *argv])
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
