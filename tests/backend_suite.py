@@ -101,9 +101,9 @@ def assert_close(got, want, scale, rel, what):
 def _stat_scales(x, y, kernel):
     """Scale of each statistic: Σ|k| (row-wise for row sums), Σk² for squared sums (float64 dense reference)."""
     a, b = x.detach().double(), y.detach().double()
-    kxx = kernel.matrix(a, a, "xx").abs()
-    kyy = kernel.matrix(b, b, "yy").abs()
-    kxy = kernel.matrix(a, b, "xy").abs()
+    kxx = kernel.matrix(a, a, "xx").detach().abs()
+    kyy = kernel.matrix(b, b, "yy").detach().abs()
+    kxy = kernel.matrix(a, b, "xy").detach().abs()
     return {
         "sxx": kxx.sum(), "syy": kyy.sum(), "sxy": kxy.sum(), "dxx": kxx.diagonal().sum(),
         "dyy": kyy.diagonal().sum(), "rxx": kxx.sum(1).max(), "ryy": kyy.sum(1).max(), "rxy": kxy.sum(1).max(),
@@ -163,7 +163,7 @@ def check_kernel_mv(mod, kind, n, m, d, dtype, width=None, grad=True, tensor_par
     vr = v.detach().to(dtype).double().requires_grad_() if dtype != F64 else v
     want = truth.kernel_mv(xr, yr, vr, kernel, block)
     assert got.dtype == F64 and got.shape == want.shape
-    kabs = kernel.matrix(xr.detach(), yr.detach(), block).abs()
+    kabs = kernel.matrix(xr.detach(), yr.detach(), block).detach().abs()
     scale = float((kabs @ vr.detach().abs().reshape(m, -1)).max())
     rel, grel = tol[dtype]
     assert_close(got, want, scale, rel, f"{kind} kernel_mv")
@@ -193,7 +193,7 @@ def check_kernel_grad_mv(mod, kind, n, m, d, dtype, grad=True, tensor_param=Fals
     want = truth.kernel_grad_mv(xr, yr, vr, kernel)
     assert got.dtype == F64 and got.shape == want.shape == (n, d)
     rel, grel = tol[dtype]
-    assert_close(got, want, max(float(want.abs().max()), 1e-12), rel, f"{kind} kernel_grad_mv")
+    assert_close(got, want, max(float(want.detach().abs().max()), 1e-12), rel, f"{kind} kernel_grad_mv")
     if not grad:
         return
     wt = torch.randn(want.shape, generator=g, dtype=F64)

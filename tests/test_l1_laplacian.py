@@ -5,6 +5,9 @@ against the dense reference (the shared checks of tests/backend_suite.py)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +15,17 @@ import torch
 import kernelmmd as km
 from kernelmmd.kernels import L1Kernel, L1Laplacian
 from kernelmmd.ops import reference as R
+from kernelmmd.ops import tiled
+
+from .backend_suite import BlockStatsSuite, KernelGradMvSuite, KernelMvSuite, grid
 
 F64, F32 = torch.float64, torch.float32
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 SIGMA = 1.3  # the case of tests/_cases.py (L1_CASES)
 
 
@@ -213,3 +225,101 @@ def test_float32_range_promotion():
     huge = km.mmd2_unbiased((x * 1e37).float(), (y * 1e37).float(), kernel="l1_laplacian", sigma=1e37)
     want = mmd2_u_np((x * 1e37).float().double().numpy(), (y * 1e37).float().double().numpy(), 1e37)
     assert huge.dtype == F32 and float(huge) == pytest.approx(want, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ backends vs the dense reference
+# The shared checks of tests/backend_suite.py (every field of block_stats, kernel_mv with vector and batched v,
+# kernel_grad_mv; gradients in x, y, v and a tensor σ against autograd through the float64 dense reference, itself
+# checked against numpy above). Random points: no coordinate ties (where the L1 kernel is not differentiable).
+# float32: k = exp(−t/σ) evaluated in float32 has a relative error of about (t/σ)·eps (the rounding of t, amplified
+# by the exponential, as for the dense reference in float32); d = 8 keeps t/σ ≈ 7 like the radial cases' t/(2σ²).
+SHAPES = [(1, 7, 3), (7, 33, 1), (33, 7, 8)]
+
+
+class TestL1Tiled(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
+    ops = tiled
+    block_stats_cases = grid(kind="l1_laplacian", shape=SHAPES, dtype=[F64, F32], variance=[False, True],
+                             tensor_param=True)
+    kernel_mv_cases = grid(kind="l1_laplacian", shape=SHAPES, dtype=[F64, F32], width=[None, 3], tensor_param=True)
+    kernel_grad_mv_cases = grid(kind="l1_laplacian", shape=SHAPES, dtype=[F64, F32], tensor_param=True)
+
+    @pytest.fixture(autouse=True)
+    def tiny_tiles(self, monkeypatch):
+        """Tiny tiles: every sum crosses tiles, the within-sample blocks use off-diagonal tiles."""
+        monkeypatch.setattr(tiled, "TILE_ELEMENTS", 100)
+
+    def test_gradcheck_block_stats(self):
+        """gradcheck of the once-differentiable block sums (variance statistics included) in x, y and σ."""
+        x, y = data(n=5, m=4, d=3)
+        s = torch.tensor(0.8, dtype=F64, requires_grad=True)
+
+        def f(a, b, c):
+            st = tiled.block_stats(a, b, L1Laplacian(c), variance=True)
+            return st.sxx, st.syy, st.sxy, st.rxx, st.cxy, st.qxy
+
+        torch.autograd.gradcheck(f, (x.requires_grad_(), y.requires_grad_(), s))
+
+    def test_gradgradcheck_row_ops(self):
+        """kernel_mv and kernel_grad_mv are differentiable torch code per tile: second order as the reference."""
+        x, y = data(n=4, m=5, d=2)
+        v = torch.randn(5, dtype=F64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        s = torch.tensor(0.8, dtype=F64, requires_grad=True)
+        args = (x.requires_grad_(), y.requires_grad_(), v, s)
+        for op in (tiled.kernel_mv, tiled.kernel_grad_mv):
+            torch.autograd.gradgradcheck(lambda a, b, w, c, op=op: op(a, b, w, L1Laplacian(c)), args)
+
+    def test_ties_match_reference(self):
+        """Coordinates shared between points (sign(0) = 0): block sums' gradient and kernel_grad_mv as the reference."""
+        x, y = data(n=9, m=8, d=3)
+        x[:4, 0] = 0.5
+        y[:3, 0] = 0.5
+        x[5] = x[6]  # a whole duplicated point inside X
+        k = L1Laplacian(1.1)
+        for mod in (tiled, R):
+            a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+            st = mod.block_stats(a, b, k, variance=True)
+            loss = st.sxx + 2 * st.syy - 3 * st.sxy + st.qxx + (st.rxy * torch.arange(9.0, dtype=F64)).sum()
+            g = torch.autograd.grad(loss, (a, b))
+            if mod is tiled:
+                got = g
+            else:
+                torch.testing.assert_close(got, g, rtol=1e-12, atol=1e-14)
+        v = torch.linspace(-1, 1, 8, dtype=F64)
+        torch.testing.assert_close(tiled.kernel_grad_mv(x, y, v, k), R.kernel_grad_mv(x, y, v, k), rtol=1e-12,
+                                   atol=1e-14)
+
+    def test_refusals(self):
+        x = torch.randn(5, 2, dtype=F64)
+        k = L1Laplacian(1.0)
+        with pytest.raises(ValueError, match="a_matvec needs a twice-differentiable.*L1Laplacian"):
+            tiled.a_matvec(x, x[:, 0], x, k)
+        with pytest.raises(ValueError, match="a_column needs a twice-differentiable.*L1Laplacian"):
+            tiled.a_column(x, 0, k)
+
+
+# KeOps compiles one formula per op, dtype, d and gradient variable (~5-10 s each, cached): few cases, d = 3
+_keops = importlib.import_module("kernelmmd.ops.keops") if _has("pykeops") else None
+
+
+@pytest.mark.skipif(_keops is None, reason="pykeops not installed")
+class TestL1KeOps(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
+    ops = _keops
+    block_stats_cases = (grid(kind="l1_laplacian", shape=[(7, 33, 3), (33, 7, 3)], dtype=F64, variance=[False, True],
+                              tensor_param=True)
+                         + grid(kind="l1_laplacian", shape=(33, 7, 3), dtype=F32, variance=[False, True], grad=False))
+    kernel_mv_cases = grid(kind="l1_laplacian", shape=[(1, 7, 3), (33, 7, 3)], dtype=F64, tensor_param=True)
+    kernel_grad_mv_cases = grid(kind="l1_laplacian", shape=(7, 33, 3), dtype=F64, tensor_param=True)
+
+    def test_ties_match_reference(self):
+        """KeOps' Sign(0) = 0: the block sums' gradient with shared coordinates and a duplicated point."""
+        x, y = data(n=9, m=8, d=3)
+        x[:4, 0] = 0.5
+        y[:3, 0] = 0.5
+        x[5] = x[6]
+        k = L1Laplacian(1.1)
+        gs = []
+        for mod in (_keops, R):
+            a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+            st = mod.block_stats(a, b, k)
+            gs.append(torch.autograd.grad(st.sxx + 2 * st.syy - 3 * st.sxy, (a, b)))
+        torch.testing.assert_close(gs[0], gs[1], rtol=1e-12, atol=1e-14)

@@ -2,9 +2,10 @@ r"""KeOps backend (``"keops"``): every op as a pykeops ``LazyTensor`` reduction 
 
 The kernel is written symbolically from the same profiles as every other backend (:mod:`kernelmmd.kernels`
 evaluates LazyTensors): for a radial kernel ``t = (a_i - b_j).sqdist`` (difference-based, so exact: t = 0 at
-coincident points), the block bounds of bounded kernels become ``max(t, lo) = relu(t - lo) + lo`` and
-``min(t, hi) = hi - relu(hi - t)`` (whose derivative, KeOps' ``Step``, is the indicator 1[lo ≤ t ≤ hi], the same
-one-sided convention as ``torch.clamp``), the energy kernel's norms ‖a_i‖ + ‖b_j‖ enter as i- and j-variables,
+coincident points), for an L1 kernel ``t = (a_i - b_j).abs().sum()`` (its derivative KeOps' ``Sign``, 0 at ties),
+the block bounds of bounded kernels become ``max(t, lo) = relu(t - lo) + lo`` and ``min(t, hi) = hi - relu(hi - t)``
+(whose derivative, KeOps' ``Step``, is the indicator 1[lo ≤ t ≤ hi], the same one-sided convention as
+``torch.clamp``), the energy kernel's norms ‖a_i‖ + ‖b_j‖ enter as i- and j-variables,
 and a dot-product kernel reads ``u = <a_i, b_j>``. Python-float kernel parameters become KeOps runtime parameters,
 so one compiled formula serves every bandwidth; tensor parameters are differentiated by pykeops' autograd.
 
@@ -37,7 +38,7 @@ pykeops.set_verbose(False)
 
 from pykeops.torch import LazyTensor  # noqa: E402
 
-from ..kernels import DotKernel, Kernel, RadialKernel  # noqa: E402
+from ..kernels import DotKernel, Kernel, L1Kernel, RadialKernel  # noqa: E402
 from ._shared import energy_norm_mv, row_norms, unit_rows  # noqa: E402
 from .reference import a_column, a_diag, dense_blocks, require_twice  # noqa: E402  (O(M d), or dense by design)
 from .types import BlockStats  # noqa: E402
@@ -72,8 +73,8 @@ def _kernels(kernel: Kernel, dtype: torch.dtype) -> tuple[Kernel, Kernel]:
 
 
 def _check_kernel(kernel: Kernel, op: str) -> None:
-    if not isinstance(kernel, (RadialKernel, DotKernel)):
-        raise TypeError(f"{op} on the keops backend needs a radial or dot-product kernel, got {kernel!r}")
+    if not isinstance(kernel, (RadialKernel, DotKernel, L1Kernel)):
+        raise TypeError(f"{op} on the keops backend needs a radial, dot-product or L1 kernel, got {kernel!r}")
 
 
 def _clamp(t, lo: float, hi: float):
@@ -114,6 +115,8 @@ def _k(kernel: Kernel, a: torch.Tensor, b: torch.Tensor, block: str, norms: bool
     """Symbolic kernel matrix k(a_i, b_j), a LazyTensor of shape (n, m); ``norms=False`` leaves out the energy
     kernel's ‖a_i‖ + ‖b_j‖ (the caller adds them in torch)."""
     A, B = _vars(a, b)
+    if isinstance(kernel, L1Kernel):  # t = Σ_k |a_ik − b_jk| (KeOps: Abs' = Sign, Sign(0) = 0)
+        return kernel.profiles((A - B).abs().sum(-1), (0,))[0]
     if isinstance(kernel, RadialKernel):
         lo, hi = kernel.block_bounds(block)
         k = kernel.profiles(_clamp(A.sqdist(B), lo, hi), (0,))[0]
@@ -203,6 +206,9 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
         if getattr(k, "norm_terms", False):  # energy: + Σ_j v_j x_i / ‖x_i‖
             out = out + unit_rows(x.double()) * v.double().sum()
         return out
+    if isinstance(k, L1Kernel):  # Σ_j g'(t_ij) v_j sign(x_i − y_j), t = ‖x_i − y_j‖₁
+        diff = A - B
+        return _rowsum(k.profile(diff.abs().sum(-1), 1) * V * diff.sign(), x.dtype)
     return _rowsum(k.profile(A | B, 1) * V * B, x.dtype)  # Σ_j h'(u_ij) v_j y_j
 
 

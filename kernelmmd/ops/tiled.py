@@ -5,7 +5,9 @@ The CPU workhorse for problems too large for the dense reference. Every op walks
 forms squared distances with one matrix product per tile (:math:`t = \|a\|^2 + \|b\|^2 - 2ab^\top` after centring
 on the pooled mean, clamped at 0), evaluates the kernel profile from :mod:`kernelmmd.kernels` in the input dtype
 and adds the tile's partial sums into float64 accumulators. Memory is O(rows·m + (n + m)·d), in the forward and
-in the backward pass; no n × m matrix ever exists.
+in the backward pass; no n × m matrix ever exists. L1 kernels (:class:`~kernelmmd.kernels.L1Kernel`) form
+t = ‖a_i − b_j‖₁ per tile from exact differences (``torch.cdist`` with p = 1, no centring) and their gradients as
+Σ_j p_ij sign(a_i − b_j) (:func:`kernelmmd.kernels.l1.sign_mv`, sign(0) = 0).
 
 * :func:`block_stats` is one ``autograd.Function`` per kernel block. Within-sample blocks (xx, yy) visit only the
   upper triangle of tiles (half the kernel evaluations); the diagonal is excluded exactly (masked, and the traces
@@ -34,7 +36,8 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..kernels import DotKernel, Kernel, RadialKernel
+from ..kernels import DotKernel, Kernel, L1Kernel, RadialKernel
+from ..kernels.l1 import l1dist, sign_mv
 from ._shared import centres, close_threshold, energy_norm_mv, pooled_mean, refuse, row_norms, unit_rows
 from .reference import a_column, a_diag, dense_blocks, require_twice
 from .types import BlockStats
@@ -65,8 +68,8 @@ def _tensor_params(kernel: Kernel) -> tuple[list[int], list[torch.Tensor]]:
 
 
 def _check_kernel(kernel: Kernel, op: str) -> None:
-    if not isinstance(kernel, (RadialKernel, DotKernel)):
-        raise TypeError(f"{op} on the tiled backend needs a radial or dot-product kernel, got {kernel!r}")
+    if not isinstance(kernel, (RadialKernel, DotKernel, L1Kernel)):
+        raise TypeError(f"{op} on the tiled backend needs a radial, dot-product or L1 kernel, got {kernel!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -115,12 +118,14 @@ class _Block:
     """Evaluates tiles k(a[r0:r1], b[c0:c1]) of one kernel block, and accumulates pair-weighted gradients.
 
     For a radial kernel the tile is g(clamp(t)) (+ ‖a_i‖ + ‖b_j‖ for the energy kernel) and its t-derivative
-    g'(clamp(t))·1[lo ≤ t ≤ hi]; for a dot-product kernel h(aᵀb) and h'(aᵀb).
+    g'(clamp(t))·1[lo ≤ t ≤ hi]; for a dot-product kernel h(aᵀb) and h'(aᵀb); for an L1 kernel g(t) and g'(t) with
+    t = ‖a_i − b_j‖₁ summed from exact differences (``torch.cdist``, p = 1), gradients Σ_j p_ij sign(a_i − b_j).
     """
 
     def __init__(self, kernel: Kernel, a: torch.Tensor, b: torch.Tensor, block: str):
         self.kernel, self.block = kernel, block
         self.radial = isinstance(kernel, RadialKernel)
+        self.l1 = isinstance(kernel, L1Kernel)
         self.a, self.b = a, b
         if self.radial:
             c = pooled_mean(a) if b is a else pooled_mean(a, b)  # (1, d)
@@ -149,6 +154,10 @@ class _Block:
 
     def tile(self, r0: int, r1: int, c0: int, c1: int, grad: bool):
         """(K, D, T): kernel values, their derivative in t (or u) if ``grad``, and the (clamped) t or u."""
+        if self.l1:
+            t = l1dist(self.a[r0:r1], self.b[c0:c1])  # (B, C)
+            k, dk = self.kernel.profiles(t, (0, 1)) if grad else (self.kernel.profile(t, 0), None)
+            return k, dk, t
         if self.radial:
             if self.ta.shape[1] == 1:  # d = 1: differences (a matrix product with inner size 1 is slow)
                 t = (self.ta[r0:r1] - self.tb[c0:c1].T).square_()  # (B, C)
@@ -190,7 +199,14 @@ class _Block:
         """ga[r0:r1] += Σ_j w_ij ∂k(a_i, b_j)/∂a_i and gb[c0:c1] += Σ_i w_ij ∂k(a_i, b_j)/∂b_j (gb may be None), for
         a part [r0, r1) × [c0, c1) of the tile last returned by :meth:`tile`."""
         p = w * dk  # (B, C)
-        if self.radial:
+        if self.l1:  # Σ_j p_ij sign(a_i − b_j), and −Σ_i p_ij sign(a_i − b_j) for the columns
+            if gb is None:
+                ga[r0:r1] += sign_mv(self.a[r0:r1], self.b[c0:c1], p)
+            else:
+                pa, pb = sign_mv(self.a[r0:r1], self.b[c0:c1], p, cols=True)
+                ga[r0:r1] += pa
+                gb[c0:c1] += pb
+        elif self.radial:
             ar, bc = self.ac[r0:r1], self.bc[c0:c1]
             if self.exact:  # g' ∝ t^{-1/2}: a_i Σ p − Σ p b_j cancels heavily at close points; form it in float64
                 p, ar, bc = p.double(), self.ta[r0:r1], self.tb[c0:c1]
@@ -476,6 +492,8 @@ def _sq(a, b, kernel, diag_at=None, with_close=False):
 
 def _k_tile(xb, y, kernel, block, diag_at=None):
     """Differentiable tile k(xb, y) in the input dtype (inputs already centred for radial kernels)."""
+    if isinstance(kernel, L1Kernel):
+        return kernel.profile(l1dist(xb, y), 0)
     if isinstance(kernel, RadialKernel):
         t = _sq(xb, y, kernel, diag_at)
         lo, hi = kernel.block_bounds(block)
@@ -536,6 +554,13 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
             out = out + unit_rows(x.double()) * vd.sum()
         return out
     yd = y.double()
+    if isinstance(kernel, L1Kernel):  # Σ_j v_j g'(t_ij) sign(x_i − y_j), t = ‖x_i − y_j‖₁
+
+        def fn_l1(xb, r0):
+            p = kernel.profile(l1dist(xb, y), 1).double() * vd[None, :]  # (B, m)
+            return sign_mv(xb.double(), yd, p)
+
+        return _by_rows(fn_l1, x, y.shape[0], _needs_grad(x, y, v, *kernel.scalar_params()))
 
     def fn_dot(xb, r0):
         p = kernel.profile(xb @ y.T, 1).double() * vd[None, :]  # (B, m)
