@@ -60,6 +60,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "list_images",
     "load_image",
+    "load_folder_images",
     "toy_sample",
     "make_batches",
     "to_float",
@@ -593,6 +594,35 @@ class FolderBatches:
         self.pending = [(torch.stack([self.dataset[i][1] for i in pending]), pending)] if pending else []
         self.skipped = {int(i): "skipped before the resume" for i in state["skipped"]}
         self._iter = None  # the loader restarts from (epoch, batch)
+
+
+def load_folder_images(directory: str | os.PathLike, size: int = 64, crop: str = "center", *, limit: int | None = None,
+                       seed: int = 0, workers: int | None = None) -> ImageData:
+    """Up to ``limit`` images of an image tree (a uniformly random subset, by ``seed``; all when None), preprocessed as
+    for training (:func:`load_image`), in memory as uint8 (N, 3, size, size) — e.g. the real images of an evaluation.
+    Unreadable files are skipped (warned about as in :class:`FolderBatches`).
+
+    Raises:
+        DataNotFoundError: see :func:`list_images`. ValueError: no file can be decoded; bad ``limit``.
+    """
+    files = list_images(directory)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be an integer >= 1 or None, got {limit!r}")
+    order = _epoch_order(len(files), seed, 0).tolist() if limit is not None and limit < len(files) else \
+        list(range(len(files)))
+    stream = FolderBatches(directory, 1, seed=seed, size=size, crop=crop, workers=workers, verbose=False)
+    loader = torch.utils.data.DataLoader(stream.dataset, batch_sampler=[order[i : i + 256] for i in
+                                                                         range(0, len(order), 256)],
+                                         num_workers=stream.workers, collate_fn=_Collate(size))
+    parts, want = [], limit or len(files)
+    for images, _, bad in loader:  # a subset in random order: stop once enough images decoded
+        for i, reason in bad:
+            stream._skip(i, reason)
+        parts.append(images)
+        if sum(len(p) for p in parts) >= want:
+            break
+    images = torch.cat(parts)[:want]
+    return ImageData("folder", images, None, str(Path(directory)))
 
 
 def make_batches(data: str, *, batch_size: int, seed: int, device, data_dir=None, toy_layout: str = "ring",

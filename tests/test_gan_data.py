@@ -1,6 +1,7 @@
 """gan.data: IDX (gz and raw) and CIFAR-10 readers on small generated files, the default sources, batch streams."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -317,3 +318,16 @@ def test_make_batches_folder_and_cli_errors(tmp_path, capsys):
             code = e.code
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+def test_load_folder_images_subset(tmp_path):
+    root = write_folder(tmp_path / "tree")
+    with pytest.warns(UserWarning, match="skipped unreadable image"):
+        every = gd.load_folder_images(root, 8, "none", workers=0)
+    assert every.images.shape == (9, 3, 8, 8) and every.images.dtype == torch.uint8 and every.shape == (3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the subset may hold the broken files: warned about above
+        some = gd.load_folder_images(root, 8, "none", limit=4, seed=1, workers=0)
+    assert some.images.shape == (4, 3, 8, 8)
+    rows = {tuple(x.flatten().tolist()) for x in every.images}
+    assert all(tuple(x.flatten().tolist()) in rows for x in some.images)  # a subset of the decoded images
