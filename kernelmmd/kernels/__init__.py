@@ -29,7 +29,7 @@ returns gradients for them). ``sigma="median"`` (or ``"mean"``) is resolved on t
 from ._base import CLOSE as CLOSE
 from ._base import Kernel, bandwidth, sqdist
 from ._base import safe_sqrt as safe_sqrt
-from .deep import ARD, DeepKernel
+from .deep import ARD, DeepKernel, MMDDKernel
 from .deep import phi_features as phi_features
 from .dot import DotKernel, Linear, Poly
 from .l1 import L1Kernel, L1Laplacian
@@ -53,6 +53,7 @@ __all__ = [
     "Poly",
     "DeepKernel",
     "ARD",
+    "MMDDKernel",
     "KERNELS",
     "get_kernel",
     "sqdist",
