@@ -12,8 +12,9 @@ r"""Critic parametrisations that control the spectral norm of each layer (SPEC �
 * ``"none"`` — no constraint.
 
 The power-iteration vectors are buffers (saved in checkpoints) updated in place under ``no_grad`` in training
-mode only; :math:`\sigma = u^\top W v` is then differentiated through :math:`W` with :math:`u, v` held fixed
-(as Miyato et al.), twice if needed (gradient penalties, Jacobian norms).
+mode only (in float32 also under ``--amp bf16``: autocast is off inside the parametrisation);
+:math:`\sigma = u^\top W v` is then differentiated through :math:`W` with :math:`u, v` held fixed (as Miyato et al.),
+twice if needed (gradient penalties, Jacobian norms).
 """
 
 from __future__ import annotations
@@ -88,10 +89,13 @@ class SpectralNorm(nn.Module):
         return (u * self._forward_op(weight, v)).sum().clamp_min(self.eps)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            self.power_iteration(weight.detach())
-        w = weight / self.sigma(weight)
-        return w * self.gamma if self.gamma is not None else w
+        # float32 even under --amp bf16 autocast: σ and the power iteration keep full precision; autocast casts the
+        # normalised weight where the layer uses it
+        with torch.autocast(weight.device.type, enabled=False):
+            if self.training:
+                self.power_iteration(weight.detach())
+            w = weight / self.sigma(weight)
+            return w * self.gamma if self.gamma is not None else w
 
 
 def spectralize(net: nn.Module, mode: str, example: torch.Tensor) -> nn.Module:
