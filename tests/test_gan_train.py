@@ -118,7 +118,7 @@ def test_clip_per_tensor_matches_clip_by_norm():
     ("loss", "hinge", "loss must be one of"),
     ("data", "svhn", "data must be one of"),
     ("sn", "weightnorm", "sn must be one of"),
-    ("arch", "resnet", "arch must be one of"),
+    ("arch", "stylegan", "arch must be one of"),  # resnet is an --arch now
     ("device", "tpu", "device must be one of"),
     ("toy", "spiral", "toy must be one of"),
 ])
