@@ -151,8 +151,9 @@ def mmdagg_bandwidths(x: torch.Tensor, y: torch.Tensor, p: int, count: int) -> l
 
 # -------------------------------------------------------------------------------------------------- resampling
 def _signs(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
-    """(n, count) float64 Rademacher signs ε ∈ {±1}, drawn on the CPU generator."""
-    return torch.randint(0, 2, (n, count), generator=gen, dtype=torch.float64).mul_(2.0).sub_(1.0)
+    """(n, count) float64 Rademacher signs ε ∈ {±1}, drawn on the CPU generator column after column (so the
+    resamples do not depend on the batch size)."""
+    return torch.randint(0, 2, (count, n), generator=gen, dtype=torch.float64).mul_(2.0).sub_(1.0).T
 
 
 def _wild_statistics(x, y, kernels, count, gen, backend, batch_size, callback):
@@ -181,7 +182,7 @@ def _incomplete_statistics(x, y, kernels, R, count, gen, batch_size, callback):
     r"""MMDAggInc: the mean of h(i, j) = k(x_i,x_j) − k(x_i,y_j) − k(y_i,x_j) + k(y_i,y_j) over the pairs
     (i, i + r), r = 1..R, and its wild-bootstrap copies Σ ε_iε_j h(i, j) / L: O(L·d) pair values per batch, O(L·B)."""
     N = x.shape[0]
-    L = R * N - R * (R - 1) // 2
+    L = R * N - R * (R + 1) // 2  # Σ_r (N − r)
     size = batch_size if batch_size is not None else max(1, BATCH_ENTRIES // N)
     null, observed, done = [], None, 0
     while done < count:
@@ -397,7 +398,7 @@ def mmdagginc_test(
     (R fixed) to quadratic (R = N − 1) time.
 
     With N = min(n, m) (the first N points of each sample; x_i paired with y_i) and the pairs D_R = {(i, i + r):
-    r = 1..R, i + r ≤ N} (the R superdiagonals, L = R·N − R(R − 1)/2 pairs),
+    r = 1..R, i + r ≤ N} (the R superdiagonals, L = R·N − R(R + 1)/2 pairs),
 
     .. math:: M_\lambda(\varepsilon) = \frac{1}{L} \sum_{(i,j) \in D_R} \varepsilon_i \varepsilon_j
               \big[k(x_i,x_j) - k(x_i,y_j) - k(y_i,x_j) + k(y_i,y_j)\big]

@@ -1,0 +1,78 @@
+"""Synthetic two-sample problems for the tests of the aggregated tests (MMDAgg, MMD-FUSE) and their benchmark script.
+
+* :func:`blobs` — Blobs (Gretton et al. 2012; Liu et al. ICML 2020, §5): a 3 × 3 grid of Gaussians 10 apart; P has
+  unit covariances, Q the same centres with covariance [[1, ρ], [ρ, 1]], ρ = (ε − 1)/(ε + 1) (eigenvalue ratio ε = 6).
+  The difference lives at the scale of one blob, far below the median distance: the median heuristic misses it.
+* :func:`hdgm` — HDGM (Liu et al. 2020): an equal mixture of N(0, I_d) and N(0.5·1, I_d) against the same mixture
+  whose first two coordinates are correlated +0.5 in the first component and −0.5 in the second.
+* :func:`perturbed_uniform` — MMDAgg's perturbed uniform densities (Schrab et al., JMLR 2023, §5.5) in d = 1: U[0, 1]
+  against f(x) = 1 + c·P⁻¹ Σ_{ν=1..P} θ_ν G(P x − ν), θ_ν = ±1, G the smooth bump of that section (c = 2.7);
+  rejection sampling. The perturbation's scale 1/P is far below the median distance.
+* :func:`null_pair` — two samples of one distribution (for the level).
+
+Each takes sizes and a numpy ``Generator`` and returns float64 arrays (n, d), (m, d). ``POWER_CASES`` are the settings
+of the power tests (n = m = 100): Blobs with ε = 30 (Liu et al. use 6, which needs n ≈ 300 for the same effect) and the
+perturbed uniform with P = 4 bumps of amplitude c = 10 (the largest keeping f ≥ 0 is e·P ≈ 10.9).
+"""
+
+import functools
+
+import numpy as np
+
+
+def blobs(n, m, rng, eps=6.0, grid=3, spacing=10.0):
+    rho = (eps - 1.0) / (eps + 1.0)
+    chol = np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]]))
+
+    def draw(k, cov_chol):
+        centres = spacing * rng.integers(0, grid, size=(k, 2))
+        return centres + rng.standard_normal((k, 2)) @ cov_chol.T
+
+    return draw(n, np.eye(2)), draw(m, chol)
+
+
+def hdgm(n, m, rng, d=10):
+    def draw(k, corr):
+        comp = rng.integers(0, 2, size=k)
+        z = rng.standard_normal((k, d))
+        if corr:  # the first two coordinates correlated ±0.5: z₂ ← ρ z₁ + √(1 − ρ²) z₂, ρ = ±0.5 by component
+            rho = np.where(comp == 0, 0.5, -0.5)
+            z[:, 1] = rho * z[:, 0] + np.sqrt(1.0 - rho**2) * z[:, 1]
+        return z + 0.5 * comp[:, None]
+
+    return draw(n, False), draw(m, True)
+
+
+def null_pair(n, m, rng, d=2):
+    return rng.standard_normal((n, d)), rng.standard_normal((m, d))
+
+
+def _bump(t):
+    """G(t) of Schrab et al. 2023: exp(−1/(1 − (4t + 3)²)) on (−1, −½), −exp(−1/(1 − (4t + 1)²)) on (−½, 0)."""
+    out = np.zeros_like(t)
+    a = (t > -1) & (t < -0.5)
+    b = (t >= -0.5) & (t < 0)
+    out[a] = np.exp(-1.0 / (1.0 - (4 * t[a] + 3) ** 2))
+    out[b] = -np.exp(-1.0 / (1.0 - (4 * t[b] + 1) ** 2))
+    return out
+
+
+def perturbed_uniform(n, m, rng, perturbations=3, c=2.7):
+    theta = rng.choice([-1.0, 1.0], size=perturbations)
+    amp = c / perturbations
+
+    def density(u):
+        return 1.0 + amp * sum(th * _bump(perturbations * u - v) for v, th in zip(range(1, perturbations + 1), theta))
+
+    top = 1.0 + amp * np.exp(-1.0)
+    out = np.empty(0)
+    while out.size < m:
+        u = rng.random(4 * m)
+        out = np.concatenate([out, u[rng.random(4 * m) * top < density(u)]])
+    return rng.random((n, 1)), out[:m, None]
+
+
+POWER_CASES = {
+    "blobs": functools.partial(blobs, eps=30.0),
+    "perturbed_uniform": functools.partial(perturbed_uniform, perturbations=4, c=10.0),
+}
