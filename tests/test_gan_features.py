@@ -69,7 +69,8 @@ def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert F.cache_dir() == F.Path.home() / ".cache" / "kernelmmd" / "features"
     monkeypatch.setenv(F.XDG_ENV, str(tmp_path / "xdg"))
     assert F.cache_dir() == tmp_path / "xdg" / "kernelmmd" / "features"
-    assert F.default_weights_path("fashion-mnist", "abc") == tmp_path / "xdg/kernelmmd/features/lenet-fashion-mnist-abc.pt"
+    expected = tmp_path / "xdg" / "kernelmmd" / "features" / "lenet-fashion-mnist-abc.pt"
+    assert F.default_weights_path("fashion-mnist", "abc") == expected
     monkeypatch.setenv(F.FEATURES_ENV, str(tmp_path / "f"))
     assert F.default_weights_path("mnist") == tmp_path / "f" / "lenet-mnist.pt"
     with pytest.raises(F.FeaturesUnavailable, match=r"python -m gan.features --data mnist --out .*none.pt"):
