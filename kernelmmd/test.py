@@ -1,7 +1,17 @@
 r"""Command line two-sample test: ``python -m kernelmmd.test A B [options]``.
 
-A and B hold arrays of shape (n, d) (or (n,) for one-dimensional data). Runs the permutation test of
-:func:`kernelmmd.mmd_test` and prints the statistic, the p-value and the kernel (``--json`` for one JSON object).
+A and B hold arrays of shape (n, d) (or (n,) for one-dimensional data). Runs a two-sample test and prints its
+statistic, p-value and kernel(s) (``--json`` for one JSON object). ``--test`` chooses it:
+
+* ``permutation`` (default) — :func:`kernelmmd.mmd_test` with ``--kernel`` / ``--sigma`` / ``--param``;
+* ``mmdagg`` — :func:`kernelmmd.mmdagg_test` over ``--kernels`` (default ``laplace,gaussian``), ``--bandwidths`` each,
+  ``--weights``, ``--permutations`` + ``--correction`` resamples (default 2000 + 2000); the JSON object has the
+  per-kernel ``statistics``, ``p_values``, ``thresholds`` and ``rejected_by`` (``statistic`` / ``p_value`` null);
+* ``mmdfuse`` — :func:`kernelmmd.mmdfuse_test` (``--kernels``, ``--bandwidths``; 2000 permutations by default);
+* ``optimized`` — :func:`kernelmmd.optimized_mmd_test`: ``--kernel`` (default ``ard``) optimised on a training split
+  (``--train-fraction``, ``--steps``, ``--lr``), permutation test on the held-out points (``n``, ``m`` their sizes).
+
+An option that the chosen test does not take is a usage error (exit code 2).
 
 Input files (by suffix):
 
@@ -45,6 +55,7 @@ Exit codes:
 Example::
 
     python -m kernelmmd.test real.npy fake.npy --kernel rbf --sigma median --permutations 1000 --seed 0
+    python -m kernelmmd.test real.npy fake.npy --test mmdagg --seed 0 --json
 """
 
 from __future__ import annotations
@@ -398,18 +409,24 @@ def _parse_param(v: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._cli_tests import TESTS
     from .kernels import KERNELS
     from .ops import BACKENDS
+    from .two_sample.optimized import NAMES
 
     ap = argparse.ArgumentParser(
         prog="python -m kernelmmd.test",
-        description="Kernel two-sample permutation test (MMD^2_u) between the samples in files A and B.",
+        description="Kernel two-sample test between the samples in files A and B: the permutation test of MMD^2_u "
+        "(default), MMDAgg, MMD-FUSE or an optimised-kernel split test (--test).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("a", metavar="A", help="samples of P: .npy, .pt, .csv, .tsv or .txt file of shape (n, d)")
     ap.add_argument("b", metavar="B", help="samples of Q: .npy, .pt, .csv, .tsv or .txt file of shape (m, d)")
-    ap.add_argument("--kernel", default="rbf", choices=sorted(k for k in KERNELS if k != "rbf_bounded"))
+    ap.add_argument("--test", default="permutation", choices=list(TESTS),
+                    help="permutation (default), mmdagg, mmdfuse or optimized")
+    ap.add_argument("--kernel", default=None, choices=sorted({*(k for k in KERNELS if k != "rbf_bounded"), *NAMES}),
+                    help="kernel of --test permutation (default rbf) or optimized (default ard)")
     ap.add_argument(
         "--sigma",
         type=_number_or_heuristic,
@@ -424,10 +441,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="other kernel parameter, repeatable (e.g. --param alpha=0.5, --param 'sigmas=[1, 2, 4]')",
     )
-    ap.add_argument("--permutations", type=int, default=1000, help="number of permutations B (default 1000)")
+    ap.add_argument("--permutations", type=int, default=None,
+                    help="number of permutations B (default 1000; mmdagg, mmdfuse: 2000)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: not reproducible)")
-    ap.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    ap.add_argument("--backend", default=None, choices=list(BACKENDS), help="kernel backend (default auto)")
     ap.add_argument("--batch-size", type=int, default=None, help="permutations per fused pass")
+    agg = ap.add_argument_group("mmdagg / mmdfuse")
+    agg.add_argument("--kernels", default=None, help="comma-separated kernel families (default laplace,gaussian)")
+    agg.add_argument("--bandwidths", type=int, default=None, help="bandwidths per family (default 10)")
+    agg.add_argument("--weights", default=None, choices=["uniform", "increasing", "decreasing", "centred"],
+                     help="mmdagg: weights over the bandwidths (default uniform)")
+    agg.add_argument("--correction", type=int, default=None,
+                     help="mmdagg: resamples for the level correction (default 2000)")
+    opt = ap.add_argument_group("optimized")
+    opt.add_argument("--steps", type=int, default=None, help="optimisation steps (default 200)")
+    opt.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05)")
+    opt.add_argument("--train-fraction", type=float, default=None, help="training share of each sample (default 0.5)")
     ap.add_argument("--alpha", type=float, default=0.05, help="level for the reject/accept line (default 0.05)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ap.add_argument(
@@ -447,7 +476,7 @@ def _progress_bar(total: int, enabled):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="perm", desc="permutations", disable=None if enabled is None else False)
+    return tqdm(total=total, unit="perm", desc="resamples", disable=None if enabled is None else False)
 
 
 @contextlib.contextmanager
@@ -474,35 +503,31 @@ def _stdout_to_stderr():
             os.close(saved)
 
 
-def _finite_or_none(v):
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _undecided_reason(res) -> str | None:
-    """Why the result cannot be used (exit code 3), or None."""
-    if not math.isfinite(res.statistic):
-        return f"statistic is {'NaN' if math.isnan(res.statistic) else f'{res.statistic:+}'}"
-    if math.isnan(res.p_value):
-        return "p-value is NaN (some permuted statistics are not finite)"
-    return None
-
-
-def main(argv=None) -> int:
-    """Entry point; returns the exit code (see the module docstring: 0 ok, 1 internal, 2 usage/input, 3 undecided)."""
-    ap = _parser()
-    args = ap.parse_args(argv)
-    if args.permutations < 1:
-        ap.error(f"--permutations must be >= 1, got {args.permutations}")
+def _check_options(ap, args, choice) -> None:
+    """Usage errors: an option the chosen test does not take, or a count below 1."""
+    for opt in ("kernel", "sigma", "param", "backend", "batch_size", "kernels", "bandwidths", "weights", "correction",
+                "steps", "lr", "train_fraction"):
+        if getattr(args, opt) not in (None, []) and opt not in choice.options:
+            ap.error(f"--{opt.replace('_', '-')} does not apply to --test {args.test}")
+    if args.permutations is None:
+        args.permutations = choice.permutations
+    for opt in ("permutations", "correction"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            ap.error(f"--{opt} must be >= 1, got {getattr(args, opt)}")
     if args.seed is not None and args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
     if not 0.0 < args.alpha < 1.0:
         ap.error(f"--alpha must be in (0, 1), got {args.alpha}")
-    params = dict(args.param)
-    if args.sigma is not None:
-        params["sigma"] = args.sigma
-    elif args.kernel in ("rbf", "laplacian") and "sigma" not in params:
-        params["sigma"] = "median"
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit code (see the module docstring: 0 ok, 1 internal, 2 usage/input, 3 undecided)."""
+    from ._cli_tests import TESTS
+
+    ap = _parser()
+    args = ap.parse_args(argv)
+    choice = TESTS[args.test]
+    _check_options(ap, args, choice)
     try:
         a, b = load_samples(args.a), load_samples(args.b)
         da = 1 if a.ndim == 1 else a.shape[1]
@@ -517,29 +542,12 @@ def main(argv=None) -> int:
         print(f"error: {_one_line(e, 1000)}", file=sys.stderr)
         return EXIT_USAGE
 
-    from .kernels import get_kernel
-    from .two_sample import mmd_test
-
-    try:
-        kernel = get_kernel(args.kernel, **params)
-    except (TypeError, ValueError) as e:
-        print(f"error: --kernel {args.kernel}: {_one_line(e, 1000)}", file=sys.stderr)
-        return EXIT_USAGE
-    bar = _progress_bar(args.permutations, args.progress)
+    bar = _progress_bar(choice.progress(args), args.progress) if choice.progress is not None else None
     caught = []
     try:
         with _stdout_to_stderr(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = mmd_test(
-                a,
-                b,
-                kernel,
-                n_permutations=args.permutations,
-                seed=args.seed,
-                backend=args.backend,
-                batch_size=args.batch_size,
-                callback=bar.update if bar is not None else None,
-            )
+            res = choice.run(a, b, args, bar.update if bar is not None else None)
     except (TypeError, ValueError) as e:
         print(f"error: {_one_line(e, 1000)}", file=sys.stderr)
         return EXIT_USAGE
@@ -548,27 +556,13 @@ def main(argv=None) -> int:
             bar.close()
         for w in caught:  # one line each, after the bar
             print(f"warning: {w.category.__name__}: {_one_line(w.message, 2000)}", file=sys.stderr)
-    undecided = _undecided_reason(res)
-    out = {
-        "statistic": _finite_or_none(res.statistic),
-        "p_value": _finite_or_none(res.p_value),
-        "kernel": repr(res.kernel),
-        "n": res.n,
-        "m": res.m,
-        "d": da,
-        "n_permutations": res.n_permutations,
-        "seed": args.seed,
-        "reject": bool(res.reject(args.alpha)),
-        "alpha": args.alpha,
-        "status": "ok" if undecided is None else "cannot decide",
-        "reason": undecided,
-    }
+    fields, lines, undecided = choice.report(res, args)
+    out = {"test": args.test, **fields, "n": res.n, "m": res.m, "d": da, "seed": args.seed, "alpha": args.alpha,
+           "status": "ok" if undecided is None else "cannot decide", "reason": undecided}
     if args.json:
         print(json.dumps(out, allow_nan=False))
     else:
-        print(f"statistic (MMD^2_u): {res.statistic:.6g}")
-        print(f"p-value: {res.p_value:.6g} ({res.n_permutations} permutations)")
-        print(f"kernel: {res.kernel!r}")
+        print("\n".join(lines))
         print(f"samples: n = {res.n}, m = {res.m}, d = {da}")
         if undecided is not None:
             print(f"at alpha = {args.alpha:g}: cannot decide: {undecided}; the test could not be computed "

@@ -169,3 +169,100 @@ def test_load_samples_integer_npy(tmp_path):
     assert a.dtype == np.float64 and a.shape == (3, 2)
     torch.save(torch.arange(6).reshape(3, 2), tmp_path / "i.pt")
     assert cli.load_samples(str(tmp_path / "i.pt")).dtype == np.float64
+
+
+# ------------------------------------------------------------------------------- --test mmdagg / mmdfuse / optimized
+def test_cli_mmdagg_json_via_subprocess_with_progress(samples):
+    tmp, a, b = samples
+    proc = _run(str(tmp / "a.npy"), str(tmp / "b.npy"), "--test", "mmdagg", "--permutations", "150", "--correction",
+                "50", "--bandwidths", "4", "--seed", "2", "--json", "--progress")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    want = km.mmdagg_test(a, b, n_bandwidths=4, n_permutations=150, n_correction=50, seed=2)
+    assert res["test"] == "mmdagg" and res["reject"] == want.reject and res["method"] == "permutation"
+    assert res["statistics"] == pytest.approx(list(want.statistics), rel=1e-12) and res["u"] == want.u
+    assert res["kernels"][0].startswith("laplace(lambda=") and len(res["rejected_by"]) == len(want.rejected_by)
+    assert res["statistic"] is None and res["p_value"] is None and res["status"] == "ok"
+    assert "200/200" in proc.stderr  # B1 + B2 resamples on the bar
+
+
+def test_main_mmdagg_text(samples, capsys):
+    tmp, a, b = samples
+    code, out, _ = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--test", "mmdagg", "--kernels", "gaussian",
+                         "--weights", "centred", "--permutations", "100", "--correction", "30", "--seed", "0")
+    want = km.mmdagg_test(a, b, kernels=("gaussian",), weights="centred", n_permutations=100, n_correction=30, seed=0)
+    assert code == 0
+    assert "test: MMDAgg (permutation, 10 kernels: gaussian x10)" in out
+    assert f"rejected by {len(want.rejected_by)} of 10 single tests" in out
+    assert ("at alpha = 0.05: reject H0" in out) == want.reject and "samples: n = 40, m = 30, d = 3" in out
+
+
+def test_main_mmdfuse_matches_library(samples, capsys):
+    tmp, a, b = samples
+    code, out, _ = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--test", "mmdfuse", "--permutations", "99", "--seed",
+                         "4", "--backend", "tiled", "--batch-size", "40", "--json")
+    want = km.mmdfuse_test(a, b, n_permutations=99, seed=4)
+    res = json.loads(out)
+    assert code == 0 and res["test"] == "mmdfuse" and res["p_value"] == want.p_value
+    assert res["statistic"] == pytest.approx(want.statistic, rel=1e-6) and len(res["kernels"]) == 20
+    code, out, _ = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--test", "mmdfuse", "--permutations", "99", "--seed",
+                         "4")
+    assert code == 0 and "statistic (FUSE): " in out and f"p-value: {want.p_value:.6g} (99 permutations)" in out
+
+
+def test_main_optimized_matches_library(samples, capsys):
+    tmp, a, b = samples
+    code, out, _ = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--test", "optimized", "--kernel", "rbf", "--steps",
+                         "5", "--lr", "0.1", "--train-fraction", "0.4", "--permutations", "50", "--seed", "1",
+                         "--json")
+    want = km.optimized_mmd_test(a, b, "rbf", steps=5, lr=0.1, train_fraction=0.4, n_permutations=50, seed=1)
+    res = json.loads(out)
+    assert code == 0 and res["test"] == "optimized" and res["p_value"] == want.p_value
+    assert (res["n"], res["m"]) == (want.n, want.m) == (24, 18) and res["kernel"] == repr(want.kernel)
+    code, out, _ = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--test", "optimized", "--steps", "2",
+                         "--permutations", "20", "--seed", "1")
+    assert code == 0 and out.startswith("test: kernel optimised on a training split") and "kernel: ARD(" in out
+
+
+def test_main_mmdagg_cannot_decide_exit_3(samples, capsys, monkeypatch):
+    from kernelmmd.two_sample import aggregated
+
+    real = aggregated.split_statistics
+
+    def poisoned(*args):
+        stat, scale, null = real(*args)
+        stat[0] = float("nan")
+        return stat, scale, null
+
+    monkeypatch.setattr(aggregated, "split_statistics", poisoned)
+    tmp, _, _ = samples
+    code, out, err = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--test", "mmdagg", "--permutations", "20",
+                           "--correction", "20", "--seed", "0", "--json")
+    res = json.loads(out)
+    assert code == 3 and res["status"] == "cannot decide" and res["reject"] is False and res["u"] is None
+    assert res["statistics"][0] is None and "warning: NumericalWarning: mmdagg_test: cannot decide" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--test", "mmdagg", "--kernel", "rbf"], "--kernel does not apply to --test mmdagg"),
+        (["--test", "mmdfuse", "--correction", "5"], "--correction does not apply to --test mmdfuse"),
+        (["--test", "permutation", "--kernels", "gaussian"], "--kernels does not apply to --test permutation"),
+        (["--test", "optimized", "--sigma", "1"], "--sigma does not apply to --test optimized"),
+        (["--test", "optimized", "--batch-size", "8"], "--batch-size does not apply to --test optimized"),
+        (["--test", "mmdagg", "--correction", "0"], "--correction must be >= 1, got 0"),
+        (["--test", "mmdagg", "--kernels", "gaussian,imq"], "kernels must contain names from"),
+        (["--test", "mmdfuse", "--bandwidths", "1"], "n_bandwidths must be"),
+        (["--test", "optimized", "--kernel", "poly"], r"--kernel poly: --test optimized takes one of \['rbf'"),
+        (["--test", "ks"], "invalid choice: 'ks'"),
+    ],
+)
+def test_main_test_choice_usage_errors_exit_2(samples, capsys, args, message):
+    tmp, _, _ = samples
+    try:
+        code = cli.main([str(tmp / "a.npy"), str(tmp / "b.npy"), "--permutations", "5", *args])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(message, err), err
