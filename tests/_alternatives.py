@@ -1,4 +1,5 @@
-"""Synthetic two-sample problems for the tests of the aggregated tests (MMDAgg, MMD-FUSE) and their benchmark script.
+"""Synthetic two-sample problems and Monte Carlo helpers for the tests of MMDAgg / MMD-FUSE (tests/test_aggregated.py,
+tests/test_fuse.py) and the study script examples/aggregated_power.py.
 
 * :func:`blobs` — Blobs (Gretton et al. 2012; Liu et al. ICML 2020, §5): a 3 × 3 grid of Gaussians 10 apart; P has
   unit covariances, Q the same centres with covariance [[1, ρ], [ρ, 1]], ρ = (ε − 1)/(ε + 1) (eigenvalue ratio ε = 6).
@@ -16,8 +17,11 @@ perturbed uniform with P = 4 bumps of amplitude c = 10 (the largest keeping f �
 """
 
 import functools
+import math
 
 import numpy as np
+import pytest
+import torch
 
 
 def blobs(n, m, rng, eps=6.0, grid=3, spacing=10.0):
@@ -76,3 +80,39 @@ POWER_CASES = {
     "blobs": functools.partial(blobs, eps=30.0),
     "perturbed_uniform": functools.partial(perturbed_uniform, perturbations=4, c=10.0),
 }
+
+
+def rejection_rate(test, gen, n, m, reps, seed):
+    """Fraction of ``reps`` problems ``gen(n, m, rng)`` on which ``test(x, y, repetition)`` is True."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([test(*gen(n, m, rng), r) for r in range(reps)]))
+
+
+def level_bound(alpha, reps):
+    """α plus three binomial standard errors of a rejection rate over ``reps`` repetitions."""
+    return alpha + 3.0 * math.sqrt(alpha * (1 - alpha) / reps)
+
+
+def lp_distances(a, b, p):
+    """‖a_i − b_j‖_p for p = 1, 2 (numpy float64, dense): the references' distances."""
+    diff = a[:, None, :] - b[None, :, :]
+    return np.abs(diff).sum(-1) if p == 1 else np.sqrt((diff**2).sum(-1))
+
+
+@pytest.fixture
+def one_thread():
+    """Thousands of tiny tests: one intra-op thread is ~10-40× faster than two on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def power_and_median_power(test, case, n=100, reps=30, permutations=150, seed=7):
+    """Rejection rates of ``test(x, y, repetition)`` and of the median-heuristic ``mmd_test`` (``permutations``
+    permutations, level 0.05) on the same ``reps`` draws of ``POWER_CASES[case]`` at n = m."""
+    import kernelmmd as km
+
+    gen = POWER_CASES[case]
+    median = lambda x, y, r: km.mmd_test(x, y, sigma="median", n_permutations=permutations, seed=r).reject(0.05)  # noqa: E731
+    return (rejection_rate(test, gen, n, n, reps, seed), rejection_rate(median, gen, n, n, reps, seed))

@@ -12,24 +12,27 @@ import kernelmmd as km
 from kernelmmd.two_sample import aggregated as agg
 from kernelmmd.two_sample.permutation import indicators
 
-from ._alternatives import POWER_CASES, null_pair
+from ._alternatives import (
+    POWER_CASES,
+    level_bound,
+    lp_distances,
+    null_pair,
+    one_thread,  # noqa: F401  (fixture)
+    power_and_median_power,
+    rejection_rate,
+)
 
 F64 = torch.float64
 
 
 # ------------------------------------------------------------------------------- numpy reference (the authors')
-def ref_distances(a, b, p):
-    diff = a[:, None, :] - b[None, :, :]
-    return np.abs(diff).sum(-1) if p == 1 else np.sqrt((diff**2).sum(-1))
-
-
 def ref_kernel(dist, family, lam):
     """mmdagg's kernels: laplace exp(−d₁/λ), gaussian exp(−d₂²/λ²)."""
     return np.exp(-dist / lam) if family == "laplace" else np.exp(-((dist / lam) ** 2))
 
 
 def ref_bandwidths(x, y, p, count):
-    d = ref_distances(x[:500], y[:500], p).reshape(-1)
+    d = lp_distances(x[:500], y[:500], p).reshape(-1)
     if d.min() < 0.1:
         lo = max(np.sort(d)[int(np.floor(len(d) * 0.05))], 0.1)
     else:
@@ -82,7 +85,7 @@ def ref_mmdagg(x, y, families, count, kind, alpha, B1, columns, wild):
     lams, w = ref_collection(x, y, families, count, kind)
     rows = []
     for f, lam in zip(families, lams):
-        dist = ref_distances(z, z, 1 if f == "laplace" else 2)
+        dist = lp_distances(z, z, 1 if f == "laplace" else 2)
         for b in lam:
             K = ref_kernel(dist, f, b)
             if wild:  # zero the diagonals of all four blocks; R = [ε; −ε], observed ε = 1 in column B1
@@ -233,49 +236,36 @@ def test_mmdagg_every_backend_same_statistics(backend, resampling):
 
 
 # ----------------------------------------------------------------------------------- level and power (Monte Carlo)
-@pytest.fixture
-def one_thread():
-    """Thousands of tiny tests: one intra-op thread is ~10-40× faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
-
-def _rate(test, gen, n, m, reps, seed):
-    rng = np.random.default_rng(seed)
-    return np.mean([test(*gen(n, m, rng), r) for r in range(reps)])
-
-
-def _bound(alpha, reps):
-    return alpha + 3.0 * math.sqrt(alpha * (1 - alpha) / reps)
 
 
 @pytest.mark.parametrize("n, m", [(20, 20), (20, 30)])
-def test_mmdagg_level(n, m, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_mmdagg_level(n, m):
     """Rejection rate under H0 ≤ α + 3 binomial standard errors (200 repetitions, B1 = B2 = 100)."""
     reps = 200
-    rate = _rate(lambda x, y, r: km.mmdagg_test(x, y, n_permutations=100, n_correction=100, seed=r,
-                                               backend="torch").reject, null_pair, n, m, reps, seed=n + m)
-    assert rate <= _bound(0.05, reps)
+    rate = rejection_rate(
+        lambda x, y, r: km.mmdagg_test(x, y, n_permutations=100, n_correction=100, seed=r, backend="torch").reject,
+        null_pair, n, m, reps, seed=n + m)
+    assert rate <= level_bound(0.05, reps)
 
 
-def test_mmdagginc_level(one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_mmdagginc_level():
     reps = 200
-    rate = _rate(lambda x, y, r: km.mmdagginc_test(x, y, R=5, n_permutations=100, n_correction=100, seed=r).reject,
-                 null_pair, 30, 30, reps, seed=1)
-    assert rate <= _bound(0.05, reps)
+    rate = rejection_rate(
+        lambda x, y, r: km.mmdagginc_test(x, y, R=5, n_permutations=100, n_correction=100, seed=r).reject,
+        null_pair, 30, 30, reps, seed=1)
+    assert rate <= level_bound(0.05, reps)
 
 
 @pytest.mark.parametrize("case", sorted(POWER_CASES))
-def test_mmdagg_more_powerful_than_median_heuristic(case, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_mmdagg_more_powerful_than_median_heuristic(case):
     """Blobs and perturbed uniform (tests/_alternatives.py), n = m = 100, 30 repetitions, B1 = B2 = 150."""
-    gen, reps = POWER_CASES[case], 30
-    agg_rate = _rate(lambda x, y, r: km.mmdagg_test(x, y, n_permutations=150, n_correction=150, seed=r).reject,
-                     gen, 100, 100, reps, seed=7)
-    med_rate = _rate(lambda x, y, r: km.mmd_test(x, y, sigma="median", n_permutations=150, seed=r).reject(0.05),
-                     gen, 100, 100, reps, seed=7)
-    assert agg_rate > med_rate + 0.2, (agg_rate, med_rate)
+    rate, median = power_and_median_power(
+        lambda x, y, r: km.mmdagg_test(x, y, n_permutations=150, n_correction=150, seed=r).reject, case)
+    assert rate > median + 0.2, (rate, median)
 
 
 # ------------------------------------------------------------------------------------------ cannot decide, errors

@@ -12,16 +12,19 @@ import kernelmmd as km
 from kernelmmd.two_sample import fuse
 from kernelmmd.two_sample.permutation import indicators
 
-from ._alternatives import POWER_CASES, null_pair
-
-
-def ref_distances(a, b, p):
-    diff = a[:, None, :] - b[None, :, :]
-    return np.abs(diff).sum(-1) if p == 1 else np.sqrt((diff**2).sum(-1))
+from ._alternatives import (
+    POWER_CASES,
+    level_bound,
+    lp_distances,
+    null_pair,
+    one_thread,  # noqa: F401  (fixture)
+    power_and_median_power,
+    rejection_rate,
+)
 
 
 def ref_bandwidths(z, p, count):
-    d = ref_distances(z, z, p)[np.triu_indices(len(z))]
+    d = lp_distances(z, z, p)[np.triu_indices(len(z))]
     d = d + (d == 0) * np.median(d)
     dd = np.sort(d)
     return np.linspace(dd[int(np.floor(len(dd) * 0.05))] / 2, dd[int(np.floor(len(dd) * 0.95))] * 2, count)
@@ -44,7 +47,7 @@ def ref_mmdfuse(x, y, families, count, e, t=1.0, grids=None):
     big, small = max(n, m), min(n, m)
     rows, lams = [], []
     for i, f in enumerate(families):
-        dist = ref_distances(z, z, 1 if f == "laplace" else 2)
+        dist = lp_distances(z, z, 1 if f == "laplace" else 2)
         lam = ref_bandwidths(z, 1 if f == "laplace" else 2, count) if grids is None else grids[i]
         lams.append(lam)
         for b in lam:
@@ -132,38 +135,25 @@ def test_mmdfuse_every_backend_same_statistics(backend):
     assert got.p_value == want.p_value
 
 
-@pytest.fixture
-def one_thread():
-    """Thousands of tiny tests: one intra-op thread is ~10-40× faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _rate(test, gen, n, m, reps, seed):
-    rng = np.random.default_rng(seed)
-    return np.mean([test(*gen(n, m, rng), r) for r in range(reps)])
 
 
 @pytest.mark.parametrize("n, m", [(20, 20), (30, 20)])
-def test_mmdfuse_level(n, m, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_mmdfuse_level(n, m):
     """Rejection rate under H0 ≤ α + 3 binomial standard errors (200 repetitions, B = 100)."""
     reps = 200
-    rate = _rate(lambda x, y, r: km.mmdfuse_test(x, y, n_permutations=100, seed=r, backend="torch").reject,
-                 null_pair, n, m, reps, seed=10 + n + m)
-    assert rate <= 0.05 + 3.0 * math.sqrt(0.05 * 0.95 / reps)
+    rate = rejection_rate(lambda x, y, r: km.mmdfuse_test(x, y, n_permutations=100, seed=r, backend="torch").reject,
+                          null_pair, n, m, reps, seed=10 + n + m)
+    assert rate <= level_bound(0.05, reps)
 
 
 @pytest.mark.parametrize("case", sorted(POWER_CASES))
-def test_mmdfuse_more_powerful_than_median_heuristic(case, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_mmdfuse_more_powerful_than_median_heuristic(case):
     """Blobs and perturbed uniform (tests/_alternatives.py), n = m = 100, 30 repetitions, B = 150."""
-    gen, reps = POWER_CASES[case], 30
-    fuse_rate = _rate(lambda x, y, r: km.mmdfuse_test(x, y, n_permutations=150, seed=r).reject, gen, 100, 100, reps,
-                      seed=7)
-    med_rate = _rate(lambda x, y, r: km.mmd_test(x, y, sigma="median", n_permutations=150, seed=r).reject(0.05),
-                     gen, 100, 100, reps, seed=7)
-    assert fuse_rate > med_rate + 0.2, (fuse_rate, med_rate)
+    rate, median = power_and_median_power(lambda x, y, r: km.mmdfuse_test(x, y, n_permutations=150, seed=r).reject,
+                                          case)
+    assert rate > median + 0.2, (rate, median)
 
 
 def test_nonfinite_statistics_cannot_decide(monkeypatch):
