@@ -90,7 +90,8 @@ class Config:
     clip: float = _training(1.0, "clip each gradient tensor to this L2 norm (0: off)", ge=0)
 
     z_dim: int = _nets(128, "latent dimension; z ~ U[-1, 1]^z_dim", ge=1)
-    arch: str | None = _nets(None, "networks (default: dcgan for images, mlp for 2-D data)", choices=ARCHS)
+    arch: str | None = _nets(None, "networks (default: dcgan for mnist / fashion-mnist / cifar10, resnet for folder, "
+                             "mlp for 2-D data); resnet-dcgan5: the paper's CelebA pair", choices=ARCHS)
     width: int = _nets(16, "filters in the smallest layer (mlp: half the hidden units; the paper: 64)", ge=1)
     sn: str | None = _nets(None, "critic constraint: none, sn (spectral normalisation), spectral-param (learned "
                            "gamma), pico (conv operator norm); default per loss: mmd sn, mmd-rep/mmd-rep-b pico, "
