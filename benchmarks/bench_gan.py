@@ -130,8 +130,8 @@ def make_speed_run(loss: str, arch: str, side: int, setting: str, root: Path, *,
     """A Run of ``--data folder --arch arch --image-size side`` with the speed ``setting``; its real batches come
     from random uint8 images on the device."""
     cfg = Config(loss=loss, data="folder", data_dir=str(_image_tree(root, side, batch)), image_size=side, arch=arch,
-                 width=width, batch_size=batch, workers=0, out=str(root / f"{loss}-{arch}-{setting}"), device=DEVICE,
-                 progress=False, **SPEED_SETTINGS[setting]).resolved()
+                 width=width, batch_size=batch, critic_steps=5, workers=0, out=str(root / f"{loss}-{arch}-{setting}"),
+                 device=DEVICE, progress=False, **SPEED_SETTINGS[setting]).resolved()  # the paper's 5 critic updates
     run = Run(cfg, verbose=False)
     images = torch.randint(0, 256, (4 * batch, 3, side, side), dtype=torch.uint8)
     run.data = Batches(images, batch, seed=0, device=DEVICE)
