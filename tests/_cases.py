@@ -76,7 +76,10 @@ VARIANTS: tuple[KernelCase, ...] = (
 #: kernel families outside KINDS: functions of the L1 distance ‖a − b‖₁ (neither radial nor dot-product), with their
 #: own suite in tests/test_l1_laplacian.py (the radial/dot tables and the numpy references of tests/reference_np.py
 #: do not cover them)
-L1_CASES: tuple[KernelCase, ...] = (_case("l1_laplacian", sigma=1.3),)
+L1_CASES: tuple[KernelCase, ...] = (
+    _case("l1_laplacian", sigma=1.3),
+    _case("l1_laplacian", "l1_laplacian_wide", sigma=4.0),  # for d ≈ 20: t/σ of order 5, as t/(2σ²) of the radial cases
+)
 
 _BY_ID = {c.id: c for c in KERNEL_CASES + VARIANTS + L1_CASES}
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import kernelmmd as km
+from kernelmmd import _range
 from kernelmmd.kernels import L1Kernel, L1Laplacian
 from kernelmmd.ops import reference as R
 from kernelmmd.ops import tiled
@@ -186,6 +188,21 @@ def test_gradients_through_estimator():
                              (x, y, s))
 
 
+def test_deep_kernel_on_l1_top():
+    """DeepKernel(φ, "l1_laplacian"): the L1 kernel on features, MMD² and the witness gradient through φ."""
+    lin = torch.nn.Linear(3, 2).double()
+    x, y = data(n=7, m=6, d=3)
+    k = km.DeepKernel(lin, "l1_laplacian", sigma=SIGMA)
+    with torch.no_grad():
+        fx, fy = lin(x).numpy(), lin(y).numpy()
+    got = km.mmd2_unbiased(x, y, kernel=k)
+    assert float(got.detach()) == pytest.approx(mmd2_u_np(fx, fy, SIGMA), rel=1e-11)
+    t = x[:2].clone().requires_grad_()
+    w = km.witness(x, y, t, kernel=k)
+    (want,) = torch.autograd.grad(w.sum(), t)
+    torch.testing.assert_close(km.witness_grad(x, y, t.detach(), kernel=k), want, rtol=1e-10, atol=1e-12)
+
+
 def test_tie_subgradient():
     """Coinciding coordinates: the gradient uses sign(0) = 0 (no NaN), on the dense reference and through autograd."""
     x = torch.tensor([[0.0, 1.0], [2.0, 1.0]], dtype=F64, requires_grad=True)
@@ -216,13 +233,18 @@ def test_refusals():
 
 
 def test_float32_range_promotion():
-    """float32 inputs whose L1 distances overflow float32 are computed in float64 (no warning), the squared-distance
-    rule would not apply: 1e20 coordinates have L1 distances ~1e20, fine in float32."""
+    """The compute dtype follows the L1 distances (S = d·max|x|), not squared distances: 1e20 coordinates stay in
+    float32 (their squares would overflow it, L1 distances ~1e20 do not); at 1e37 the L1 distances leave float32's
+    range and the call computes in float64, returns float32, exact and without a warning."""
     x, y = data(n=8, m=8, d=2)
+    assert _range.plan([(x * 1e20).float()], L1Laplacian(1e20)).dtype == F32
+    assert _range.plan([(x * 1e37).float()], L1Laplacian(1e37)).dtype == F64
     big = km.mmd2_unbiased((x * 1e20).float(), (y * 1e20).float(), kernel="l1_laplacian", sigma=1e20)
     want = mmd2_u_np((x * 1e20).float().double().numpy(), (y * 1e20).float().double().numpy(), 1e20)
     assert big.dtype == F32 and float(big) == pytest.approx(want, rel=1e-5)
-    huge = km.mmd2_unbiased((x * 1e37).float(), (y * 1e37).float(), kernel="l1_laplacian", sigma=1e37)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = km.mmd2_unbiased((x * 1e37).float(), (y * 1e37).float(), kernel="l1_laplacian", sigma=1e37)
     want = mmd2_u_np((x * 1e37).float().double().numpy(), (y * 1e37).float().double().numpy(), 1e37)
     assert huge.dtype == F32 and float(huge) == pytest.approx(want, rel=1e-5)
 
@@ -323,3 +345,111 @@ class TestL1KeOps(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
             st = mod.block_stats(a, b, k)
             gs.append(torch.autograd.grad(st.sxx + 2 * st.syy - 3 * st.sxy, (a, b)))
         torch.testing.assert_close(gs[0], gs[1], rtol=1e-12, atol=1e-14)
+
+
+# Triton: the compiled kernels on CUDA, else the interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1) with
+# 16-wide tiles, so that these shapes cross row and column tiles, partial tiles, the triangular schedule of the
+# within-sample sums, the column split (witness ops) and several output-column chunks (d = 20 > 16).
+_triton = importlib.import_module("kernelmmd.ops.triton") if _has("triton") else None
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+def _dev(*ts):
+    return tuple(t.to(DEVICE) for t in ts)
+
+
+class _TritonOps:
+    """The Triton ops with CPU inputs and outputs (moved to CUDA when there is one), for the shared CPU checks."""
+
+    @staticmethod
+    def block_stats(x, y, kernel, variance=False):
+        st = _triton.block_stats(*_dev(x, y), kernel, variance)
+        for f in vars(st):
+            v = getattr(st, f)
+            if isinstance(v, torch.Tensor):
+                setattr(st, f, v.cpu())
+        return st
+
+    @staticmethod
+    def kernel_mv(x, y, v, kernel, block="xy"):
+        return _triton.kernel_mv(*_dev(x, y, v), kernel, block).cpu()
+
+    @staticmethod
+    def kernel_grad_mv(x, y, v, kernel):
+        return _triton.kernel_grad_mv(*_dev(x, y, v), kernel).cpu()
+
+
+SMALL_SHAPES = [(1, 6, 2), (37, 29, 3)]
+#: d = 20 (several 16-wide output-column chunks) with σ = 4: t/σ ≈ 5, float32 kernel values carry (t/σ)·eps relative
+#: error. The interpreter loops over d in Python: one float32 case per op at this size.
+WIDE = dict(kind="l1_laplacian_wide", shape=(18, 20, 20), dtype=F32)
+
+
+@pytest.mark.skipif(_triton is None, reason="triton not installed")
+class TestL1Triton(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
+    ops = _TritonOps
+    block_stats_cases = (grid(kind="l1_laplacian", shape=SMALL_SHAPES, dtype=F64, variance=[False, True],
+                              tensor_param=True)
+                         + grid(kind="l1_laplacian", shape=SMALL_SHAPES, dtype=F32, variance=True, tensor_param=True)
+                         + grid(**WIDE, variance=True, tensor_param=True))
+    kernel_mv_cases = (grid(kind="l1_laplacian", shape=SMALL_SHAPES, dtype=F64, width=[None, 3], tensor_param=True)
+                       + grid(kind="l1_laplacian", shape=SMALL_SHAPES, dtype=F32, tensor_param=True)
+                       + grid(**WIDE, width=3, tensor_param=True))
+    # the gradient of kernel_grad_mv in its points would need g'' (refused, below); in v and σ: a test below
+    kernel_grad_mv_cases = (grid(kind="l1_laplacian", shape=SMALL_SHAPES, dtype=[F64, F32], grad=False)
+                            + grid(**WIDE, grad=False))
+
+    @pytest.fixture(autouse=True)
+    def small_tiles(self, monkeypatch):
+        if not CUDA:
+            setup = importlib.import_module("tests.triton_setup")
+            bs = importlib.import_module("kernelmmd.ops.triton.block_stats")
+            monkeypatch.setattr(setup.L, "TILES_OVERRIDE", setup.SMALL)
+            small = bs.LaunchConfig(block_m=16, block_n=16, block_k=16, block_d=16, chunk_d=16, split=1)
+            monkeypatch.setattr(bs, "launch_config", lambda *a, **k: small)
+
+    def test_kernel_grad_mv_grads_in_v_and_sigma(self):
+        """kernel_grad_mv's gradient in v and σ (Γ·sign directional products, ∂g'/∂σ) against the reference."""
+        x, y = data(n=18, m=37, d=3)
+        v = torch.linspace(-1.0, 1.0, 37, dtype=F64, requires_grad=True)
+        s = torch.tensor(1.1, dtype=F64, requires_grad=True)
+        gam = torch.randn(18, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+        got = torch.autograd.grad((_TritonOps.kernel_grad_mv(x, y, v, L1Laplacian(s)) * gam).sum(), (v, s))
+        want = torch.autograd.grad((R.kernel_grad_mv(x, y, v, L1Laplacian(s)) * gam).sum(), (v, s))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+    def test_ties_match_reference(self):
+        """sign(0) = 0 in the fused gradients: shared coordinates and a duplicated point."""
+        x, y = data(n=19, m=18, d=3)
+        x[:4, 0] = 0.5
+        y[:3, 0] = 0.5
+        x[5] = x[6]
+        k = L1Laplacian(1.1)
+        v = torch.linspace(-1, 1, 18, dtype=F64)
+        gs = []
+        for mod in (_TritonOps, R):
+            a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+            st = mod.block_stats(a, b, k, variance=True)
+            loss = st.sxx + 2 * st.syy - 3 * st.sxy + st.qxx + (st.rxy * torch.arange(19.0, dtype=F64)).sum()
+            gs.append((*torch.autograd.grad(loss, (a, b)), mod.kernel_grad_mv(x, y, v, k)))
+        for g, w in zip(*gs):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+    def test_refused_derivatives(self):
+        """Derivatives the Triton kernels do not implement raise clear errors, never a silent wrong gradient."""
+        x, y = data(n=5, m=4, d=2)
+        x, y = _dev(x.requires_grad_(), y)
+        k = L1Laplacian(1.0)
+        v = torch.ones(4, dtype=F64, device=DEVICE)
+        out = _triton.kernel_grad_mv(x, y, v, k)
+        with pytest.raises(ValueError, match="needs the second derivative.*l1_laplacian"):
+            out.sum().backward()
+        st = _triton.block_stats(x, y, k)
+        (g,) = torch.autograd.grad(st.sxy, x, create_graph=True)
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            g.sum().backward()
+        for op, args in (("a_matvec", (x.detach(), x[:, 0].detach(), x.detach())), ("a_diag", (x.detach(),))):
+            with pytest.raises(ValueError, match=f"{op} needs a twice-differentiable.*L1Laplacian"):
+                getattr(_triton, op)(*args, k)

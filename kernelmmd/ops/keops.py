@@ -74,7 +74,8 @@ def _kernels(kernel: Kernel, dtype: torch.dtype) -> tuple[Kernel, Kernel]:
 
 def _check_kernel(kernel: Kernel, op: str) -> None:
     if not isinstance(kernel, (RadialKernel, DotKernel, L1Kernel)):
-        raise TypeError(f"{op} on the keops backend needs a radial, dot-product or L1 kernel, got {kernel!r}")
+        raise TypeError(f"{op} on the keops backend needs a radial or dot-product kernel (or an L1 kernel), "
+                        f"got {kernel!r}")
 
 
 def _clamp(t, lo: float, hi: float):

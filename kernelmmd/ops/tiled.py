@@ -69,7 +69,8 @@ def _tensor_params(kernel: Kernel) -> tuple[list[int], list[torch.Tensor]]:
 
 def _check_kernel(kernel: Kernel, op: str) -> None:
     if not isinstance(kernel, (RadialKernel, DotKernel, L1Kernel)):
-        raise TypeError(f"{op} on the tiled backend needs a radial, dot-product or L1 kernel, got {kernel!r}")
+        raise TypeError(f"{op} on the tiled backend needs a radial or dot-product kernel (or an L1 kernel), "
+                        f"got {kernel!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Differentiability of the witness and derivative-block ops (float64 outputs; a de
 raises ``RuntimeError``, never a silent zero):
 
 * ``kernel_mv``: twice in x, y, v (the backward is made of ``kernel_mv`` / ``grad_mv`` calls); once in kernel params.
-* ``kernel_grad_mv``: once in x, y (needs g'': not laplacian / energy), v and kernel params.
+* ``kernel_grad_mv``: once in x, y (needs g'': not laplacian / energy / l1_laplacian), v and kernel params.
 * ``a_matvec``: once in z (needs g''') and kernel params; the u-gradient (A·g) can be differentiated again.
 * ``a_diag``, ``a_column``: once (backward by the O(M d) torch formulas).
 """

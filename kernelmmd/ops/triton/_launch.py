@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import triton.language as tl
 
-from ...kernels import Kernel, RadialKernel
+from ...kernels import Kernel, L1Kernel, RadialKernel
 from .._shared import centres, check_precision, pooled_mean, refuse  # noqa: F401  (refuse: re-exported)
 from ._profiles import kernel_launch_args
 
@@ -102,13 +102,14 @@ class Spec:
     param_index: tuple[int, ...]  # positions (in scalar_params) of the tensor parameters given to the Functions
     radial: bool  # a RadialKernel (argument t), else a DotKernel (argument u)
     sqrt_distance: bool  # a √t kernel (laplacian, energy): not twice differentiable, close pairs re-formed
+    l1: bool = False  # an L1 kernel (argument t = ‖a − b‖₁): not twice differentiable, gradients by sign products
 
 
 def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision: str) -> Spec:
     """The :class:`Spec` of ``kernel`` for the block ``"xx"``, ``"yy"`` or ``"xy"`` (which RBF-B bounds apply).
 
     Raises:
-        ValueError: unknown ``precision`` or ``block``. TypeError: a kernel that is not radial or dot-product.
+        ValueError: unknown ``precision`` or ``block``. TypeError: a kernel that is not radial, dot-product or L1.
     """
     check_precision(precision)
     if block not in ("xx", "yy", "xy"):
@@ -122,7 +123,8 @@ def make_spec(kernel: Kernel, block: str, dtype: torch.dtype, device, precision:
     energy = bool(getattr(kernel, "norm_terms", False))
     centre = centres(kernel)
     return Spec(kind, r, degree, len(sp), params.to(dtype), lohi, clamp_lo, clamp_hi, centre, energy, dtype,
-                precision, index, isinstance(kernel, RadialKernel), bool(getattr(kernel, "sqrt_distance", False)))
+                precision, index, isinstance(kernel, RadialKernel), bool(getattr(kernel, "sqrt_distance", False)),
+                isinstance(kernel, L1Kernel))
 
 
 def tensor_params(kernel: Kernel, spec: Spec) -> list[torch.Tensor]:

@@ -6,8 +6,9 @@ constexpr) and a pointer to its scalar parameters in :meth:`Kernel.scalar_params
 
 Radial kinds (argument t = ‖a − b‖² ≥ 0): :data:`RBF`, :data:`MIX_RBF` (σ_r), :data:`RQ`, :data:`MIX_RQ` (α_r),
 :data:`LAPLACIAN`, :data:`ENERGY` (radial part −√t only; the caller adds ‖a‖ + ‖b‖). Dot kinds (argument u = aᵀb, from
-:data:`FIRST_DOT_KIND` on): :data:`LINEAR`, :data:`POLY` (γ, c; the degree is the constexpr ``DEGREE``). How the
-kinds fold at compile time and how kernels derive their flags from them: docs/ARCHITECTURE.md, section "Ops".
+:data:`FIRST_DOT_KIND` on): :data:`LINEAR`, :data:`POLY` (γ, c; the degree is the constexpr ``DEGREE``). L1 kinds
+(argument t = ‖a − b‖₁, from :data:`FIRST_L1_KIND` on): :data:`L1_LAPLACIAN` (σ). How the kinds fold at compile time
+and how kernels derive their flags from them: docs/ARCHITECTURE.md, section "Ops".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ... import kernels as _kernels
-from ...kernels import DotKernel, Kernel, RadialKernel
+from ...kernels import DotKernel, Kernel, L1Kernel, RadialKernel
 
 # kernel kinds (``kind_id`` of the kernels.py classes), constexpr so that comparisons fold when a kernel compiles
 RBF = tl.constexpr(_kernels.RBF.kind_id)  # also RBF-B (the bounds are applied to t before the profile)
@@ -28,14 +29,16 @@ LAPLACIAN = tl.constexpr(_kernels.Laplacian.kind_id)
 ENERGY = tl.constexpr(_kernels.Energy.kind_id)
 LINEAR = tl.constexpr(_kernels.Linear.kind_id)
 POLY = tl.constexpr(_kernels.Poly.kind_id)
+L1_LAPLACIAN = tl.constexpr(_kernels.L1Laplacian.kind_id)
 FIRST_DOT_KIND = tl.constexpr(10)  # kinds below are radial (argument t), from here on dot products (argument u)
+FIRST_L1_KIND = tl.constexpr(20)  # from here on L1 kinds (argument t = ‖a − b‖₁)
 
 
 
 def kernel_launch_args(kernel: Kernel, device) -> tuple[int, int, int, torch.Tensor]:
     """(KIND, R, DEGREE, params) for a launch: params is a float64 tensor of the scalar parameters (detached)."""
-    if not isinstance(kernel, (RadialKernel, DotKernel)) or kernel.kind_id < 0:
-        raise TypeError(f"the triton backend supports radial and dot-product kernels, got {kernel!r}")
+    if not isinstance(kernel, (RadialKernel, DotKernel, L1Kernel)) or kernel.kind_id < 0:
+        raise TypeError(f"the triton backend supports radial and dot-product kernels (and L1 kernels), got {kernel!r}")
     vals = [float(p.detach()) if isinstance(p, torch.Tensor) else float(p) for p in kernel.scalar_params()]
     if not vals:
         vals = [0.0]
@@ -47,6 +50,12 @@ def kernel_launch_args(kernel: Kernel, device) -> tuple[int, int, int, torch.Ten
 def is_radial(KIND: tl.constexpr):
     """Whether KIND is a radial kind (argument t = ‖a − b‖²); constexpr: assign it to a ``tl.constexpr``."""
     return KIND < FIRST_DOT_KIND
+
+
+@triton.jit
+def is_l1(KIND: tl.constexpr):
+    """Whether KIND is an L1 kind (argument t = ‖a − b‖₁, gradient g'(t) sign(a − b)); constexpr."""
+    return KIND >= FIRST_L1_KIND
 
 
 @triton.jit
@@ -131,6 +140,35 @@ def radial_param_grad(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr):
     else:
         out = tl.zeros_like(t)
     return out
+
+
+@triton.jit
+def l1_profile(t, p_ptr, KIND: tl.constexpr, ORDER: tl.constexpr):
+    """g^{(ORDER)}(t) of an L1 kind, elementwise; t = ‖a − b‖₁ ≥ 0. L1_LAPLACIAN: exp(c t) c^ORDER with c = −1/σ
+    (c and c^ORDER limited as in kernels.l1: a huge 1/σ gives g(0) = 1 and 0 elsewhere, never 0 * inf)."""
+    s = tl.load(p_ptr)
+    c = _limit(-1.0 / s)
+    w = 1.0
+    for _k in tl.static_range(ORDER):
+        w = w * c
+    if ORDER > 0:
+        w = _limit(w)
+    return tl.exp(t * c) * w
+
+
+@triton.jit
+def l1_param_grad_order(t, p_ptr, KIND: tl.constexpr, IDX: tl.constexpr, ORDER: tl.constexpr):
+    """∂g^{(ORDER)}/∂σ (t) of an L1 kind: for c^k e^{ct} with c = −1/σ, dc/dσ = 1/σ², it is
+    (k c^{k−1} + c^k t) e^{ct} / σ² (0 where e^{ct} underflows)."""
+    th = tl.load(p_ptr + IDX)
+    c = -1.0 / th
+    ck = 1.0  # c^k
+    dk = 0.0  # k c^{k-1}
+    for _k in tl.static_range(ORDER):
+        dk = dk * c + ck
+        ck = ck * c
+    e = tl.exp(t * c)
+    return tl.where(e > 0, e * ((dk + ck * t) / (th * th)), 0.0)
 
 
 @triton.jit

@@ -3,7 +3,8 @@
 Triton inlines a jit function called from a kernel, so these cost nothing at run time: the kernels of
 :mod:`.block_stats`, :mod:`.witness` and :mod:`.derivative_blocks` read as the maths of their op, and the tile
 mechanics — masked loads and stores, the pair argument t = ‖a − b‖² or u = aᵀb accumulated over d in BK-wide
-chunks with ``tl.dot`` at the chosen ``input_precision`` (``"ieee"`` / ``"tf32"`` / ``"tf32x3"``), RBF-B clamps,
+chunks with ``tl.dot`` at the chosen ``input_precision`` (``"ieee"`` / ``"tf32"`` / ``"tf32x3"``), or the L1 distance
+t = Σ_k |a_k − b_k| coordinate by coordinate (no tensor cores) with its sign products, RBF-B clamps,
 profile evaluation, a program's share of the column tiles — are written once, here. Kernel formulas themselves
 live in :mod:`._profiles` (twins of :mod:`kernelmmd.kernels`).
 
@@ -23,8 +24,11 @@ from ._profiles import (
     dot_param_grad,
     dot_param_grad_order,
     dot_profile,
+    is_l1,
     is_radial,
     is_sqrt,
+    l1_param_grad_order,
+    l1_profile,
     radial_param_grad,
     radial_param_grad_order,
     radial_profile,
@@ -104,6 +108,76 @@ def direct_arg_tile(arow, brow, rmask, cmask, d, RADIAL: tl.constexpr, BM: tl.co
     return acc
 
 
+@triton.jit
+def l1_arg_tile(arow, brow, rmask, cmask, d, BM: tl.constexpr, BN: tl.constexpr, dtype: tl.constexpr):
+    """L1 distances Σ_k |a_ik − b_jk| of a (BM, BN) tile, coordinate by coordinate (exact differences) from row
+    pointers ``arow`` (BM,) and ``brow`` (BN,)."""
+    acc = tl.zeros((BM, BN), dtype=dtype)
+    for k in range(0, d):
+        av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+        bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+        acc += tl.abs(av[:, None] - bv[None, :])
+    return acc
+
+
+@triton.jit
+def _sign(x):
+    """sign(x) with sign(0) = 0 (the subgradient of |x| at 0), in x's dtype."""
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0)).to(x.dtype)
+
+
+@triton.jit
+def zero_rows(g_ptr, rows, n, d, k0, k1, BM: tl.constexpr, BD: tl.constexpr):
+    """G[rows, k0:k1] = 0 for a row-major (n, d) slab, in BD-wide chunks; the caller issues a ``tl.debug_barrier()``
+    before other threads read them back (:func:`add_sign_pair_grad` uses another layout)."""
+    dr = tl.arange(0, BD)
+    for c0 in range(k0, k1, BD):
+        dc = c0 + dr
+        omask = (rows < n)[:, None] & (dc < k1)[None, :]
+        zero = tl.zeros((BM, BD), dtype=g_ptr.dtype.element_ty)
+        tl.store(g_ptr + rows.to(tl.int64)[:, None] * d + dc[None, :], zero, mask=omask)
+
+
+@triton.jit
+def add_sign_pair_grad(g_ptr, p, a_ptr, b_ptr, rows, cols, n, m, d, k0, k1):
+    """G[i, k] += Σ_j p_ij sign(a_ik − b_jk) for the tile's rows and k ∈ [k0, k1), with G a row-major (n, d) slab at
+    ``g_ptr`` (read-modify-write, one column at a time): the gradient Σ_j p_ij ∇_a ‖a_i − b_j‖₁ of the L1 kernels
+    (sign(0) = 0). p is zero outside the block; the caller issues a ``tl.debug_barrier()`` after each tile."""
+    rmask = rows < n
+    cmask = cols < m
+    arow = a_ptr + rows.to(tl.int64) * d
+    brow = b_ptr + cols.to(tl.int64) * d
+    grow = g_ptr + rows.to(tl.int64) * d
+    for k in range(k0, k1):
+        av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+        bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+        col = tl.sum(p * _sign(av[:, None] - bv[None, :]), 1)  # (BM,)
+        prev = tl.load(grow + k, mask=rmask, other=0.0)
+        tl.store(grow + k, prev + col.to(prev.dtype), mask=rmask)
+
+
+@triton.jit
+def l1_direction_tile(a_ptr, b_ptr, aux_ptr, rows, cols, n, m, d, ROW_AUX: tl.constexpr, BM: tl.constexpr,
+                      BN: tl.constexpr):
+    """X_ij of a (BM, BN) tile such that an L1 kernel's directional derivative is g'(t_ij) X_ij: ROW_AUX (Γ (n, d) on
+    the rows) X_ij = Γ_i·sign(a_i − b_j), the derivative Γ_i·∇_a k(a_i, b_j); otherwise (Γ (m, d) on the columns)
+    X_ij = Γ_j·sign(b_j − a_i), the derivative in the column point Γ_j·∇_b k(a_i, b_j) (as :func:`directional`)."""
+    rmask = rows < n
+    cmask = cols < m
+    arow = a_ptr + rows.to(tl.int64) * d
+    brow = b_ptr + cols.to(tl.int64) * d
+    acc = tl.zeros((BM, BN), dtype=a_ptr.dtype.element_ty)
+    for k in range(0, d):
+        av = tl.load(arow + k, mask=rmask, other=0.0)  # (BM,)
+        bv = tl.load(brow + k, mask=cmask, other=0.0)  # (BN,)
+        sg = _sign(av[:, None] - bv[None, :])
+        if ROW_AUX:
+            acc += sg * tl.load(aux_ptr + rows.to(tl.int64) * d + k, mask=rmask, other=0.0)[:, None]
+        else:
+            acc -= sg * tl.load(aux_ptr + cols.to(tl.int64) * d + k, mask=cmask, other=0.0)[None, :]
+    return acc
+
+
 #: √t kernels (laplacian, energy) re-form t from coordinate differences where the ``tl.dot`` expansion gives
 #: t < CLOSE · (‖a_i‖² + ‖b_j‖²) (the squared norms the expansion used). Its rounding is δt ≈ c·eps·(‖a_i‖² +
 #: ‖b_j‖²), which √ magnifies without bound near t = 0 (to ~√eps at coincident points); outside the close region
@@ -153,7 +227,8 @@ def sub_close_pair_grad(g_ptr, pn, a_ptr, b_ptr, rows, cols, n, m, d, k0, k1, ke
 def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                   KIND: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (radial KIND) or u = a_iᵀb_j, in the pointers' dtype.
+    """Pair arguments of a (BM, BN) tile: t = ‖a_i − b_j‖² (radial KIND), t = ‖a_i − b_j‖₁ (L1 KIND, always from
+    exact differences, :func:`l1_arg_tile`) or u = a_iᵀb_j, in the pointers' dtype.
 
     ``a``/``b`` are row-major (n, d)/(m, d); ``na``/``nb`` their squared row norms (used by the radial
     ``tl.dot`` path: t = na + nb − 2aᵀb, clamped at 0). DIRECT sums exact per-coordinate products/differences
@@ -168,7 +243,10 @@ def pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
     dtype = a_ptr.dtype.element_ty
     RADIAL: tl.constexpr = is_radial(KIND)
     SQRT: tl.constexpr = is_sqrt(KIND)
-    if DIRECT:
+    L1: tl.constexpr = is_l1(KIND)
+    if L1:
+        out = l1_arg_tile(arow, brow, rmask, cmask, d, BM, BN, dtype)
+    elif DIRECT:
         out = direct_arg_tile(arow, brow, rmask, cmask, d, RADIAL, BM, BN, dtype)
     else:
         acc = tl.zeros((BM, BN), dtype=dtype)
@@ -253,10 +331,15 @@ def directional(w, x, sv, KIND: tl.constexpr):
 def directional_tile(w, a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, KIND: tl.constexpr,
                      ROW_AUX: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """w times the factor of Γ·∇_1 k on a tile: :func:`directional` of :func:`direction_tile`."""
-    x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW_AUX, DIRECT, PRECISION,
-                           BM, BN, BK)
-    return directional(w, x, sv, KIND)
+    """w times the factor of Γ·∇_1 k on a tile: :func:`directional` of :func:`direction_tile`; for an L1 kind
+    w·Γ·sign(a_i − b_j) (:func:`l1_direction_tile`)."""
+    if is_l1(KIND):
+        out = w * l1_direction_tile(a_ptr, b_ptr, aux_ptr, rows, cols, n, m, d, ROW_AUX, BM, BN)
+    else:
+        x, sv = direction_tile(a_ptr, b_ptr, aux_ptr, s_ptr, s_row, rows, cols, n, m, d, ROW_AUX, DIRECT, PRECISION,
+                               BM, BN, BK)
+        out = directional(w, x, sv, KIND)
+    return out
 
 
 @triton.jit
@@ -310,7 +393,8 @@ def zero_where_clamped(value, t, lo, hi, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.co
 @triton.jit
 def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE: tl.constexpr,
                 ORDER: tl.constexpr, CLAMP_LO: tl.constexpr, CLAMP_HI: tl.constexpr):
-    """g^(ORDER)(clamp t) for radial kinds (zero where clamped when ORDER ≥ 1), h^(ORDER)(u) for dot kinds.
+    """g^(ORDER)(clamp t) for radial kinds (zero where clamped when ORDER ≥ 1), g^(ORDER)(t) for L1 kinds,
+    h^(ORDER)(u) for dot kinds.
 
     The energy kernel's norm terms ‖a‖ + ‖b‖ are not included (see :func:`energy_norm_tile`).
     """
@@ -318,6 +402,8 @@ def kernel_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, R: tl.constexpr, DEGREE:
         out = radial_profile(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, R, ORDER)
         if ORDER > 0:
             out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
+    elif is_l1(KIND):
+        out = l1_profile(arg, p_ptr, KIND, ORDER)
     else:
         out = dot_profile(arg, p_ptr, KIND, DEGREE, ORDER)
     return out
@@ -337,6 +423,8 @@ def param_grad_tile(arg, p_ptr, lo, hi, KIND: tl.constexpr, DEGREE: tl.constexpr
         out = radial_param_grad_order(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, IDX, ORDER)
         if ORDER > 0:
             out = zero_where_clamped(out, arg, lo, hi, CLAMP_LO, CLAMP_HI)
+    elif is_l1(KIND):
+        out = l1_param_grad_order(arg, p_ptr, KIND, IDX, ORDER)
     else:
         out = dot_param_grad_order(arg, p_ptr, KIND, DEGREE, IDX, ORDER)
     return out
@@ -453,6 +541,8 @@ def add_block_param_sums(pvec, ridx, arg, w, p_ptr, lo, hi, KIND: tl.constexpr, 
     for r in tl.static_range(R):
         if is_radial(KIND):
             dk = radial_param_grad(clamp_arg(arg, lo, hi, CLAMP_LO, CLAMP_HI), p_ptr, KIND, r)
+        elif is_l1(KIND):
+            dk = l1_param_grad_order(arg, p_ptr, KIND, r, 0)
         else:
             dk = dot_param_grad(arg, p_ptr, KIND, DEGREE, r)
         pvec = add_param_sum(pvec, ridx, r, w * dk)

@@ -23,7 +23,9 @@ where clamped, RBF-B),
     p_{ij} = w_{ij}\, g'(t_{ij}), \qquad \nabla_{a_i} L = 2\Big(a_i \sum_j p_{ij} - \sum_j p_{ij} b_j\Big)
     \;[+\; \textstyle\sum_j w_{ij}\, a_i / \|a_i\| \text{ for the energy kernel}],
 
-for a dot kernel :math:`\nabla_{a_i} L = \sum_j w_{ij} h'(u_{ij}) b_j`, and for each scalar kernel parameter
+for a dot kernel :math:`\nabla_{a_i} L = \sum_j w_{ij} h'(u_{ij}) b_j`, for an L1 kernel (t = ‖a − b‖₁, summed from
+exact differences) :math:`\nabla_{a_i} L = \sum_j p_{ij}\, \mathrm{sign}(a_i - b_j)` (added column by column into
+float64 rows of the output, :func:`._tiles.add_sign_pair_grad`), and for each scalar kernel parameter
 :math:`\partial L/\partial\theta = \sum_{ij} w_{ij}\, \partial k_{ij}/\partial\theta`. The row pass computes
 P·B with ``tl.dot`` (the flash-attention structure, SPEC §13); the gradient in b is the same pass over K_BA.
 For a within-sample block a point sits in both arguments: the pass runs with the symmetrised weights
@@ -74,6 +76,7 @@ from ._launch import (
 )
 from ._profiles import (
     ENERGY,
+    L1_LAPLACIAN,
     LAPLACIAN,
     LINEAR,
     MIX_RBF,
@@ -81,12 +84,14 @@ from ._profiles import (
     POLY,
     RBF,
     RQ,
+    is_l1,
     is_radial,
     is_sqrt,
 )
 from ._tiles import (
     add_block_param_sums,
     add_pair_product,
+    add_sign_pair_grad,
     block_kernel_tile,
     kernel_tile,
     load_bounds,
@@ -96,6 +101,7 @@ from ._tiles import (
     row_scalars,
     split_range,
     store_block_grad,
+    zero_rows,
 )
 
 __all__ = [
@@ -177,6 +183,7 @@ def _block_stats_bwd(
     Σ w ∂k/∂θ (PARAMS), over the column tiles of its split (formulas: module docstring)."""
     RADIAL: tl.constexpr = is_radial(KIND)
     SQRT: tl.constexpr = is_sqrt(KIND)
+    L1: tl.constexpr = is_l1(KIND)
     pid_i = tl.program_id(0)
     pid_s = tl.program_id(1)
     rows = pid_i * BM + tl.arange(0, BM)
@@ -193,13 +200,20 @@ def _block_stats_bwd(
     acc = tl.zeros((BM, BD), dtype=dt)  # Σ_j p_ij b_j when d ≤ BD
     ridx = tl.arange(0, RP)
     pvec = tl.zeros((RP,), dtype=tl.float64)
+    if GRAD and L1:  # L1 kinds: Σ_j p_ij sign(a_i − b_j) is added column by column into g's rows (float64)
+        zero_rows(g_base, rows, n, d, 0, d, BM, BD)
+        tl.debug_barrier()
     for jt in range(j_lo, j_hi):
         cols = jt * BN + tl.arange(0, BN)
         arg = pair_arg_tile(a_ptr, b_ptr, na_ptr, nb_ptr, rows, cols, n, m, d,
                             KIND, DIRECT, PRECISION, BM, BN, BK)
         w = pair_weights(arg, p_ptr, lo, hi, c, q, al, be_ptr, ea_ptr, eb_ptr, rows, cols, n, m,
                          KIND, R, DEGREE, SAME, HAS_AL, HAS_BE, HAS_Q, CLAMP_LO, CLAMP_HI)
-        if GRAD:
+        if GRAD and L1:
+            p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
+            add_sign_pair_grad(g_base, p, a_ptr, b_ptr, rows, cols, n, m, d, 0, d)
+            tl.debug_barrier()
+        elif GRAD:
             p = w * kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)  # (BM, BN)
             written = jt > j_lo  # MEM_ACC: this split's rows of g hold partial sums (0 before the first tile)
             if SQRT:  # close pairs: −Σ p (a − b) from differences, into g's rows
@@ -212,7 +226,7 @@ def _block_stats_bwd(
                 wsum += tl.sum(w, 1)
         if PARAMS:
             pvec = add_block_param_sums(pvec, ridx, arg, w, p_ptr, lo, hi, KIND, R, DEGREE, CLAMP_LO, CLAMP_HI)
-    if GRAD:
+    if GRAD and not L1:
         store_block_grad(g_base, a_ptr, ea_ptr, ctr_ptr, rows, n, d, psum, wsum, acc, corrected, j_hi > j_lo,
                          KIND, MEM_ACC, BD)
     if PARAMS:
@@ -310,7 +324,8 @@ def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: Spec, same: bool, c, q, al
     rp = pow2(spec.r)
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     aux = _aux(spec, zero if c is None else c, zero if q is None else q)
-    g_part = torch.empty(split, n, d, dtype=a.dtype, device=a.device) if want_grad else aux
+    gdt = torch.float64 if spec.l1 else a.dtype  # L1 kinds add column sums into g across tiles: float64
+    g_part = torch.empty(split, n, d, dtype=gdt, device=a.device) if want_grad else aux
     pg_part = torch.empty(tiles_i * split, rp, dtype=torch.float64, device=a.device) if want_params else aux
     al = alpha.to(a.dtype).contiguous() if alpha is not None else aux
     be = beta.to(a.dtype).contiguous() if beta is not None else aux
@@ -325,7 +340,7 @@ def _backward_launch(a, b, na, nb, ea, eb, ctr, spec: Spec, same: bool, c, q, al
     )
     grad = None
     if want_grad:
-        grad = g_part[0] if split == 1 else g_part.sum(0, dtype=torch.float64).to(a.dtype)
+        grad = (g_part[0] if split == 1 else g_part.sum(0, dtype=torch.float64)).to(a.dtype)
     pgrad = pg_part.sum(0)[: spec.r] if want_params else None
     return grad, pgrad
 
@@ -577,6 +592,8 @@ AOT_SPECS = [
     _aot_fwd("fwd_poly_tf32", POLY, r=2, degree=3, precision="tf32", tensor_cores=True),
     _aot_fwd("fwd_linear_direct", LINEAR, direct=True),
     _aot_fwd("fwd_rbf_fp64", RBF, dt="fp64", bk=16),
+    _aot_fwd("fwd_l1_same_tri", L1_LAPLACIAN, same=True, tri=True, rows=False),  # L1: |a − b| sums, no tensor cores
+    _aot_fwd("fwd_l1_cross_rows_fp64", L1_LAPLACIAN, dt="fp64", bk=16),
     _aot_bwd("bwd_rbf_same", RBF, same=True),
     _aot_bwd("bwd_rbf_mem_acc", RBF, mem_acc=True, params=False, bd=32),
     _aot_bwd("bwd_energy_mem_acc_tf32", ENERGY, mem_acc=True, precision="tf32", bd=32, tensor_cores=True),
@@ -588,4 +605,6 @@ AOT_SPECS = [
     _aot_bwd("bwd_poly_tf32", POLY, r=2, degree=3, precision="tf32", tensor_cores=True),
     _aot_bwd("bwd_linear", LINEAR, q=False),
     _aot_bwd("bwd_rbf_fp64", RBF, dt="fp64", bk=16),
+    _aot_bwd("bwd_l1_same", L1_LAPLACIAN, same=True),  # sign products into float64 g rows, σ sums
+    _aot_bwd("bwd_l1_cross_mem", L1_LAPLACIAN, mem_acc=True, bd=32),
 ]

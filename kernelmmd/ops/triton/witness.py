@@ -45,8 +45,13 @@ Q_ij = h'_ij C_ij. All are the same row pass with one more ``tl.dot`` for C.
 ``kernel_mv`` can be differentiated twice in x, y and v (MMD-GAN-GP's gradient penalty differentiates the witness
 gradient); its kernel-parameter gradient is once-differentiable. grad_mv (hence ``kernel_grad_mv``) is
 once-differentiable: a further differentiation raises ``RuntimeError`` (also through ``torch.autograd.grad``).
-Gradients in x, y of grad_mv need g'': the laplacian and energy kernels raise ``ValueError`` there (also when x or
-y merely requires grad while only v's gradient is asked for: detach them).
+Gradients in x, y of grad_mv need g'': the laplacian, energy and l1_laplacian kernels raise ``ValueError`` there (also
+when x or y merely requires grad while only v's gradient is asked for: detach them).
+
+**L1 kernels** (t = ‖a − b‖₁, summed coordinate by coordinate: no ``tl.dot``, no centring): ``kernel_mv`` as above;
+grad_mv adds Σ_j p_ij sign(a_ik − b_jk) column by column into the program's float64 output rows
+(:func:`._tiles.add_sign_pair_grad`, sign(0) = 0); the directional products of the backward are Γ·sign(a − b)
+(:func:`._tiles.l1_direction_tile`).
 
 **Precision.** ``precision="ieee"`` (default): fp32 products, exact to fp32 rounding; ``"tf32"``: tensor cores for
 every product (about 10 mantissa bits in the inputs; t loses accuracy for nearby points); ``"tf32x3"``: split
@@ -68,7 +73,7 @@ from .._shared import PRECISIONS, energy_norm_mv, refuse, unit_rows
 from . import _launch as L
 from . import _tiles as T
 from ._launch import Spec, Tiles
-from ._profiles import LAPLACIAN, MIX_RBF, MIX_RQ, POLY, RBF, RQ, is_radial, is_sqrt
+from ._profiles import L1_LAPLACIAN, LAPLACIAN, MIX_RBF, MIX_RQ, POLY, RBF, RQ, is_l1, is_radial, is_sqrt
 
 __all__ = ["kernel_mv", "kernel_grad_mv", "grad_mv", "Tiles", "PRECISIONS", "AOT_SPECS"]
 
@@ -132,9 +137,11 @@ def _grad_kernel(
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BB: tl.constexpr,
 ):
     """grad_mv: o_i = Σ_j W_ij ∇_1 k(a_i, b_j), W = L Rᵀ; radial 2(a_i Σ_j p_ij − Σ_j p_ij b_j) with p = W g'(t),
-    dot Σ_j W_ij h'(u_ij) b_j. This program writes output columns [pid_d·BD, (pid_d+1)·BD)."""
+    dot Σ_j W_ij h'(u_ij) b_j, L1 Σ_j p_ij sign(a_i − b_j) (added column by column into out's rows). This program
+    writes output columns [pid_d·BD, (pid_d+1)·BD)."""
     RADIAL: tl.constexpr = is_radial(KIND)
     SQRT: tl.constexpr = is_sqrt(KIND)
+    L1: tl.constexpr = is_l1(KIND)
     rows, dcols, pid_s = T.grid_tile(BM, BD)
     lo, hi = T.load_bounds(lohi_ptr)
     acc = tl.zeros((BM, BD), dtype=tl.float64)
@@ -142,32 +149,42 @@ def _grad_kernel(
     j_lo, j_hi = T.split_range(pid_s, tiles_per_split, m, BN)
     out_base = out_ptr + pid_s.to(tl.int64) * n * d  # this split's (n, d) slab
     corrected = j_lo > j_hi  # (false) √t kernels: out's rows hold −Σ p (a − b) over close pairs
+    k0 = tl.program_id(1) * BD
+    k1 = tl.minimum(k0 + BD, d)
+    if L1:
+        T.zero_rows(out_base, rows, n, d, k0, k1, BM, BD)
+        tl.debug_barrier()
     for jt in range(j_lo, j_hi):
         cols, arg = T.column_tile(jt, a_ptr, b_ptr, na_ptr, nb_ptr, rows, n, m, d, KIND, DIRECT, PRECISION, BM, BN, BK)
         w = T.lowrank_tile(l_ptr, r_ptr, rows, cols, n, m, nb, VEC, PRECISION, BM, BN, BB)
         p = w * T.kernel_tile(arg, p_ptr, lo, hi, KIND, R, DEGREE, 1, CLAMP_LO, CLAMP_HI)
         p = tl.where((cols < m)[None, :], p, 0.0)
-        bt = T.load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
-        if SQRT:  # close pairs of √t kernels: −Σ p (a − b) from differences, into out's rows
-            close = T.close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
-            if T.any_pair(close):
-                k0 = tl.program_id(1) * BD
-                T.sub_close_pair_grad(out_base, tl.where(close, p, 0.0), a_ptr, b_ptr, rows, cols, n, m, d, k0,
-                                    tl.minimum(k0 + BD, d), corrected)
-                tl.debug_barrier()
-                corrected = jt >= j_lo  # (true)
-            p = tl.where(close, 0.0, p)
-        acc += tl.dot(p, bt, input_precision=PRECISION).to(tl.float64)
+        if L1:
+            T.add_sign_pair_grad(out_base, p, a_ptr, b_ptr, rows, cols, n, m, d, k0, k1)
+            tl.debug_barrier()
+        else:
+            bt = T.load_rows(b_ptr, cols, dcols, m, d)  # (BN, BD)
+            if SQRT:  # close pairs of √t kernels: −Σ p (a − b) from differences, into out's rows
+                close = T.close_pairs(arg, na_ptr, nb_ptr, rows, cols, n, m)
+                if T.any_pair(close):
+                    T.sub_close_pair_grad(out_base, tl.where(close, p, 0.0), a_ptr, b_ptr, rows, cols, n, m, d, k0,
+                                          k1, corrected)
+                    tl.debug_barrier()
+                    corrected = jt >= j_lo  # (true)
+                p = tl.where(close, 0.0, p)
+            acc += tl.dot(p, bt, input_precision=PRECISION).to(tl.float64)
+            if RADIAL:
+                psum += tl.sum(p, 1).to(tl.float64)
+    if not L1:  # (L1: out's rows already hold the result)
+        if SQRT:
+            omask = (rows < n)[:, None] & (dcols < d)[None, :]
+            acc += tl.load(out_base + rows.to(tl.int64)[:, None] * d + dcols[None, :], mask=omask & corrected,
+                           other=0.0)
         if RADIAL:
-            psum += tl.sum(p, 1).to(tl.float64)
-    if SQRT:
-        omask = (rows < n)[:, None] & (dcols < d)[None, :]
-        acc += tl.load(out_base + rows.to(tl.int64)[:, None] * d + dcols[None, :], mask=omask & corrected, other=0.0)
-    if RADIAL:
-        out = 2.0 * (T.scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
-    else:
-        out = acc
-    T.store_rows(out_base, rows, dcols, n, d, out)
+            out = 2.0 * (T.scaled_rows(a_ptr, rows, dcols, n, d, psum) - acc)
+        else:
+            out = acc
+        T.store_rows(out_base, rows, dcols, n, d, out)
 
 
 @triton.jit
@@ -366,10 +383,11 @@ def _cast(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
 
 
 def _needs_g2(spec: Spec, what: str) -> None:
-    if spec.sqrt_distance:
+    if spec.sqrt_distance or spec.l1:
         raise ValueError(
-            f"{what} needs the second derivative g'' of the kernel profile; the laplacian and energy kernels are "
-            "not twice differentiable"
+            f"{what} needs the second derivative g'' of the kernel profile; the laplacian, energy and l1_laplacian "
+            "kernels are not twice differentiable (backend='torch', 'tiled' or 'keops' give the derivative almost "
+            "everywhere for l1_laplacian)"
         )
 
 
@@ -586,6 +604,11 @@ AOT_SPECS = [  # one representative per kernel and path: ieee, tf32, tf32x3, fp6
     _aot("grad_rq_tf32x3", _grad_kernel, RQ, precision="tf32x3", VEC=False, BD=32, BB=32),
     _aot("grad_poly_tf32", _grad_kernel, POLY, r=2, degree=3, precision="tf32", VEC=True, BD=64, BB=16),
     _aot("grad_laplacian", _grad_kernel, LAPLACIAN, VEC=True, BD=64, BB=16),  # the close-pair branch of √t kernels
+    _aot("mv_l1_vec", _mv_kernel, L1_LAPLACIAN, MODE=0, VEC=True, BB=16),  # L1 kinds: |a − b| sums, sign products
+    _aot("mv_l1_rowaux_tf32", _mv_kernel, L1_LAPLACIAN, precision="tf32", MODE=1, VEC=False, BB=64),
+    _aot("grad_l1", _grad_kernel, L1_LAPLACIAN, VEC=False, BD=64, BB=32),
+    _aot("grad_l1_fp64", _grad_kernel, L1_LAPLACIAN, dt="fp64", VEC=True, BD=64, BB=16),
+    _aot("param_l1_grad", _param_kernel, L1_LAPLACIAN, NP=1, MODE=1, VEC=True, BB=16, RP=1),
     _aot("grad2_rbf_x", _grad2_kernel, RBF, XV=True, VEC=True, BD=64, BB=16),
     _aot("grad2_rq_y_tf32", _grad2_kernel, RQ, precision="tf32", XV=False, VEC=False, BD=64, BB=32),
     _aot("grad2_poly_y_tf32x3", _grad2_kernel, POLY, r=2, degree=3, precision="tf32x3", XV=False, VEC=True, BD=32,
