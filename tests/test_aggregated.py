@@ -110,8 +110,8 @@ def ref_mmdagg(x, y, families, count, kind, alpha, B1, columns, wild):
 def ref_mmdagginc(x, y, count, kind, alpha, B1, eps, R):
     """agginc/np.py for the Gaussian exp(−d²/λ²): pairs (i, i + r), r = 1..R; wild bootstrap."""
     N = min(len(x), len(y))
-    x, y = x[:N], y[:N]
-    (lam,), w = ref_collection(x, y, ["gaussian"], count, kind)
+    (lam,), w = ref_collection(x, y, ["gaussian"], count, kind)  # on the first ≤ 500 points of X and Y, then
+    x, y = x[:N], y[:N]  # N pairs (x_i, y_i)
     ii = np.concatenate([np.arange(N - r) for r in range(1, R + 1)])
     jj = np.concatenate([np.arange(r, N) for r in range(1, R + 1)])
     sq = lambda a, b: ((a - b) ** 2).sum(1)  # noqa: E731

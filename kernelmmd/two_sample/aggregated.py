@@ -397,7 +397,8 @@ def mmdagginc_test(
     r"""MMDAggInc (Schrab, Kim, Guedj & Gretton, NeurIPS 2022): MMDAgg on an incomplete U-statistic, from linear
     (R fixed) to quadratic (R = N − 1) time.
 
-    With N = min(n, m) (the first N points of each sample; x_i paired with y_i) and the pairs D_R = {(i, i + r):
+    With N = min(n, m) (the first N points of each sample, x_i paired with y_i; the bandwidth grid is computed
+    before this truncation, as in the reference) and the pairs D_R = {(i, i + r):
     r = 1..R, i + r ≤ N} (the R superdiagonals, L = R·N − R(R + 1)/2 pairs),
 
     .. math:: M_\lambda(\varepsilon) = \frac{1}{L} \sum_{(i,j) \in D_R} \varepsilon_i \varepsilon_j
@@ -433,13 +434,11 @@ def mmdagginc_test(
     alpha, B1, B2 = _check_common(alpha, n_permutations, n_correction, batch_size, callback)
     check_int("R", R, minimum=1)
     xt, yt, numpy, amax = prepare_samples(x, y, n_bandwidths)
-    n, m = xt.shape[0], yt.shape[0]
-    N = min(n, m)
-    xt, yt = xt[:N], yt[:N]
+    N = min(xt.shape[0], yt.shape[0])
     R = min(int(R), N - 1)
     gen = as_generator(seed)
     fams, lams, ks, w = _collection(xt, yt, kernels, n_bandwidths, weights, SIGMA_PER_LAMBDA, mmdagg_bandwidths)
-    xt, yt = compute_dtype(xt, yt, ks, amax)
+    xt, yt = compute_dtype(xt[:N], yt[:N], ks, amax)  # the grid saw the first ≤ 500 of each sample, as the reference
     with torch.no_grad():
         stat, scale, null, L = _incomplete_statistics(xt, yt, ks, R, B1 + B2, gen, batch_size, callback)
     return _result(stat, scale, null, torch.cat([xt, yt]), ks, fams, lams, w, alpha, B1, B2,
