@@ -90,7 +90,7 @@ def kernel_grad_mv(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernel: Ke
     if isinstance(kernel, L1Kernel):  # ∇_a g(‖a − b‖₁) = g'(t) sign(a − b), sign(0) = 0
         p = kernel.profile(l1dist(x, y), 1).double() * v[None, :]  # (n, m)
         return sign_mv(xd, yd, p)
-    raise TypeError(f"kernel_grad_mv needs a radial, dot-product or L1 kernel, got {kernel!r}")
+    raise TypeError(f"kernel_grad_mv needs a radial or dot-product kernel (or an L1 kernel), got {kernel!r}")
 
 
 def require_twice(kernel: Kernel, what: str) -> None:
