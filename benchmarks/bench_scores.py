@@ -83,15 +83,15 @@ def kid_call(impl: str, real: torch.Tensor, fake: torch.Tensor):
 
         return fn
     kid_mod = pytest.importorskip("torchmetrics.image.kid")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "will save all extracted features in buffer"
-        metric = kid_mod.KernelInceptionDistance(
-            feature=torch.nn.Identity(), subsets=SUBSETS, subset_size=SUBSET_SIZE
-        ).to(DEVICE)
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
 
-    def fn():
+    def fn():  # a fresh metric per call: compute() caches its result
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "will save all extracted features in buffer"
+            metric = kid_mod.KernelInceptionDistance(
+                feature=torch.nn.Identity(), subsets=SUBSETS, subset_size=SUBSET_SIZE
+            ).to(DEVICE)
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
         torch.manual_seed(0)
         return float(metric.compute()[0])
 

@@ -78,17 +78,19 @@ _SMALL_BLOCKS = {"_GRAM_ROWS": 7, "_PRODUCT_ENTRIES": 60, "_KERNEL_ROWS": 3}  # 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
 @pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize("path", ["subsets", "gram"])
 @pytest.mark.parametrize(
     "n,m,d,subsets,size",
     [(57, 43, 9, 5, 31), (33, 33, 1, 4, 33), (20, 90, 17, 7, 19), (6, 5, 3, 3, 2), (129, 257, 33, 3, 128)],
 )
-def test_kid_subset_path_equals_block_stats(monkeypatch, dtype, tol, blocks, n, m, d, subsets, size):
-    """kid(backend="auto") over subsets (upper-triangle products, syrk on the CPU) gives the per-subset values of the
-    dense block statistics in float64: odd sizes, subsets as large as a sample, subsets · size > n (overlapping
-    draws), and many row / column blocks per product."""
+def test_kid_subset_path_equals_block_stats(monkeypatch, dtype, tol, blocks, path, n, m, d, subsets, size):
+    """kid(backend="auto") over subsets — per subset pair (upper-triangle products, syrk on the CPU) or from one pass
+    over the whole Gram matrices — gives the per-subset values of the dense block statistics in float64: odd sizes,
+    subsets as large as a sample, subsets · size > n (overlapping draws), many row / column blocks per product."""
     if blocks == "small":
         for name, value in _SMALL_BLOCKS.items():
             monkeypatch.setattr(km.scores, name, value)
+    monkeypatch.setattr(km.scores, "_gram_pays", lambda *a: path == "gram")
     real, fake = _feats(n, m, d, seed=n + d)
     got = km.kid(real.to(dtype), fake.to(dtype), subsets=subsets, subset_size=size, seed=3)
     want = km.kid(real, fake, subsets=subsets, subset_size=size, seed=3, backend="torch")  # float64 dense
@@ -100,11 +102,23 @@ def test_kid_subset_path_equals_block_stats(monkeypatch, dtype, tol, blocks, n, 
         np.testing.assert_allclose(got.values.numpy(), dense.values.numpy(), rtol=0, atol=tol * scale)
 
 
-def test_kid_subset_path_kernel_parameters():
+@pytest.mark.parametrize("path", ["subsets", "gram"])
+def test_kid_subset_path_kernel_parameters(monkeypatch, path):
+    monkeypatch.setattr(km.scores, "_gram_pays", lambda *a: path == "gram")
     real, fake = _feats(40, 50, 6, seed=8)
     kw = dict(subsets=4, subset_size=25, degree=2, gamma=0.3, coef0=-0.5, seed=1)
     got, want = km.kid(real, fake, **kw), km.kid(real, fake, backend="torch", **kw)
     np.testing.assert_allclose(got.values.numpy(), want.values.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_kid_gram_pass_rule():
+    """The whole-Gram pass when it takes fewer multiply-adds: the papers' 100 subsets of 1000 at d = 2048 from
+    5 000 points each, not from 10 000; a few small subsets of a large sample never."""
+    assert km.scores._gram_pays(5000, 5000, 2048, 100, 1000)
+    assert not km.scores._gram_pays(10000, 10000, 2048, 100, 1000)
+    assert not km.scores._gram_pays(50000, 50000, 2048, 100, 1000)
+    assert km.scores._gram_pays(2000, 2000, 64, 100, 1000)
+    assert not km.scores._gram_pays(2000, 2000, 64, 3, 100)
 
 
 def test_kid_exact_all_pairs():
