@@ -71,8 +71,11 @@ def kid(
     draws after ``torch.manual_seed(s)``), compute MMD²_u, and report the mean and the population std. With
     ``backend="auto"`` each subset pair is one set of dense products in the features' dtype: K_XY in full, K_XX and
     K_YY only on and above the diagonal (BLAS syrk on the CPU, through numpy), kernel values summed in float64 —
-    two products' worth of multiply-adds where three dense blocks take three; an explicit ``backend`` computes the
-    three blocks through that backend's block statistics instead (same values to rounding).
+    two products' worth of multiply-adds where three dense blocks take three — or, when that takes fewer
+    multiply-adds (overlapping subsets: n, m small next to √subsets · subset_size, rule in ``_gram_pays``), all
+    subsets from one pass over the whole Gram matrices, each pair's kernel value computed once and summed per subset
+    by float64 products with the subsets' indicators. An explicit ``backend`` computes the three blocks of each
+    subset through that backend's block statistics instead (same values to rounding).
 
     With ``subsets=None``: the exact all-pairs MMD²_u over all n real and m fake points in one fused block-statistics
     pass (O((n + m)² d) time, O((n + m) d) memory on fused backends), and ``std`` from the exactly unbiased variance
