@@ -34,7 +34,7 @@ def write_mnist(directory, n=10, *, gz=False, split="train", seed=0):
 def tiny(out, **kw):
     """A configuration that runs in well under a second per step on a CPU."""
     base = dict(data="gaussians-2d", steps=3, batch_size=8, critic_steps=1, start_critic_steps=2, width=4, z_dim=4,
-                log_every=1, sample_every=2, checkpoint_every=2, out=str(out), progress=False)
+                lr=1e-4, log_every=1, sample_every=2, checkpoint_every=2, out=str(out), progress=False)
     base.update(kw)
     return Config(**base)
 
