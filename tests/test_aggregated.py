@@ -250,12 +250,14 @@ def test_mmdagg_level(n, m):
     assert rate <= level_bound(0.05, reps)
 
 
+@pytest.mark.parametrize("n, m", [(30, 30), (30, 45)])
 @pytest.mark.usefixtures("one_thread")
-def test_mmdagginc_level():
+def test_mmdagginc_level(n, m):
+    """MMDAggInc uses the first min(n, m) points of each sample as pairs; 200 repetitions, B1 = B2 = 100, R = 5."""
     reps = 200
     rate = rejection_rate(
         lambda x, y, r: km.mmdagginc_test(x, y, R=5, n_permutations=100, n_correction=100, seed=r).reject,
-        null_pair, 30, 30, reps, seed=1)
+        null_pair, n, m, reps, seed=n + m)
     assert rate <= level_bound(0.05, reps)
 
 
