@@ -16,10 +16,6 @@ from .radial import _coef_pow, _finite_max
 
 __all__ = ["L1Kernel", "L1Laplacian", "l1dist", "sign_mv"]
 
-#: numbers per chunk of pair differences (n, m, d') in :func:`sign_mv`: 32 MiB of float64
-_CHUNK = 1 << 22
-
-
 def l1dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""L1 distances :math:`\|x_i - y_j\|_1`, shape (n, m): sums of absolute coordinate differences (exact; no
     matrix-product expansion). Differentiable to any order, gradient Σ_j G_ij sign(x_i − y_j) (0 at ties)."""
@@ -29,21 +25,45 @@ def l1dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def sign_mv(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor, cols: bool = False):
     r""":math:`\sum_j p_{ij}\, \mathrm{sign}(a_i - b_j)`, shape (n, d), for a (n, d), b (m, d), p (n, m): the
     gradient of :math:`\sum_{ij} p_{ij} \|a_i - b_j\|_1` in a (sign(0) = 0). With ``cols`` also the gradient in b,
-    :math:`-\sum_i p_{ij}\, \mathrm{sign}(a_i - b_j)` of shape (m, d). In p's dtype; differentiable in p (the signs
-    are locally constant). O(n·m·d) work in chunks of coordinates, O(n·m + _CHUNK) memory."""
-    n, m, d = a.shape[0], b.shape[0], a.shape[1]
-    a, b = a.to(p.dtype), b.to(p.dtype)
-    step = max(1, _CHUNK // max(1, n * m))  # coordinates per chunk
-    ga, gb = [], []
-    for k0 in range(0, d, step):
-        s = torch.sign(a[:, None, k0 : k0 + step] - b[None, :, k0 : k0 + step])  # (n, m, d')
-        ga.append(torch.einsum("ij,ijk->ik", p, s))
-        if cols:
-            gb.append(-torch.einsum("ij,ijk->jk", p, s))
-    ga = torch.cat(ga, 1) if ga else a.new_zeros(n, d)
-    if not cols:
-        return ga
-    return ga, (torch.cat(gb, 1) if gb else b.new_zeros(m, d))
+    :math:`-\sum_i p_{ij}\, \mathrm{sign}(a_i - b_j)` of shape (m, d). In p's dtype; differentiable to any order in p
+    (a linear map of p; the signs are locally constant, a and b are not differentiated). O(n·m·d) work by ATen's
+    ``torch.cdist`` backward (what autograd runs for ``cdist(a, b, p=1)``), O(n·m) memory."""
+    a, b = a.detach().to(p.dtype).contiguous(), b.detach().to(p.dtype).contiguous()
+    ga = _SignMV.apply(p, a, b)
+    return (ga, _SignMV.apply(p.mT, b, a)) if cols else ga  # −Σ_i p_ij sign(a_i − b_j) = Σ_i p_ij sign(b_j − a_i)
+
+
+class _SignMV(torch.autograd.Function):
+    """p ↦ Σ_j p_ij sign(a_i − b_j) (n, d); its adjoint :class:`_SignDir` is its backward (and the reverse)."""
+
+    @staticmethod
+    def forward(ctx, p, a, b):
+        ctx.save_for_backward(a, b)
+        t = torch.cdist(a, b, p=1.0)  # (n, m): an argument of the ATen op (unused by its p = 1 formula)
+        return torch.ops.aten._cdist_backward(p.contiguous(), a, b, 1.0, t)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return _SignDir.apply(g, a, b), None, None
+
+
+class _SignDir(torch.autograd.Function):
+    """g ↦ G_ij = Σ_k g_ik sign(a_ik − b_jk) (n, m), the adjoint of :class:`_SignMV`; one (n, m) pass per coordinate
+    (reached only by second derivatives through :func:`sign_mv`)."""
+
+    @staticmethod
+    def forward(ctx, g, a, b):
+        ctx.save_for_backward(a, b)
+        out = g.new_zeros(a.shape[0], b.shape[0])
+        for k in range(a.shape[1]):
+            out += g[:, k, None] * torch.sign(a[:, k, None] - b[None, :, k])
+        return out
+
+    @staticmethod
+    def backward(ctx, gg):
+        a, b = ctx.saved_tensors
+        return _SignMV.apply(gg, a, b), None, None
 
 
 class L1Kernel(Kernel):
