@@ -188,6 +188,19 @@ def test_gradients_through_estimator():
                              (x, y, s))
 
 
+def test_public_api_tiled_matches_dense():
+    """Through prepare and the dispatch table: backend="tiled" (and "auto" above the dense threshold) as "torch"."""
+    x, y = data(n=40, m=40, d=3, dtype=F32)
+    want = km.mmd2_and_variance(x, y, kernel="l1_laplacian", sigma="median", backend="torch")
+    for backend in ("tiled", km.Auto(dense_max_pairs=0)):
+        got = km.mmd2_and_variance(x, y, kernel="l1_laplacian", sigma="median", backend=backend)
+        for g, w in zip(got, want):
+            assert g.dtype == F32 and float(g) == pytest.approx(float(w), rel=1e-5)
+    r1 = km.mmd_test(x, y, kernel="l1_laplacian", n_permutations=50, seed=1, backend="torch")
+    r2 = km.mmd_test(x, y, kernel="l1_laplacian", n_permutations=50, seed=1, backend="tiled")
+    assert r1.p_value == r2.p_value
+
+
 def test_deep_kernel_on_l1_top():
     """DeepKernel(φ, "l1_laplacian"): the L1 kernel on features, MMD² and the witness gradient through φ."""
     lin = torch.nn.Linear(3, 2).double()
