@@ -287,6 +287,16 @@ def test_nonfinite_statistics_cannot_decide(monkeypatch):
     assert not res.reject_at(0.5) and "cannot decide" in repr(res)
 
 
+@pytest.mark.parametrize("test", [km.mmdagg_test, km.mmdagginc_test])
+def test_overflowing_kernels_cannot_decide(test):
+    """Data at 1e200: the bandwidth grids stay finite (distances of scaled points), the kernel values do not."""
+    x, y = (v * 1e200 for v in _data(10, 10))
+    with pytest.warns(km.NumericalWarning, match=r"cannot decide: the statistic for RBF\(sigma=.*\) is nan"):
+        res = test(x, y, kernels="gaussian", n_permutations=20, n_correction=20, seed=0)
+    assert res.reject is False and math.isnan(res.u) and np.isnan(res.p_values).all()
+    assert np.isfinite(res.bandwidths).all()
+
+
 def test_result_repr_and_rejected_by():
     x, y = _data(40, 40, shift=1.0, seed=3)
     res = km.mmdagg_test(torch.from_numpy(x), torch.from_numpy(y), n_permutations=300, n_correction=60, seed=0)

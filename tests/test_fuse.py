@@ -172,6 +172,13 @@ def test_nonfinite_statistics_cannot_decide(monkeypatch):
     assert "cannot decide" in repr(res)
 
 
+def test_overflowing_kernels_cannot_decide():
+    x, y = (v * 1e200 for v in _data(10, 12))
+    with pytest.warns(km.NumericalWarning, match="mmdfuse_test: cannot decide: the statistic FUSE is nan"):
+        res = km.mmdfuse_test(x, y, n_permutations=20, seed=0)
+    assert math.isnan(res.p_value) and res.reject is False and np.isfinite(res.bandwidths).all()
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(alpha=0.0), ValueError, r"alpha must be a number in \(0, 1\), got 0.0"),
     (dict(kernels=("rbf",)), ValueError, r"kernels must contain names from \['laplace', 'gaussian'\], got 'rbf'"),

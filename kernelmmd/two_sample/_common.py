@@ -239,8 +239,16 @@ def family_kernels(name: str, sigmas) -> list[Kernel]:
 
 
 def lp_distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
-    """All ‖a_i − b_j‖_p (p = 1 or 2) in float64, shape (n, m), from coordinate differences (no expansion)."""
-    return torch.cdist(a.double(), b.double(), p=float(p), compute_mode="donot_use_mm_for_euclid_dist")
+    """All ‖a_i − b_j‖_p (p = 1 or 2) in float64, shape (n, m), from coordinate differences (no expansion).
+
+    Computed on the points divided by a power of two near their largest |coordinate| (exact), so squares do not
+    overflow: distances of data at 1e200 stay finite (the kernels then overflow, and the test cannot decide).
+    """
+    a, b = a.double(), b.double()
+    top = float(torch.maximum(a.abs().max(), b.abs().max())) if a.numel() and b.numel() else 0.0
+    scale = 2.0 ** math.frexp(top)[1] if 0.0 < top < math.inf else 1.0
+    d = torch.cdist(a / scale, b / scale, p=float(p), compute_mode="donot_use_mm_for_euclid_dist")
+    return d * scale
 
 
 def prepare_samples(x, y, n_bandwidths) -> tuple[torch.Tensor, torch.Tensor, bool, float]:
