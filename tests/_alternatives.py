@@ -116,3 +116,12 @@ def power_and_median_power(test, case, n=100, reps=30, permutations=150, seed=7)
     gen = POWER_CASES[case]
     median = lambda x, y, r: km.mmd_test(x, y, sigma="median", n_permutations=permutations, seed=r).reject(0.05)  # noqa: E731
     return (rejection_rate(test, gen, n, n, reps, seed), rejection_rate(median, gen, n, n, reps, seed))
+
+
+def torch_and_backend(test, backend, x, y, **kw):
+    """``(test on backend="torch", test on backend)`` with the same arguments; skips when ``backend`` is missing."""
+    from kernelmmd import ops
+
+    if not ops.available(backend):
+        pytest.skip(f"backend {backend!r} is not installed")
+    return test(x, y, backend="torch", **kw), test(x, y, backend=backend, **kw)

@@ -20,6 +20,7 @@ from ._alternatives import (
     one_thread,  # noqa: F401  (fixture)
     power_and_median_power,
     rejection_rate,
+    torch_and_backend,
 )
 
 F64 = torch.float64
@@ -222,23 +223,15 @@ def test_batches_and_devices_do_not_change_the_result():
 @pytest.mark.parametrize("backend", ["tiled", pytest.param("keops", marks=pytest.mark.slow), "triton"])
 @pytest.mark.parametrize("resampling", ["wild bootstrap", "permutation"])
 def test_mmdagg_every_backend_same_statistics(backend, resampling):
-    from kernelmmd import ops
-
-    if not ops.available(backend):
-        pytest.skip(f"backend {backend!r} is not installed")
     x, y = (torch.from_numpy(a).float() for a in _data(24, 24, d=3, shift=0.3, seed=11))
-    kw = dict(n_permutations=20, n_correction=20, n_bandwidths=3, seed=4, resampling=resampling)
-    want = km.mmdagg_test(x, y, backend="torch", **kw)
-    got = km.mmdagg_test(x, y, backend=backend, **kw)
+    want, got = torch_and_backend(km.mmdagg_test, backend, x, y, n_permutations=20, n_correction=20, n_bandwidths=3,
+                                  seed=4, resampling=resampling)
     torch.testing.assert_close(got.statistics, want.statistics, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(got.null_samples, want.null_samples, rtol=1e-4, atol=1e-6)
     assert got.reject == want.reject
 
 
 # ----------------------------------------------------------------------------------- level and power (Monte Carlo)
-
-
-
 @pytest.mark.parametrize("n, m", [(20, 20), (20, 30)])
 @pytest.mark.usefixtures("one_thread")
 def test_mmdagg_level(n, m):

@@ -20,6 +20,7 @@ from ._alternatives import (
     one_thread,  # noqa: F401  (fixture)
     power_and_median_power,
     rejection_rate,
+    torch_and_backend,
 )
 
 
@@ -122,19 +123,11 @@ def test_mmdfuse_subsampled_grid_above_max_points(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["tiled", pytest.param("keops", marks=pytest.mark.slow), "triton"])
 def test_mmdfuse_every_backend_same_statistics(backend):
-    from kernelmmd import ops
-
-    if not ops.available(backend):
-        pytest.skip(f"backend {backend!r} is not installed")
     x, y = (torch.from_numpy(a).float() for a in _data(22, 27, d=3, shift=0.3, seed=5))
-    kw = dict(n_permutations=15, n_bandwidths=3, seed=1)
-    want = km.mmdfuse_test(x, y, backend="torch", **kw)
-    got = km.mmdfuse_test(x, y, backend=backend, **kw)
+    want, got = torch_and_backend(km.mmdfuse_test, backend, x, y, n_permutations=15, n_bandwidths=3, seed=1)
     torch.testing.assert_close(got.statistics, want.statistics, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.null_samples, want.null_samples, rtol=1e-4, atol=1e-5)
     assert got.p_value == want.p_value
-
-
 
 
 @pytest.mark.parametrize("n, m", [(20, 20), (30, 20)])
