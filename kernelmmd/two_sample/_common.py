@@ -234,19 +234,23 @@ def check_families(kernels) -> tuple[str, ...]:
 
 def family_kernels(name: str, sigmas) -> list[Kernel]:
     """Our kernel of family ``name`` at each bandwidth σ (gaussian: RBF exp(−‖a−b‖²/(2σ²)); laplace: L1Laplacian
-    exp(−‖a−b‖₁/σ))."""
+    exp(−‖a−b‖₁/σ)). ValueError naming x and y when a bandwidth is not finite (distances beyond float64)."""
+    bad = [float(s) for s in sigmas if not math.isfinite(float(s))]
+    if bad:
+        raise ValueError(f"x and y: the L{FAMILIES[name][0]} distances between the samples overflow float64, so the "
+                         f"{name} bandwidths are not finite (e.g. {bad[0]!r}); rescale the data")
     return [get_kernel(FAMILIES[name][1], sigma=float(s)) for s in sigmas]
 
 
 def lp_distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
     """All ‖a_i − b_j‖_p (p = 1 or 2) in float64, shape (n, m), from coordinate differences (no expansion).
 
-    Computed on the points divided by a power of two near their largest |coordinate| (exact), so squares do not
-    overflow: distances of data at 1e200 stay finite (the kernels then overflow, and the test cannot decide).
+    Computed on the points divided by the power of two just below their largest |coordinate| (exact), so squares do
+    not overflow: distances of data at 1e200 stay finite (the kernels then overflow, and the test cannot decide).
     """
     a, b = a.double(), b.double()
     top = float(torch.maximum(a.abs().max(), b.abs().max())) if a.numel() and b.numel() else 0.0
-    scale = 2.0 ** math.frexp(top)[1] if 0.0 < top < math.inf else 1.0
+    scale = math.ldexp(1.0, math.frexp(top)[1] - 1) if 0.0 < top < math.inf else 1.0  # ≤ top < 2·scale
     d = torch.cdist(a / scale, b / scale, p=float(p), compute_mode="donot_use_mm_for_euclid_dist")
     return d * scale
 
