@@ -333,6 +333,6 @@ def test_mmdagg_bad_samples_and_wild_with_unequal_sizes():
     with pytest.raises(ValueError, match="R"):
         km.mmdagginc_test(x, y, R=0)
     with pytest.raises(ValueError, match="x and y: the L2 distances between the samples overflow float64"):
-        km.mmdagg_test(x * 1e308, -y * 1e308, kernels="gaussian")
+        km.mmdagg_test(np.full((10, 2), 1.5e308), np.full((10, 2), -1.5e308), kernels="gaussian")
     with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\)"):
         km.mmdagg_test(x, x, n_permutations=5, n_correction=5, seed=0).reject_at(0.0)
