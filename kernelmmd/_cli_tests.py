@@ -39,12 +39,13 @@ class Choice:
 
 # ---------------------------------------------------------------------------------------------------- permutation
 def _kernel(args, default: str):
-    """(name, params) of ``--kernel`` / ``--sigma`` / ``--param`` (rbf / laplacian: sigma="median" by default)."""
+    """(name, params) of ``--kernel`` / ``--sigma`` / ``--param`` (rbf / laplacian / l1_laplacian: sigma="median" by
+    default)."""
     name = args.kernel or default
     params = dict(args.param or [])
     if args.sigma is not None:
         params["sigma"] = args.sigma
-    elif name in ("rbf", "laplacian") and "sigma" not in params:
+    elif name in ("rbf", "laplacian", "l1_laplacian") and "sigma" not in params:
         params["sigma"] = "median"
     return name, params
 

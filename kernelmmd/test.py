@@ -431,7 +431,7 @@ def _parser() -> argparse.ArgumentParser:
         "--sigma",
         type=_number_or_heuristic,
         default=None,
-        help="bandwidth for rbf/laplacian: a number, 'median' (default) or 'mean'",
+        help="bandwidth for rbf/laplacian/l1_laplacian: a number, 'median' (default) or 'mean'",
     )
     ap.add_argument(
         "--param",

@@ -98,6 +98,16 @@ def test_main_success_matches_library(samples, capsys):
     assert res["p_value"] == km.mmd_test(a, b, "mix_rq", alphas=[0.5, 2], n_permutations=30, seed=1).p_value
 
 
+@pytest.mark.parametrize("kernel", ["rbf", "laplacian", "l1_laplacian"])
+def test_main_bandwidth_kernels_default_to_the_median(samples, capsys, kernel):
+    tmp, a, b = samples
+    code, out, _ = _main(capsys, tmp / "a.npy", tmp / "b.npy", "--kernel", kernel, "--permutations", "20", "--seed",
+                         "2", "--json")
+    assert code == 0
+    want = km.mmd_test(a, b, kernel, sigma="median", n_permutations=20, seed=2)
+    assert json.loads(out)["statistic"] == pytest.approx(want.statistic, rel=1e-12)
+
+
 def test_main_single_column_csv_and_1d_npy(tmp_path, capsys):
     np.savetxt(tmp_path / "a.csv", np.arange(12.0)[:, None], delimiter=",")
     np.save(tmp_path / "b.npy", np.arange(10.0) + 0.5)
