@@ -11,10 +11,10 @@ Run with ``pytest benchmarks/bench_scores.py --benchmark-only`` (plain ``pytest`
    (``kid_features_to_metric``: numpy float32, BLAS syrk for K_XX and K_YY through numpy's matmul) and
    ``torchmetrics`` (``KernelInceptionDistance.compute``, torch, float64 as given the features' dtype); a peer that
    is not installed is skipped. Each records time, peak memory and the KID value.
-2. ``test_kid_subsets_ratio``: kernelmmd and torch-fidelity interleaved call by call (same load on a shared machine),
-   ``KERNELMMD_BENCH_ROUNDS`` (default 3) calls each; records torch-fidelity time / kernelmmd time (median of the
-   per-round ratios) — the speed-up over the reference implementation (> 1: kernelmmd is faster) — in wall time and
-   in process CPU time (the steadier figure on a shared CPU: single-threaded runs are not charged for waiting).
+2. ``test_kid_subsets_ratio``: kernelmmd, kernelmmd-tiled (the path before) and torch-fidelity interleaved call by
+   call (same load on a shared machine), ``KERNELMMD_BENCH_ROUNDS`` (default 3) calls each; records torch-fidelity
+   time / kernelmmd time (median of the per-round ratios; > 1: kernelmmd is faster), in wall time and in process CPU
+   time (the steadier figure on a shared CPU: single-threaded runs are not charged for waiting).
 
 Knobs: ``KERNELMMD_BENCH_THREADS`` (torch intra-op threads **and** the BLAS threads numpy uses, through threadpoolctl
 when it is installed: both implementations then run on the same number of cores; 1 on a CPU shared with other jobs),
@@ -128,29 +128,34 @@ def test_kid_subsets(benchmark, features, impl):
 
 def test_kid_subsets_ratio(benchmark, features):
     real, fake = features
-    ours, ref = kid_call("kernelmmd", real, fake), kid_call("torch-fidelity", real, fake)
-    times = {"kernelmmd": [], "torch-fidelity": []}
-    cpu = {"kernelmmd": [], "torch-fidelity": []}  # process CPU seconds: steadier than wall time on a shared CPU
+    names = ("kernelmmd", "kernelmmd-tiled", "torch-fidelity")
+    calls = {name: kid_call(name, real, fake) for name in names}
+    times = {name: [] for name in names}
+    cpu = {name: [] for name in names}  # process CPU seconds: steadier than wall time on a shared CPU
     values = {}
 
-    def both():
-        for name, f in (("kernelmmd", ours), ("torch-fidelity", ref)):
+    def each():
+        for name in names:
             t0, c0 = time.perf_counter(), time.process_time()
             with blas_threads():
-                values[name] = f()
+                values[name] = calls[name]()
             _sync()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
 
-    benchmark.pedantic(both, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    ratios = [r / o for o, r in zip(times["kernelmmd"], times["torch-fidelity"])]
-    cpu_ratios = [r / o for o, r in zip(cpu["kernelmmd"], cpu["torch-fidelity"])]
+    benchmark.pedantic(each, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    ref = "torch-fidelity"
+    speed = {name: [r / o for o, r in zip(times[name], times[ref])] for name in names[:2]}
+    cpu_speed = {name: [r / o for o, r in zip(cpu[name], cpu[ref])] for name in names[:2]}
     benchmark.extra_info.update(
         device=DEVICE, pool=POOL, d=DIM, subsets=SUBSETS, subset_size=SUBSET_SIZE, threads=torch.get_num_threads(),
-        blas_threads=THREADS, seconds=times, cpu_seconds=cpu, kid=values,
-        speedup_vs_torch_fidelity=statistics.median(ratios), speedups=ratios,
-        cpu_speedup_vs_torch_fidelity=statistics.median(cpu_ratios), cpu_speedups=cpu_ratios,
+        blas_threads=THREADS, seconds=times, cpu_seconds=cpu, kid=values, speedups_vs_torch_fidelity=speed,
+        cpu_speedups_vs_torch_fidelity=cpu_speed,
+        speedup_vs_torch_fidelity={k: statistics.median(v) for k, v in speed.items()},
+        cpu_speedup_vs_torch_fidelity={k: statistics.median(v) for k, v in cpu_speed.items()},
     )
-    print(f"\ntorch-fidelity / kernelmmd per round, wall: {', '.join(f'{r:.2f}' for r in ratios)}; CPU: "
-          f"{', '.join(f'{r:.2f}' for r in cpu_ratios)} (kernelmmd wall {times['kernelmmd']}, CPU {cpu['kernelmmd']}; "
-          f"torch-fidelity wall {times['torch-fidelity']}, CPU {cpu['torch-fidelity']})")
+    for name in names[:2]:
+        print(f"\ntorch-fidelity / {name} per round, wall: {', '.join(f'{r:.2f}' for r in speed[name])}; "
+              f"CPU: {', '.join(f'{r:.2f}' for r in cpu_speed[name])}")
+    print("wall s:", {k: [round(t, 2) for t in v] for k, v in times.items()})
+    print("CPU s:", {k: [round(t, 2) for t in v] for k, v in cpu.items()})
