@@ -23,7 +23,7 @@ __all__ = ["Config", "DEFAULT_STEPS", "RESUMABLE", "PRESETS", "apply_preset", "b
            "config_for_resume"]
 
 #: default --steps: the main job, a few minutes of SMMD on MNIST on a 2-core CPU (see README "Training GANs")
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 1000
 #: --preset: named sets of defaults; an option given explicitly wins over its preset's value. "quick" (the field
 #: defaults) is the main job's short CPU run: smaller networks and a larger learning rate, tuned to draw digits in
 #: minutes; "paper" is the SMMD paper's setting (SPEC §10: width 64, lr 1e-4, 150 000 generator steps).

@@ -202,11 +202,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, samples: int = 10000, checkpoint
     return out
 
 
-def score_run(run_dir: str | os.PathLike, *, samples: int = 5000, seed: int = 0, device="cpu",
+def score_run(run_dir: str | os.PathLike, *, samples: int = 5000, checkpoint=None, seed: int = 0, device="cpu",
               progress: bool = True) -> dict:
     """The main job's closing scores: the exact all-pairs KID (``kernelmmd.kid(..., subsets=None)``, LeNet or the
     data's default features) of ``samples`` generated images against as many real ones (all of them when fewer),
-    for the newest checkpoint and for the generator at initialisation; writes RUN_DIR/scores.json.
+    for the newest intact checkpoint (or ``checkpoint``) and for the generator at initialisation; writes
+    RUN_DIR/scores.json.
 
     Returns:
         The written dict: :func:`evaluate_run`'s keys for the last checkpoint, plus ``kid`` / ``kid_sd`` (the exact
@@ -219,7 +220,8 @@ def score_run(run_dir: str | os.PathLike, *, samples: int = 5000, seed: int = 0,
     data = saved["config"]["data"]
     fx = load_feature_extractor(default_features(data), data=data, device=device,
                                 data_dir=saved["config"].get("data_dir"), progress=progress)
-    gen, cfg, ckpt_path, state = load_checkpointed_generator(run_dir, device=device, stacklevel=3)
+    gen, cfg, ckpt_path, state = load_checkpointed_generator(run_dir, device=device, checkpoint=checkpoint,
+                                                             stacklevel=3)
     step = int(state["step"])
     del state
     gen0, _ = initial_generator(run_dir, device)
