@@ -120,7 +120,7 @@ def plot(real: torch.Tensor, fake: torch.Tensor, ard_map: torch.Tensor, powers: 
     axes[2].axis("off")
     fig.colorbar(im, ax=axes[2], label="log₁₀ ℓ (small ℓ = informative)")
     fig.suptitle(f"power at α = {alpha:g}: optimised ARD {powers['ard']:.2f}, optimised RBF {powers['rbf']:.2f}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=70)
     plt.close(fig)
 
@@ -141,7 +141,8 @@ def run(run_dir, *, out=None, n: int = 500, reps: int = 10, steps: int = 100, lr
     res = power_study(real, gen, cfg.z_dim, n=n, reps=reps, steps=steps, lr=lr, alpha=alpha,
                       n_permutations=n_permutations, seed=seed, device=device, log=log)
     powers = {k: res[k]["power"] for k in ("rbf", "ard")}
-    plot(real[:36], generate(gen, 36, cfg.z_dim, seed + 2_000_000, device), res["ard_map"], powers, alpha,
+    shown = real[torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))[:36]]  # sets may be
+    plot(shown, generate(gen, 36, cfg.z_dim, seed + 2_000_000, device), res["ard_map"], powers, alpha,  # sorted
          out / "troubleshoot.png")
     result = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "loss": cfg.loss, "data": cfg.data,
               "step": step, "real_split": used, "n": n, "reps": reps, "steps": steps, "lr": lr, "alpha": alpha,
