@@ -50,7 +50,7 @@ def _free_port() -> int:
 def tiny(out, **kw) -> Config:
     """A configuration that takes a fraction of a second per step (the one tests/test_gan_train.py uses)."""
     base = dict(data="gaussians-2d", steps=3, batch_size=8, critic_steps=1, start_critic_steps=1, width=4, z_dim=4,
-                log_every=1, sample_every=1000, checkpoint_every=2, out=str(out), progress=False)
+                lr=1e-4, log_every=1, sample_every=1000, checkpoint_every=2, out=str(out), progress=False)
     base.update(kw)
     return Config(**base)
 
