@@ -1,4 +1,4 @@
-"""Benchmarks of the two-sample family: the B-permutation test and the exact (all-pairs) KID.
+"""Benchmarks of the two-sample family: the B-permutation test, the exact (all-pairs) KID, MMDAgg and MMD-FUSE.
 
 Run with ``pytest benchmarks/bench_two_sample.py --benchmark-only`` (plain ``pytest`` skips benchmarks).
 
