@@ -392,11 +392,15 @@ def _cov(a: torch.Tensor) -> torch.Tensor:
 # Reuse across subsets: when the subsets overlap enough, the kernel sums of every subset come from one pass over the
 # whole (upper-triangular) Gram matrices, each pair's kernel value computed once: e_sᵀ K e_s for indicator columns
 # e_s, K's tiles times E (n, subsets) in float64.
+_INDICATOR_ENTRIES = 2**25  # the most float64 indicator entries (n + m) · subsets the Gram pass holds (256 MiB)
 def _gram_pays(n: int, m: int, d: int, subsets: int, size: int) -> bool:
     """Whether the whole-Gram pass takes fewer multiply-adds than the subsets: ((n² + m²)/2 + nm)(d + 2·subsets)
     (products in the features' dtype, then float64 products with the indicators, counted twice) against
-    subsets · 2·size² · d (per subset: K_XY and the halves of K_XX, K_YY). E.g. 100 subsets of 1000 at d = 2048:
-    the Gram pass below n = m ≈ 9 500."""
+    subsets · 2·size² · d (per subset: K_XY and the halves of K_XX, K_YY), and its float64 indicator columns
+    (n + m, subsets) hold at most ``_INDICATOR_ENTRIES`` entries. E.g. 100 subsets of 1000 at d = 2048: the Gram pass
+    below n = m ≈ 9 500."""
+    if (n + m) * subsets > _INDICATOR_ENTRIES:
+        return False
     return ((n * n + m * m) / 2 + n * m) * (d + 2 * subsets) < subsets * 2 * size * size * d
 
 

@@ -119,6 +119,7 @@ def test_kid_gram_pass_rule():
     assert not km.scores._gram_pays(50000, 50000, 2048, 100, 1000)
     assert km.scores._gram_pays(2000, 2000, 64, 100, 1000)
     assert not km.scores._gram_pays(2000, 2000, 64, 3, 100)
+    assert not km.scores._gram_pays(5000, 5000, 2048, 10000, 1000)  # 800 MiB of indicator columns
 
 
 def test_kid_exact_all_pairs():
