@@ -393,6 +393,8 @@ def _cov(a: torch.Tensor) -> torch.Tensor:
 # whole (upper-triangular) Gram matrices, each pair's kernel value computed once: e_sᵀ K e_s for indicator columns
 # e_s, K's tiles times E (n, subsets) in float64.
 _INDICATOR_ENTRIES = 2**25  # the most float64 indicator entries (n + m) · subsets the Gram pass holds (256 MiB)
+
+
 def _gram_pays(n: int, m: int, d: int, subsets: int, size: int) -> bool:
     """Whether the whole-Gram pass takes fewer multiply-adds than the subsets: ((n² + m²)/2 + nm)(d + 2·subsets)
     (products in the features' dtype, then float64 products with the indicators, counted twice) against
