@@ -31,7 +31,7 @@ def _missing(mp, backend, package):
 def test_backends_and_ops_listed():
     assert ops.BACKENDS == ("auto", "torch", "tiled", "keops", "triton")
     assert set(ops.OPS) == {"block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column",
-                            "dense_blocks"}
+                            "dense_blocks", "quad_forms", "h_quad_forms"}
     for be in ("torch", "tiled"):
         assert ops.available(be)
         for op in ops.OPS:

@@ -48,6 +48,15 @@ Ops (all take already-validated 2-D tensors and a resolved, non-deep :class:`~ke
 * ``kernel_grad_mv(x, y, v, kernel) -> Σ_j v_j ∇_a k(a, y_j)|_{a=x_i}`` (float64, (n, d))
 * ``a_matvec(z, u0, u1, kernel) -> A·[u0; u1]`` for the derivative blocks of SPEC §2
 * ``a_diag(z, kernel)``, ``a_column(z, index, kernel)``
+* ``quad_forms(z, v, kernels, row_sums=False) -> Q`` (float64, (Λ, B)): Q[λ, b] = Σ_ij v_ib k_λ(z_i, z_j) v_jb for
+  each kernel of a list (the full matrix, diagonal included; callers subtract what they need), with ``row_sums``
+  also ``(Q, R)``, R[λ] = K_λ·1 (Λ, N). The resampled statistics of the permutation and aggregated tests.
+* ``h_quad_forms(x, y, v, kernels, total=False) -> Q`` (n = m, float64, (Λ, B)): Q[λ, b] = Σ_ij v_ib v_jb h_λ(i, j),
+  h(i, j) = k(x_i,x_j) + k(y_i,y_j) − k(x_i,y_j) − k(x_j,y_i) (the wild bootstrap); with ``total`` also
+  ``(Q, T)``, T[λ] = 1ᵀK_λ1 over the pooled [x; y]. Default on every backend: one ``kernel_mv`` pass per kernel
+  (:func:`._shared.quad_forms_via`; h as the pooled form [v; −v]ᵀK[v; −v]); ``tiled`` specialises both
+  (upper-triangle row strips, one distance strip per distance family shared by its kernels, float64 products:
+  N²/2 kernel values and N²B/2 multiply-adds per kernel, n²B/2 for h instead of 4n²B).
 * ``dense_blocks(z, kernel) -> (K, G, H)``: the derivative blocks materialised, (M, M), (M d, M), (M d, M d)
   (GCMMD's ``dense`` / ``feature`` solvers, :func:`kernelmmd.derivative_blocks`). O(M² d²) memory by design: the
   ``tiled`` and ``keops`` backends re-export the dense reference's, ``triton`` does not provide it (callers ask for
@@ -80,7 +89,8 @@ _MODULES = {
 #: backend name -> (package it needs, pip extra)
 _PACKAGES = {"keops": ("pykeops", "keops"), "triton": ("triton", "triton")}
 BACKENDS = ("auto", *_MODULES)
-OPS = ("block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks")
+OPS = ("block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks", "quad_forms",
+       "h_quad_forms")
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,48 @@ def refuse(message: str, outs, deps) -> list:
     if not torch.is_grad_enabled() or not deps:
         return list(outs)
     return [o if not isinstance(o, torch.Tensor) else Refuse.apply(message, o, *deps) for o in outs]
+
+
+# -------------------------------------------------------------------------------------------------- quadratic forms
+
+
+def _kernel_mv(backend: str):
+    """``backend``'s ``kernel_mv`` as the dispatch table gives it (imported at call time: the backends import this
+    module)."""
+    from . import routine
+
+    return routine("kernel_mv", backend)
+
+
+def quad_forms_via(backend: str, z: torch.Tensor, v: torch.Tensor, kernels, row_sums: bool = False):
+    r"""The ``quad_forms`` op from ``backend``'s ``kernel_mv`` (the default of every backend but ``tiled``):
+    Q[λ, b] = Σ_ij v_ib k_λ(z_i, z_j) v_jb = v_bᵀ (K_λ v)_b, one ``kernel_mv`` pass of all the columns per kernel;
+    with ``row_sums`` also R[λ] = K_λ·1 (one more column, first, in the same pass). float64 on z's device."""
+    kernel_mv = _kernel_mv(backend)
+    vd = v.double()
+    if row_sums:
+        vd = torch.cat([torch.ones(vd.shape[0], 1, dtype=vd.dtype, device=vd.device), vd], 1)
+    forms, sums = [], []
+    for k in kernels:
+        kv = kernel_mv(z, z, vd, k).double()  # (N, [1 +] B)
+        if row_sums:
+            sums.append(kv[:, 0])
+            kv = kv[:, 1:]
+        forms.append((vd[:, 1:] if row_sums else vd).mul(kv).sum(0))
+    q = torch.stack(forms) if forms else torch.zeros(0, v.shape[1], dtype=torch.float64, device=z.device)
+    if not row_sums:
+        return q
+    return q, (torch.stack(sums) if sums else torch.zeros(0, z.shape[0], dtype=torch.float64, device=z.device))
+
+
+def h_quad_forms_via(backend: str, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernels, total: bool = False):
+    r"""The ``h_quad_forms`` op from ``backend``'s ``kernel_mv`` (n = m): Σ_ij v_ib v_jb h_λ(i, j) with
+    h(i, j) = k(x_i,x_j) + k(y_i,y_j) − k(x_i,y_j) − k(x_j,y_i), as the pooled quadratic form uᵀK_λu,
+    u = [v; −v] (one ``kernel_mv`` pass of 2n rows per kernel); with ``total`` also 1ᵀK_λ1 over the pooled sample."""
+    z = torch.cat([x, y])
+    vd = v.double()
+    u = torch.cat([vd, -vd])  # (2n, B)
+    if total:
+        u = torch.cat([torch.ones(u.shape[0], 1, dtype=u.dtype, device=u.device), u], 1)
+    q = quad_forms_via(backend, z, u, kernels)  # (Λ, [1 +] B)
+    return (q[:, 1:], q[:, 0]) if total else q

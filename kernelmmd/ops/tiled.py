@@ -43,7 +43,7 @@ from .reference import a_column, a_diag, dense_blocks, require_twice
 from .types import BlockStats
 
 __all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks",
-           "TILE_ELEMENTS"]
+           "quad_forms", "h_quad_forms", "TILE_ELEMENTS", "STRIP_ELEMENTS"]
 
 #: kernel entries per tile (rows × columns): about 4 MiB of float32 per temporary, in the range of equally fast tile
 #: sizes on the CPU; at large d the distance product needs more rows to run at BLAS speed, so tiles get at least d/2
@@ -606,3 +606,134 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
 
     out = _by_rows(fn, zc, M, _needs_grad(z, u0, u1, *kernel.scalar_params()))
     return out[:, 0].to(z.dtype), out[:, 1:].to(z.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Quadratic forms of many kernels: upper-triangle row strips, one distance strip per distance family
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _family(kernel: Kernel):
+    """Kernels with the same key share their distance strips: L1 distances, squared distances (centred or the √t
+    kernels' exact form) or inner products."""
+    _check_kernel(kernel, "quad_forms")
+    if isinstance(kernel, L1Kernel):
+        return ("l1",)
+    if isinstance(kernel, RadialKernel):
+        return ("sq", kernel.sqrt_distance, centres(kernel))
+    return ("dot",)
+
+
+def _groups(kernels) -> dict:
+    """family key -> [(index in kernels, kernel)], in the order of first appearance."""
+    out: dict = {}
+    for i, k in enumerate(kernels):
+        out.setdefault(_family(k), []).append((i, k))
+    return out
+
+
+def _dist(key, kernel, a, b, diag: bool):
+    """The distance strip of a family (``kernel`` one of its members) for rows a against columns b; ``diag``: a and
+    b start at the same point of one set (entries (i, i) are a point against itself: t = 0 exactly)."""
+    if key[0] == "l1":
+        return l1dist(a, b)
+    if key[0] == "sq":
+        return _sq(a, b, kernel, 0 if diag else None)
+    return a @ b.T
+
+
+def _profile(key, kernel, t):
+    """Kernel values (input dtype) from a distance strip, as :func:`_k_tile` forms them (block ``"xy"``)."""
+    if key[0] == "sq":
+        lo, hi = kernel.block_bounds("xy")
+        if lo > 0 or hi < math.inf:
+            t = t.clamp(lo, hi)
+    return kernel.profile(t, 0)
+
+
+#: kernel entries per upper-triangle strip of :func:`quad_forms` / :func:`h_quad_forms` (rows × columns ≤ this): with
+#: 2 000 columns and 4 002 resampled columns, 128 to 256 rows ran at the same speed, 512 and 1 024 rows 10–40 % slower
+#: (one core; benchmarks/RESULTS.md, "MMDAgg and MMD-FUSE")
+STRIP_ELEMENTS = 1 << 19
+
+
+def _strip_rows(n: int) -> int:
+    """Rows per upper-triangle strip of an n-point set (a strip holds ≤ n columns)."""
+    return max(1, min(n, STRIP_ELEMENTS // max(1, n)))
+
+
+@torch.no_grad()
+def quad_forms(z: torch.Tensor, v: torch.Tensor, kernels, row_sums: bool = False):
+    r"""Q[λ, b] = Σ_ij v_ib k_λ(z_i, z_j) v_jb for every kernel of ``kernels`` (the full matrix, diagonal included);
+    with ``row_sums`` also R[λ] = K_λ·1, (Λ, N). float64 results on z's device; not differentiable.
+
+    Upper-triangle row strips: strip I holds k(z_I, z_J) for J ≥ I, and Σ_I v_Iᵀ K_II v_I + 2 Σ_{I<J} v_Iᵀ K_IJ v_J
+    takes N²/2 kernel values and N²B/2 multiply-adds per kernel. One distance strip per family (L1, squared
+    distances, inner products) serves all its kernels; each kernel strip is reduced to its forms at once
+    (O(rows·N + N·B) memory). Kernel values in the input dtype, the strip's product with V and every sum in float64.
+    """
+    N = z.shape[0]
+    vd = v.double()
+    q = torch.zeros(len(kernels), vd.shape[1], dtype=torch.float64, device=z.device)
+    r = torch.zeros(len(kernels), N, dtype=torch.float64, device=z.device) if row_sums else None
+    rows = _strip_rows(N)
+    for key, members in _groups(kernels).items():
+        (zc,) = _centre(members[0][1], z)
+        for r0 in range(0, N, rows):
+            r1 = min(N, r0 + rows)
+            t = _dist(key, members[0][1], zc[r0:r1], zc[r0:], True)  # (rows, N − r0)
+            vi, vj = vd[r0:r1], vd[r0:]
+            for i, k in members:
+                kd = _profile(key, k, t).double()
+                if row_sums:
+                    r[i, r0:r1] += kd.sum(1)
+                    r[i, r1:] += kd[:, r1 - r0:].sum(0)
+                kd[:, r1 - r0:] *= 2.0  # K_IJ for J > I stands for K_JI too
+                q[i] += (vi * (kd @ vj)).sum(0)
+    for i, k in enumerate(kernels):
+        if getattr(k, "norm_terms", False):  # energy kernel: + ‖z_i‖ + ‖z_j‖
+            q[i] += (vd * energy_norm_mv(z, z, vd)).sum(0)
+            if row_sums:
+                r[i] += energy_norm_mv(z, z, torch.ones(N, dtype=torch.float64, device=z.device))
+    return (q, r) if row_sums else q
+
+
+@torch.no_grad()
+def h_quad_forms(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernels, total: bool = False):
+    r"""Q[λ, b] = Σ_ij v_ib v_jb h_λ(i, j), h(i, j) = k(x_i,x_j) + k(y_i,y_j) − k(x_i,y_j) − k(x_j,y_i) (n = m; the
+    i = j terms included), for every kernel; with ``total`` also 1ᵀK_λ1 over the pooled sample [x; y], (Λ,).
+    float64 on x's device; not differentiable.
+
+    H is symmetric n × n: upper-triangle row strips of its four kernel blocks (2n² kernel values and n²B/2
+    multiply-adds per kernel, against 4n² and 4n²B for the pooled form [v; −v]ᵀK[v; −v]); one set of four distance
+    strips per family serves all its kernels; H's strip is formed and multiplied in float64.
+    """
+    n = x.shape[0]
+    vd = v.double()
+    q = torch.zeros(len(kernels), vd.shape[1], dtype=torch.float64, device=x.device)
+    tot = torch.zeros(len(kernels), dtype=torch.float64, device=x.device) if total else None
+    rows = _strip_rows(n)
+    for key, members in _groups(kernels).items():
+        k0 = members[0][1]
+        xc, yc = _centre(k0, x, y)
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            xa, ya, xb, yb = xc[r0:r1], yc[r0:r1], xc[r0:], yc[r0:]
+            txx, tyy = _dist(key, k0, xa, xb, True), _dist(key, k0, ya, yb, True)
+            txy, tyx = _dist(key, k0, xa, yb, False), _dist(key, k0, ya, xb, False)
+            vi, vj = vd[r0:r1], vd[r0:]
+            for i, k in members:
+                p = _profile(key, k, txx).double() + _profile(key, k, tyy).double()  # within-sample terms
+                c = _profile(key, k, txy).double() + _profile(key, k, tyx).double()  # cross terms (symmetric)
+                if total:
+                    s = p + c
+                    tot[i] += s.sum() + s[:, r1 - r0:].sum()
+                h = p.sub_(c)
+                h[:, r1 - r0:] *= 2.0  # H_IJ for J > I stands for H_JI too
+                q[i] += (vi * (h @ vj)).sum(0)
+    if total:  # energy kernel: the norm terms cancel in h, not in the pooled sum
+        z = torch.cat([x, y])
+        for i, k in enumerate(kernels):
+            if getattr(k, "norm_terms", False):
+                tot[i] += energy_norm_mv(z, z, torch.ones(2 * n, dtype=torch.float64, device=x.device)).sum()
+    return (q, tot) if total else q

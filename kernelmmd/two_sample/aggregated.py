@@ -2,10 +2,10 @@ r"""Aggregated MMD tests over many kernels: :func:`mmdagg_test` (MMDAgg, Schrab 
 :func:`mmdagginc_test` (MMDAggInc, Schrab et al., NeurIPS 2022), with their result type :class:`MMDAggResult`
 (SPEC §14; docs/ARCHITECTURE.md, "Two-sample tests").
 
-Every resampled statistic of MMDAgg is a quadratic form vᵀK_λv of the pooled kernel matrix, so B of them come from one
-fused ``kernel_mv`` pass per kernel and batch of columns (:func:`~kernelmmd.two_sample.permutation.kernel_products`):
-the N × N matrix is never formed on the fused backends. MMDAggInc's statistic is a sum over R·N pairs only, formed
-from the pair values directly.
+Every resampled statistic of MMDAgg is a quadratic form of the kernel matrices, so B of them for every kernel come
+from one ``quad_forms`` (permutations: eᵀK_λe) or ``h_quad_forms`` (wild bootstrap: εᵀH_λε with the n × n matrix
+H_λ = K_XX + K_YY − K_XY − K_YX) pass per batch of columns: the N × N matrix is never formed on the fused backends.
+MMDAggInc's statistic is a sum over R·N pairs only, formed from the pair values directly.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import ops
 from .._validate import as_generator, check_choice, check_int, to_output
 from ._common import (
     FAMILIES,
@@ -29,7 +30,7 @@ from ._common import (
     prepare_samples,
     undecided,
 )
-from .permutation import BATCH_ENTRIES, check_callback, kernel_products, split_statistics, tie_tolerance
+from .permutation import BATCH_ENTRIES, check_callback, resample_batches, split_statistics, tie_tolerance
 
 __all__ = ["MMDAggResult", "mmdagg_test", "mmdagginc_test", "agg_weights", "mmdagg_bandwidths"]
 
@@ -157,24 +158,27 @@ def _signs(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def _wild_statistics(x, y, kernels, count, gen, backend, batch_size, callback):
-    r"""Wild bootstrap (n = m): for v = [ε; −ε], vᵀK_λv − Σ_i [k(x_i,x_i) + k(y_i,y_i) − 2k(x_i,y_i)] is
-    Σ_{i≠j} ε_iε_j h(z_i, z_j) (the i = j terms of the four blocks do not depend on ε: ε_i² = 1), divided by n(n − 1).
+    r"""Wild bootstrap (n = m): Σ_ij ε_iε_j h_λ(z_i, z_j) − Σ_i h_λ(z_i, z_i) is Σ_{i≠j} ε_iε_j h_λ(z_i, z_j) (the
+    i = j terms do not depend on ε: ε_i² = 1), divided by n(n − 1); one ``h_quad_forms`` pass (all kernels) per
+    batch of signs, the first one also returning 1ᵀK_λ1 (the size of the cancelling terms).
     Returns ``(observed (Λ,), magnitude (Λ,), null (Λ, count))`` as :func:`split_statistics` does."""
     n = x.shape[0]
-    z = torch.cat([x, y])  # (2n, d)
+    z = torch.cat([x, y])  # (2n, d): the auto backend rules see the pooled sample, as for the permutations
+    hq = ops.dispatch("h_quad_forms", backend, z, z)
     const = torch.stack([(k.pairwise(x, x) + k.pairwise(y, y) - 2.0 * k.pairwise(x, y)).double().sum()
-                         for k in kernels])  # (Λ,) the i = j terms, O(n d)
+                         for k in kernels])[:, None].cpu()  # (Λ, 1) the i = j terms, O(n d)
     scale = n * (n - 1)
-    head = torch.ones(2 * n, 2, dtype=torch.float64)
-    head[n:, 1] = -1.0  # columns 1 (→ 1ᵀK1, the size of the cancelling terms) and the observed ε = 1
-    draw = lambda c: (lambda e: torch.cat([e, -e]))(_signs(n, c, gen))  # noqa: E731
-    null, observed = [], None
-    for v, kvs in kernel_products(z, kernels, draw, count, head, backend, batch_size, callback):
-        forms = torch.stack([(v * kv).sum(0) for kv in kvs]).cpu()  # (Λ, cols) vᵀK_λv
-        if observed is None:
-            magnitude, observed = forms[:, 0] / scale, (forms[:, 1] - const.cpu()) / scale
-            forms = forms[:, 2:]
-        null.append((forms - const.cpu()[:, None]) / scale)
+    head = torch.ones(n, 1, dtype=torch.float64)  # the observed ε = 1
+    draw = lambda c: _signs(n, c, gen)  # noqa: E731
+    null = []
+    for v, first in resample_batches(draw, count, head, 2 * n, x.device, batch_size, callback):
+        if first:
+            forms, total = hq(x, y, v, kernels, total=True)  # (Λ, cols) εᵀH_λε, (Λ,) 1ᵀK_λ1
+            stats = (forms.cpu() - const) / scale
+            magnitude, observed, stats = total.cpu() / scale, stats[:, 0], stats[:, 1:]
+        else:
+            stats = (hq(x, y, v, kernels).cpu() - const) / scale
+        null.append(stats)
     return observed, magnitude, torch.cat(null, 1)
 
 
@@ -327,9 +331,12 @@ def mmdagg_test(
     some M_λ > q_λ(u). The test rejects when some observed M_λ > q_λ(u), equivalently p_λ ≤ u·w_λ with
     p_λ = #{M_λ,b ≥ M_λ,obs} / (B1 + 1).
 
-    **Cost.** Every resampled statistic is a quadratic form vᵀK_λv: per kernel, one fused ``kernel_mv`` pass per batch
-    of columns, O(|Λ|·N²·(d + B1 + B2)) time and O(N·B_batch) memory, N = n + m; the kernel matrix is never formed on
-    the fused backends (``backend``). The same seed gives the same resamples on every device and batch size.
+    **Cost.** Every resampled statistic is a quadratic form (εᵀH_λε, eᵀK_λe): one ``h_quad_forms`` / ``quad_forms``
+    pass (all kernels) per batch of columns, O(|Λ|·N²·(d + B1 + B2)) time and O(N·B_batch) memory, N = n + m; the
+    kernel matrix is never formed on the fused backends (``backend``). The ``tiled`` backend visits the upper
+    triangle only and shares each distance tile within a family: for the wild bootstrap 2n² kernel values and
+    n²(B1 + B2)/2 float64 multiply-adds per kernel. The same seed gives the same resamples on every device and batch
+    size.
 
     Args:
         x, y: samples, shapes (n, d) and (m, d) (or (n,)), n, m ≥ 2 (wild bootstrap: n = m, x_i paired with y_i).
@@ -341,7 +348,7 @@ def mmdagg_test(
         resampling: ``"auto"``, ``"wild bootstrap"`` (needs n = m) or ``"permutation"``.
         seed: int ≥ 0, a CPU ``torch.Generator`` or None (non-reproducible).
         backend: ``"auto"`` or a backend of :mod:`kernelmmd.ops`.
-        batch_size: resamples per fused pass (default ⌊2²⁴/N⌋). callback: called with the resamples done per batch.
+        batch_size: resamples per pass (default ⌊2²⁴/N⌋). callback: called with the resamples done per batch.
 
     Returns:
         :class:`MMDAggResult`. When a statistic or a resample is not finite the test cannot decide: one

@@ -1,8 +1,8 @@
 r"""MMD-FUSE (Biggs, Schrab & Gretton, NeurIPS 2023): :func:`mmdfuse_test` and :class:`MMDFuseResult` (SPEC §14;
 docs/ARCHITECTURE.md, "Two-sample tests").
 
-The permuted MMD²_u of every kernel come from the batched split machinery of :func:`~kernelmmd.mmd_test` (one fused
-``kernel_mv`` pass per kernel and batch of split indicators); the normaliser N̂_λ is one more kernel sum per kernel.
+The permuted MMD²_u of every kernel come from the batched split machinery of :func:`~kernelmmd.mmd_test` (one
+``quad_forms`` pass, all kernels, per batch of split indicators); the normalisers N̂_λ are one more ``quad_forms`` pass.
 """
 
 from __future__ import annotations
@@ -101,14 +101,13 @@ def fuse_bandwidths(z: torch.Tensor, p: int, count: int, gen: torch.Generator | 
 
 
 def _frobenius(z, names, kernels, backend) -> torch.Tensor:
-    """N̂_λ = √(Σ_{i≠j} k_λ(z_i, z_j)²) per kernel: k² is the same family at a smaller σ, so one kernel sum each."""
-    mv = ops.dispatch("kernel_mv", backend, z, z)
-    ones = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
-    out = []
-    for name, k in zip(names, kernels):
-        (k2,) = family_kernels(name, [k.sigma * SQUARE_SIGMA[name]])
-        out.append((mv(z, z, ones, k2).double().sum() - k2.pairwise(z, z).double().sum()).clamp_min(0.0).sqrt())
-    return torch.stack(out).cpu()  # (Λ,)
+    """N̂_λ = √(Σ_{i≠j} k_λ(z_i, z_j)²) per kernel: k² is the same family at a smaller σ, so 1ᵀK²1 for all the
+    kernels is one ``quad_forms`` pass with v = 1 (distances shared within a family)."""
+    k2s = [family_kernels(name, [k.sigma * SQUARE_SIGMA[name]])[0] for name, k in zip(names, kernels)]
+    ones = torch.ones(z.shape[0], 1, dtype=torch.float64, device=z.device)
+    sums = ops.dispatch("quad_forms", backend, z, z)(z, ones, k2s)[:, 0]  # (Λ,) 1ᵀK²_λ1
+    diag = torch.stack([k2.pairwise(z, z).double().sum() for k2 in k2s])
+    return (sums - diag).clamp_min(0.0).sqrt().cpu()  # (Λ,)
 
 
 def mmdfuse_test(
@@ -142,15 +141,16 @@ def mmdfuse_test(
     p = (1 + #{b : FUSE_b ≥ FUSE_obs}) / (B + 1); splits whose statistic equals the observed one up to rounding count
     as ties (≥). Reject when p ≤ α.
 
-    **Cost.** Per kernel, one fused ``kernel_mv`` pass per batch of split indicators plus one for N̂_λ:
-    O(|Λ|·N²·(d + B)) time, O(N·B_batch) memory (N = n + m); the grid uses the distances of ≤ 2000 pooled points.
+    **Cost.** One ``quad_forms`` pass (all kernels) per batch of split indicators plus one for the N̂_λ:
+    O(|Λ|·N²·(d + B)) time, O(N·B_batch) memory (N = n + m; the ``tiled`` backend visits the upper triangle only and
+    shares distances within a family); the grid uses the distances of ≤ 2000 pooled points.
 
     Args:
         x, y: samples, shapes (n, d), (m, d), n, m ≥ 2 (m ≠ n is fine).
         alpha: level in (0, 1). kernels: a subset of ``("laplace", "gaussian")``. n_bandwidths: λ per family, ≥ 2.
         n_permutations: B ≥ 1. lambda_multiplier: t > 0 (the reference's default 1).
         seed: int ≥ 0, a CPU ``torch.Generator``, or None. backend: ``"auto"`` or a backend of :mod:`kernelmmd.ops`.
-        batch_size: permutations per fused pass (default ⌊2²⁴/N⌋). callback: called with the permutations done.
+        batch_size: permutations per pass (default ⌊2²⁴/N⌋). callback: called with the permutations done.
 
     Returns:
         :class:`MMDFuseResult`. A statistic or permuted statistic that is not finite: the test cannot decide (one

@@ -1,5 +1,5 @@
-r"""The quadratic-time permutation test :func:`mmd_test` (SPEC §3): B permuted MMD²_u from one fused ``kernel_mv``
-pass per batch of split indicators (see docs/ARCHITECTURE.md, "Two-sample tests")."""
+r"""The quadratic-time permutation test :func:`mmd_test` (SPEC §3): B permuted MMD²_u from one ``quad_forms`` pass
+(eᵀKe for every split indicator e of a batch) per batch (see docs/ARCHITECTURE.md, "Two-sample tests")."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .._estimator import prepare
 from .._validate import as_generator, check_int, to_output
 from ._common import MMDTestResult, check_test_kernel, likely_cause, nonfinite, undecided
 
-__all__ = ["mmd_test", "indicators", "split_mmd2", "split_statistics", "kernel_products", "tie_tolerance",
+__all__ = ["mmd_test", "indicators", "split_mmd2", "split_statistics", "resample_batches", "tie_tolerance",
            "check_callback", "BATCH_ENTRIES"]
 
 #: default resampling batch: as many columns as keep N·B_batch ≤ 2²⁴ entries (128 MiB in float64)
@@ -39,15 +39,14 @@ def tie_tolerance(z: torch.Tensor, scale):
     return TIE_EPS * torch.finfo(z.dtype).eps * scale
 
 
-def split_mmd2(e, ke, r, total, diag, trace, n, m, magnitude: bool = False):
-    r"""MMD²_u for each indicator column of ``e`` from the quadratic forms of the pooled kernel matrix K.
+def split_mmd2(eke, er, ed, total, trace, n, m, magnitude: bool = False):
+    r"""MMD²_u of splits of the pooled sample from the quadratic forms of its kernel matrix K (any broadcastable
+    shapes, e.g. (Λ, B) forms with (Λ, 1) totals).
 
-    With e ∈ {0,1}^N (|e| = n), f = 1 − e, r = K1, T = 1ᵀK1, D = diag(K): eᵀK̃e = eᵀKe − eᵀD,
-    fᵀK̃f = T − 2eᵀr + eᵀKe − (tr K − eᵀD), eᵀKf = eᵀr − eᵀKe (the diagonal is handled exactly).
+    For an indicator e ∈ {0,1}^N (|e| = n), f = 1 − e, with eke = eᵀKe, er = eᵀr (r = K1), ed = eᵀD (D = diag(K)),
+    total = 1ᵀK1 and trace = tr K: eᵀK̃e = eᵀKe − eᵀD, fᵀK̃f = T − 2eᵀr + eᵀKe − (tr K − eᵀD), eᵀKf = eᵀr − eᵀKe
+    (the diagonal is handled exactly).
     """
-    eke = (e * ke).sum(0)  # (B,)  eᵀKe
-    er = e.T @ r  # (B,)  eᵀK1
-    ed = e.T @ diag  # (B,)  eᵀ diag(K)
     sxx = eke - ed
     syy = total - 2.0 * er + eke - (trace - ed)
     sxy = er - eke
@@ -57,23 +56,22 @@ def split_mmd2(e, ke, r, total, diag, trace, n, m, magnitude: bool = False):
     return stat
 
 
-def kernel_products(z, kernels, draw, count, head, backend, batch_size, callback):
-    """Batches of resampled columns through the pooled kernel matrices: one fused ``kernel_mv`` pass per kernel.
+def resample_batches(draw, count, head, rows, device, batch_size, callback):
+    """Batches of resampled columns: yields ``(v, first)``, v (rows, cols) float64 on ``device``.
 
-    ``draw(c)`` returns c new (N, c) float64 CPU columns (v ∈ {0, 1} or {±1}: exact in any dtype); ``head`` (N, h)
-    is prepended to the first batch (e.g. [1, v₀]: row sums and the observed split). Yields ``(v, [K_λ v])`` with
-    v (N, cols) and each K_λ v (N, cols) in float64 on z's device, ``count`` drawn columns in all, at most
-    ``batch_size`` (default ⌊2²⁴ / N⌋) per batch: O(N²(d + cols)) work per kernel and batch, O(N·cols) memory.
+    ``draw(c)`` returns c new (rows, c) float64 CPU columns (drawn on the CPU generator column after column, so the
+    resamples do not depend on the batch size); ``head`` (rows, h) is prepended to the first batch (``first`` True;
+    e.g. the observed split). ``count`` drawn columns in all, at most ``batch_size`` (default ⌊2²⁴ / rows⌋) per
+    batch; ``callback(c)`` after each batch has been used.
     """
-    mv = ops.dispatch("kernel_mv", backend, z, z)  # pairs = N²
-    size = batch_size if batch_size is not None else max(1, BATCH_ENTRIES // z.shape[0])
+    size = batch_size if batch_size is not None else max(1, BATCH_ENTRIES // rows)
     done = 0
     while done < count:
         c = min(size, count - done)
-        v = draw(c).to(z.device)  # (N, c), drawn on the CPU generator
+        v = draw(c)  # (rows, c), drawn on the CPU generator
         if done == 0:
-            v = torch.cat([head.to(z.device), v], 1)  # (N, h + c)
-        yield v, [mv(z, z, v.to(z.dtype), k).double() for k in kernels]
+            v = torch.cat([head, v], 1)  # (rows, h + c)
+        yield v.to(device), done == 0
         done += c
         if callback is not None:
             callback(c)
@@ -81,23 +79,30 @@ def kernel_products(z, kernels, draw, count, head, backend, batch_size, callback
 
 def split_statistics(z, n, kernels, count, gen, backend, batch_size=None, callback=None):
     """MMD²_u of the observed split (the first n pooled points in X) and of ``count`` uniform random splits, for
-    each kernel: ``(observed (Λ,), magnitude (Λ,), null (Λ, count))``, float64, null on the CPU."""
+    each kernel: ``(observed (Λ,), magnitude (Λ,), null (Λ, count))``, float64, null on the CPU.
+
+    One ``quad_forms`` call per batch of indicators e (all kernels at once: eᵀK_λe per column), the first one also
+    returning the row sums r_λ = K_λ1; O(Λ·N²(d + cols)) work per batch, O(N·cols) memory."""
     N = z.shape[0]
     m = N - n
-    diags = [k.pairwise(z, z).double() for k in kernels]  # (N,) k(z_i, z_i) each
-    head = torch.zeros(N, 2, dtype=torch.float64)
-    head[:, 0] = 1.0  # r = K1
-    head[:n, 1] = 1.0  # the observed split e₀
-    null, aux = [], None
+    qf = ops.dispatch("quad_forms", backend, z, z)  # pairs = N²
+    diag = torch.stack([k.pairwise(z, z).double() for k in kernels])  # (Λ, N) k(z_i, z_i)
+    head = torch.zeros(N, 1, dtype=torch.float64)
+    head[:n, 0] = 1.0  # the observed split e₀
+    null = []
     draw = lambda c: indicators(N, n, c, gen)  # noqa: E731
-    for v, kvs in kernel_products(z, kernels, draw, count, head, backend, batch_size, callback):
-        if aux is None:  # first batch: r = K1 and the observed statistic
-            aux = [(kv[:, 0], kv[:, 0].sum(), d, d.sum()) for kv, d in zip(kvs, diags)]
-            obs = [split_mmd2(v[:, 1:2], kv[:, 1:2], *a, n, m, magnitude=True) for kv, a in zip(kvs, aux)]
-            observed = torch.stack([s[0] for s, _ in obs]).cpu()
-            scale = torch.stack([s[0] for _, s in obs]).cpu()
-            v, kvs = v[:, 2:], [kv[:, 2:] for kv in kvs]
-        null.append(torch.stack([split_mmd2(v, kv, *a, n, m) for kv, a in zip(kvs, aux)]).cpu())  # (Λ, c)
+    for v, first in resample_batches(draw, count, head, N, z.device, batch_size, callback):
+        if first:
+            forms, r = qf(z, v, kernels, row_sums=True)  # (Λ, cols) eᵀK_λe, (Λ, N) r_λ = K_λ1
+            total, trace = r.sum(1, keepdim=True), diag.sum(1, keepdim=True)  # (Λ, 1)
+        else:
+            forms = qf(z, v, kernels)
+        stats = split_mmd2(forms, r @ v, diag @ v, total, trace, n, m, magnitude=first)  # (Λ, cols)
+        if first:
+            stats, size = stats
+            observed, scale = stats[:, 0].cpu(), size[:, 0].cpu()
+            stats = stats[:, 1:]
+        null.append(stats.cpu())
     return observed, scale, torch.cat(null, 1)
 
 
@@ -142,8 +147,9 @@ def mmd_test(
           + \frac{1^\top K 1 - 2 e^\top r + e^\top K e - (\operatorname{tr}K - e^\top D)}{m(m-1)}
           - 2\,\frac{e^\top r - e^\top K e}{nm}
 
-    so B statistics need only K·E for E = [e_1 … e_B]: one fused product per batch (``kernel_mv`` with B columns),
-    O(N²(d + B)) time and O(N·B_batch) memory; the kernel matrix is never stored by fused backends and the data
+    so B statistics need only the quadratic forms e_bᵀKe_b (and r once): one ``quad_forms`` pass per batch of B
+    columns, O(N²(d + B)) time and O(N·B_batch) memory (the ``tiled`` backend visits the upper triangle only:
+    N²/2 kernel values, N²B/2 multiply-adds); the kernel matrix is never stored by fused backends and the data
     are never copied per permutation. Permutation b puts the points ``torch.randperm(N, generator)[:n]`` in X
     (drawn on the CPU, so a seed means the same splits on every device). The observed statistic is computed by the
     same formula (identity split); p-value = (1 + #{b: MMD²_u(e_b) ≥ MMD²_u(e_0)}) / (1 + B) — never 0, and exact
@@ -159,7 +165,7 @@ def mmd_test(
         seed: int ≥ 0, a CPU ``torch.Generator`` (consumed), or None (non-reproducible). The same seed gives the
             same permutations, hence the same p-value, on every device and for every ``batch_size``.
         backend: ``"auto"`` or an explicit backend of :mod:`kernelmmd.ops`.
-        batch_size: permutations per fused pass; default ⌊2²⁴ / N⌋ (≥ 1), i.e. ≤ 128 MiB of float64 columns.
+        batch_size: permutations per pass; default ⌊2²⁴ / N⌋ (≥ 1), i.e. ≤ 128 MiB of float64 columns.
         callback: called as ``callback(k)`` after each batch of k permutations (e.g. ``tqdm.update``).
         **params: kernel parameters, e.g. ``sigma=1.0``.
 
