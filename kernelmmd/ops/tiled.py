@@ -715,7 +715,8 @@ def h_quad_forms(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernels, tot
     rows = _strip_rows(n)
     for key, members in _groups(kernels).items():
         k0 = members[0][1]
-        xc, yc = _centre(k0, x, y)
+        (zc,) = _centre(k0, torch.cat([x, y]))  # centred as kernel_mv centres the pooled sample (same rounding)
+        xc, yc = zc[:n], zc[n:]
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
             xa, ya, xb, yb = xc[r0:r1], yc[r0:r1], xc[r0:], yc[r0:]
