@@ -213,6 +213,60 @@ class Kernel:
         return f"{type(self).__name__}({inner})"
 
 
+class ProfileKernel(Kernel):
+    """k(a, b) = g(t) for a distance t(a, b) ≥ 0 (‖a − b‖² for :class:`~kernelmmd.kernels.radial.RadialKernel`,
+    ‖a − b‖₁ for :class:`~kernelmmd.kernels.l1.L1Kernel`). Subclasses define :meth:`profile` (g^{(order)}(t) for
+    order 0..3) and :meth:`param_grads` (∂g/∂θ for each scalar parameter of :meth:`scalar_params`)."""
+
+    #: stable small integer naming the profile for fused backends (Triton constexpr)
+    kind_id: int = -1
+
+    def profile(self, t, order: int = 0):
+        """g^{(order)}(t) for order in 0..3, elementwise on a tensor (or KeOps LazyTensor) ``t`` ≥ 0."""
+        raise NotImplementedError
+
+    def param_grads(self, t) -> list:
+        """∂g/∂θ_r (t) for each scalar parameter θ_r of :meth:`scalar_params`, elementwise."""
+        return []
+
+    def profiles(self, t, orders=(0, 1)) -> tuple:
+        """``(g^{(o)}(t) for o in orders)``: several orders at once, sharing the transcendental work where the
+        profile allows it (one exp per component for rbf / mix_rbf / l1_laplacian, one log and exp for rq / mix_rq)."""
+        return tuple(self.profile(t, o) for o in orders)
+
+    def _check_order(self, order: int) -> None:
+        if isinstance(order, bool) or order not in (0, 1, 2, 3):
+            raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
+
+    def _require_resolved(self) -> None:
+        """A ``sigma="median"`` / ``"mean"`` kernel has no profile until :meth:`resolve` fixed it on data."""
+        sigma = getattr(self, "sigma", None)
+        if isinstance(sigma, str):
+            raise unresolved(self, "sigma", sigma)
+
+
+class SigmaBandwidth:
+    """Mixin for the kernels with one bandwidth ``sigma`` (RBF, Laplacian, L1Laplacian): a number > 0 (or a scalar
+    tensor), or ``"median"`` / ``"mean"``, resolved by :func:`bandwidth` on the pooled sample with the distance of
+    the kernel, ``_distance_p`` (2: Euclidean, the radial kernels; 1: L1)."""
+
+    _distance_p: int = 2
+
+    def __init__(self, sigma=1.0):
+        self.sigma = check_param("sigma", sigma, heuristic_ok=True)
+
+    def params(self):
+        return {"sigma": self.sigma}
+
+    def scalar_params(self):
+        return [self.sigma]
+
+    def resolve(self, x, y=None):
+        if isinstance(self.sigma, str):
+            return type(self)(sigma=bandwidth(x, y, self.sigma, p=self._distance_p))
+        return self
+
+
 def _fmt(v):
     if isinstance(v, torch.Tensor):
         return f"{v.detach().tolist()}"

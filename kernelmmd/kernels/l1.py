@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Kernel, bandwidth, check_param, is_lazy, unresolved
-from .radial import _coef_pow, _finite_max
+from ._base import ProfileKernel, SigmaBandwidth, is_lazy
+from .radial import _exp_terms, _finite_max
 
 __all__ = ["L1Kernel", "L1Laplacian", "l1dist", "sign_mv"]
 
@@ -66,7 +66,7 @@ class _SignDir(torch.autograd.Function):
         return _SignMV.apply(gg, a, b), None, None
 
 
-class L1Kernel(Kernel):
+class L1Kernel(ProfileKernel):
     r"""k(a, b) = g(t), t = ‖a − b‖₁. Subclasses define :meth:`profile` (g^{(order)}(t) for order 0..3) and
     :meth:`param_grads` (∂g/∂θ for each scalar parameter of :meth:`scalar_params`).
 
@@ -77,19 +77,6 @@ class L1Kernel(Kernel):
 
     translation_invariant = True
     twice_differentiable = False
-    kind_id: int = -1
-
-    def profile(self, t, order: int = 0):
-        """g^{(order)}(t) for order in 0..3, elementwise on a tensor (or KeOps LazyTensor) ``t`` ≥ 0."""
-        raise NotImplementedError
-
-    def param_grads(self, t) -> list:
-        """∂g/∂θ_r (t) for each scalar parameter θ_r of :meth:`scalar_params`, elementwise."""
-        return []
-
-    def profiles(self, t, orders=(0, 1)) -> tuple:
-        """``(g^{(o)}(t) for o in orders)``."""
-        return tuple(self.profile(t, o) for o in orders)
 
     def matrix(self, x, y, block: str = "xy"):
         return self.profile(l1dist(x, y), 0)
@@ -97,12 +84,8 @@ class L1Kernel(Kernel):
     def pairwise(self, a, b, block="xy"):
         return self.profile((a - b).abs().sum(1), 0)
 
-    def _check_order(self, order: int) -> None:
-        if isinstance(order, bool) or order not in (0, 1, 2, 3):
-            raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
 
-
-class L1Laplacian(L1Kernel):
+class L1Laplacian(SigmaBandwidth, L1Kernel):
     r"""L1 Laplace kernel :math:`k(a, b) = \exp(-\|a - b\|_1 / \sigma)` (the "laplace" kernel of MMDAgg / MMD-FUSE).
 
     A product of one-dimensional Laplace kernels, positive definite and characteristic; a function of the L1
@@ -131,24 +114,7 @@ class L1Laplacian(L1Kernel):
 
     name = "l1_laplacian"
     kind_id = 20
-
-    def __init__(self, sigma=1.0):
-        self.sigma = check_param("sigma", sigma, heuristic_ok=True)
-
-    def params(self):
-        return {"sigma": self.sigma}
-
-    def scalar_params(self):
-        return [self.sigma]
-
-    def resolve(self, x, y=None):
-        if isinstance(self.sigma, str):
-            return type(self)(sigma=bandwidth(x, y, self.sigma, p=1))
-        return self
-
-    def _require_resolved(self) -> None:
-        if isinstance(self.sigma, str):
-            raise unresolved(self, "sigma", self.sigma)
+    _distance_p = 1  # "median" / "mean": of the pooled L1 distances
 
     def profile(self, t, order=0):
         self._check_order(order)
@@ -159,10 +125,7 @@ class L1Laplacian(L1Kernel):
         for o in orders:
             self._check_order(o)
         self._require_resolved()
-        c = _coef(self.sigma, t)
-        z = t * c
-        g = z.exp_() if isinstance(z, torch.Tensor) else z.exp()
-        return tuple(g * _coef_pow(c, o, t) if o else g for o in orders)
+        return _exp_terms(_coef(self.sigma, t), t, orders)
 
     def param_grads(self, t):
         self._require_resolved()

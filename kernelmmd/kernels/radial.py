@@ -10,33 +10,18 @@ from collections.abc import Sequence
 import torch
 
 from .._validate import check_positive
-from ._base import Kernel, as_list, bandwidth, check_param, is_lazy, safe_sqrt, sqdist, unresolved
+from ._base import ProfileKernel, SigmaBandwidth, as_list, bandwidth, check_param, is_lazy, safe_sqrt, sqdist
 
 __all__ = ["RadialKernel", "RBF", "MixRBF", "RQ", "MixRQ", "RBFBounded", "Laplacian", "Energy"]
 
 
-class RadialKernel(Kernel):
+class RadialKernel(ProfileKernel):
     r"""k(a, b) = g(‖a − b‖²). Subclasses define :meth:`profile` and :meth:`param_grads`."""
 
     translation_invariant = True
     #: g depends on √t (laplacian, energy), and g' ∝ t^{-1/2} amplifies the rounding of t at close points: dense
     #: distances are formed from coordinate differences (see sqdist), tiled ones in float64
     sqrt_distance = False
-    #: stable small integer naming the profile for fused backends (Triton constexpr)
-    kind_id: int = -1
-
-    def profile(self, t, order: int = 0):
-        """g^{(order)}(t) for order in 0..3, elementwise on a tensor (or KeOps LazyTensor) ``t`` ≥ 0."""
-        raise NotImplementedError
-
-    def param_grads(self, t) -> list:
-        """∂g/∂θ_r (t) for each scalar parameter θ_r of :meth:`scalar_params`, elementwise."""
-        return []
-
-    def profiles(self, t, orders=(0, 1)) -> tuple:
-        """``(g^{(o)}(t) for o in orders)``: several orders at once, sharing the transcendental work where the
-        profile allows it (one exp per component for rbf / mix_rbf, one log and exp for rq / mix_rq)."""
-        return tuple(self.profile(t, o) for o in orders)
 
     def block_bounds(self, block: str) -> tuple[float, float]:
         """Clamp applied to t in the given block ('xx', 'yy', 'xy'); (0, inf) except for bounded kernels."""
@@ -54,16 +39,6 @@ class RadialKernel(Kernel):
         if lo > 0 or hi < math.inf:
             t = t.clamp(lo, hi)
         return self.profile(t, 0)
-
-    def _check_order(self, order: int) -> None:
-        if isinstance(order, bool) or order not in (0, 1, 2, 3):
-            raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
-
-    def _require_resolved(self) -> None:
-        """A ``sigma="median"`` / ``"mean"`` kernel has no profile until :meth:`resolve` fixed it on data."""
-        sigma = getattr(self, "sigma", None)
-        if isinstance(sigma, str):
-            raise unresolved(self, "sigma", sigma)
 
 
 _FINITE_MAX = {dt: torch.finfo(dt).max for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
@@ -122,7 +97,12 @@ def _gauss_dsigma(s, t):
 def _gauss_terms(s, t, orders) -> tuple:
     """exp(c·t)·c^o for each o in ``orders`` (c = −1/(2s²) limited as in :func:`_gauss_coef`): the profile of one
     Gaussian and its derivatives from one exp — RBF and each MixRBF component."""
-    c = _gauss_coef(s, t)
+    return _exp_terms(_gauss_coef(s, t), t, orders)
+
+
+def _exp_terms(c, t, orders) -> tuple:
+    """exp(c·t)·c^o for each o in ``orders``, from one exp (c^o limited as in :func:`_coef_pow`): the profile
+    derivatives of every exponential profile (the Gaussian of RBF / MixRBF, the L1 Laplace kernel)."""
     g = _exp_new(t * c)
     return tuple(g * _coef_pow(c, o, t) if o else g for o in orders)
 
@@ -133,7 +113,7 @@ def _exp_new(z):
     return z.exp_() if isinstance(z, torch.Tensor) else z.exp()
 
 
-class RBF(RadialKernel):
+class RBF(SigmaBandwidth, RadialKernel):
     r"""Gaussian kernel :math:`g(t) = \exp(-t / (2\sigma^2))`.
 
     Derivatives: :math:`g' = -g/(2\sigma^2)`, :math:`g'' = g/(4\sigma^4)`, :math:`g''' = -g/(8\sigma^6)`.
@@ -150,20 +130,6 @@ class RBF(RadialKernel):
 
     name = "rbf"
     kind_id = 0
-
-    def __init__(self, sigma=1.0):
-        self.sigma = check_param("sigma", sigma, heuristic_ok=True)
-
-    def params(self):
-        return {"sigma": self.sigma}
-
-    def scalar_params(self):
-        return [self.sigma]
-
-    def resolve(self, x, y=None):
-        if isinstance(self.sigma, str):
-            return type(self)(sigma=bandwidth(x, y, self.sigma))
-        return self
 
     def profile(self, t, order=0):
         self._check_order(order)
@@ -364,7 +330,7 @@ class RBFBounded(RBF):
         return (0.0, math.inf)
 
 
-class Laplacian(RadialKernel):
+class Laplacian(SigmaBandwidth, RadialKernel):
     r"""Laplacian kernel :math:`g(t) = \exp(-\sqrt t/\sigma)`. Not differentiable at t = 0: MMD only.
 
     The profile derivatives are those of :math:`\exp(-\sqrt t/\sigma)` for t > 0 and are set to 0 at t = 0 (the
@@ -375,20 +341,6 @@ class Laplacian(RadialKernel):
     kind_id = 4
     sqrt_distance = True
     twice_differentiable = False
-
-    def __init__(self, sigma=1.0):
-        self.sigma = check_param("sigma", sigma, heuristic_ok=True)
-
-    def params(self):
-        return {"sigma": self.sigma}
-
-    def scalar_params(self):
-        return [self.sigma]
-
-    def resolve(self, x, y=None):
-        if isinstance(self.sigma, str):
-            return Laplacian(sigma=bandwidth(x, y, self.sigma))
-        return self
 
     def profile(self, t, order=0):
         self._check_order(order)
