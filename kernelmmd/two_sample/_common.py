@@ -242,6 +242,19 @@ def family_kernels(name: str, sigmas) -> list[Kernel]:
     return [get_kernel(FAMILIES[name][1], sigma=float(s)) for s in sigmas]
 
 
+def family_collection(names, n_bandwidths: int, sigma_per_lambda: dict, grid) -> tuple[list, list, list]:
+    """The kernels of an aggregated test (MMDAgg, MMD-FUSE): for each family ``name`` in ``names`` (in order) the
+    ``n_bandwidths`` λ of ``grid(p)`` (p of the family's L_p distance) and our kernel at σ = sigma_per_lambda[name]·λ.
+    Returns (family per kernel, λ per kernel, kernels)."""
+    fams, lams, ks = [], [], []
+    for name in names:
+        lam = grid(FAMILIES[name][0])
+        fams += [name] * n_bandwidths
+        lams += lam
+        ks += family_kernels(name, [sigma_per_lambda[name] * v for v in lam])
+    return fams, lams, ks
+
+
 def lp_distances(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
     """All ‖a_i − b_j‖_p (p = 1 or 2) in float64, shape (n, m), from coordinate differences (no expansion).
 

@@ -19,18 +19,17 @@ import torch
 from .. import ops
 from .._validate import as_generator, check_choice, check_int, to_output
 from ._common import (
-    FAMILIES,
     _check_level,
     check_families,
     compute_dtype,
-    family_kernels,
+    family_collection,
     likely_cause,
     lp_distances,
     nonfinite,
     prepare_samples,
     undecided,
 )
-from .permutation import BATCH_ENTRIES, check_callback, resample_batches, split_statistics, tie_tolerance
+from .permutation import BATCH_ENTRIES, check_resampling, resample_batches, split_statistics, tie_tolerance
 
 __all__ = ["MMDAggResult", "mmdagg_test", "mmdagginc_test", "agg_weights", "mmdagg_bandwidths"]
 
@@ -270,23 +269,16 @@ def _collection(xt, yt, kernels, n_bandwidths, weights, sigma_per_lambda, bandwi
     """Families, λ, our kernels and weights (each family's weights divided by the number of families)."""
     names = check_families(kernels)
     w = agg_weights(n_bandwidths, weights)
-    fams, lams, ks, ws = [], [], [], []
-    for name in names:
-        lam = bandwidths(xt, yt, FAMILIES[name][0], n_bandwidths)
-        fams += [name] * n_bandwidths
-        lams += lam
-        ks += family_kernels(name, [sigma_per_lambda[name] * v for v in lam])
-        ws += [v / len(names) for v in w]
+    fams, lams, ks = family_collection(names, n_bandwidths, sigma_per_lambda,
+                                       lambda p: bandwidths(xt, yt, p, n_bandwidths))
+    ws = [v / len(names) for v in w] * len(names)
     return tuple(fams), lams, ks, torch.tensor(ws, dtype=torch.float64)
 
 
 def _check_common(alpha, n_permutations, n_correction, batch_size, callback):
     _check_level(alpha)
-    B1 = check_int("n_permutations", n_permutations, minimum=1)
+    B1, _ = check_resampling(n_permutations, batch_size, callback)
     B2 = check_int("n_correction", n_correction, minimum=1)
-    if batch_size is not None:
-        check_int("batch_size", batch_size, minimum=1)
-    check_callback(callback)
     return float(alpha), B1, B2
 
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import ops
-from .._validate import as_generator, check_int, check_positive, to_output
+from .._validate import as_generator, check_positive, to_output
 from ._common import (
-    FAMILIES,
     _check_level,
     _rejects,
     check_families,
     compute_dtype,
+    family_collection,
     family_kernels,
     likely_cause,
     lp_distances,
@@ -28,7 +28,7 @@ from ._common import (
     prepare_samples,
     undecided,
 )
-from .permutation import check_callback, split_statistics, tie_tolerance
+from .permutation import check_resampling, split_statistics, tie_tolerance
 
 __all__ = ["MMDFuseResult", "mmdfuse_test", "fuse_bandwidths"]
 
@@ -168,22 +168,15 @@ def mmdfuse_test(
         True
     """
     _check_level(alpha)
-    B = check_int("n_permutations", n_permutations, minimum=1)
+    B, _ = check_resampling(n_permutations, batch_size, callback)
     check_positive("lambda_multiplier", lambda_multiplier)
-    if batch_size is not None:
-        check_int("batch_size", batch_size, minimum=1)
-    check_callback(callback)
     names = check_families(kernels)
     xt, yt, numpy, amax = prepare_samples(x, y, n_bandwidths)
     n, m = xt.shape[0], yt.shape[0]
     gen = as_generator(seed)
     z = torch.cat([xt, yt])
-    fams, lams, ks = [], [], []
-    for name in names:
-        lam = fuse_bandwidths(z, FAMILIES[name][0], n_bandwidths, gen)
-        fams += [name] * n_bandwidths
-        lams += lam
-        ks += family_kernels(name, [SIGMA_PER_LAMBDA[name] * v for v in lam])
+    fams, lams, ks = family_collection(names, n_bandwidths, SIGMA_PER_LAMBDA,
+                                       lambda p: fuse_bandwidths(z, p, n_bandwidths, gen))
     xt, yt = compute_dtype(xt, yt, ks, amax)
     z = torch.cat([xt, yt])
     t = float(lambda_multiplier)

@@ -27,6 +27,16 @@ def check_callback(callback) -> None:
                         f"got {type(callback).__name__}")
 
 
+def check_resampling(n_permutations, batch_size, callback) -> tuple[int, int | None]:
+    """The arguments every resampling test shares: ``n_permutations`` an int ≥ 1, ``batch_size`` None or an int ≥ 1,
+    ``callback`` None or callable. Returns (B, batch_size) as ints."""
+    B = check_int("n_permutations", n_permutations, minimum=1)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_callback(callback)
+    return B, batch_size
+
+
 def indicators(N: int, n: int, count: int, gen: torch.Generator) -> torch.Tensor:
     """(N, count) float64 0/1 matrix; column b marks the n pooled points a uniform random permutation puts in X."""
     idx = torch.stack([torch.randperm(N, generator=gen)[:n] for _ in range(count)], 1)  # (n, count)
@@ -190,10 +200,7 @@ def mmd_test(
         >>> res.p_value < 0.05
         True
     """
-    B = check_int("n_permutations", n_permutations, minimum=1)
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-    check_callback(callback)
+    B, batch_size = check_resampling(n_permutations, batch_size, callback)
     gen = as_generator(seed)
     p = prepare([("x", x), ("y", y)], kernel, params, min_points=2)
     check_test_kernel(p.kernel)
