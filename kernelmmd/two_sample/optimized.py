@@ -300,6 +300,16 @@ def optimize_kernel(
         True
     """
     xt, yt, _ = _check_inputs(x, y, kernel)
+    steps, lr, reg, batch_size = _check_training(steps, lr, reg, optimizer, keep, batch_size)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    gen = as_generator(seed) if batch_size is not None else None
+    return _optimize(xt, yt, kernel, steps, lr, reg, optimizer, batch_size, keep, gen, backend, callback)
+
+
+def _check_training(steps, lr, reg, optimizer, keep, batch_size) -> tuple[int, float, float, int | None]:
+    """The optimisation arguments of :func:`optimize_kernel` and :func:`optimized_mmd_test`: (steps, lr, reg,
+    batch_size) checked and converted (ints, floats; batch_size None or ≥ 4)."""
     steps = check_int("steps", steps, minimum=0)
     check_positive("lr", lr)
     check_nonnegative("reg", reg)
@@ -307,11 +317,7 @@ def optimize_kernel(
     check_choice("keep", keep, ("best", "last"))
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=4)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    gen = as_generator(seed) if batch_size is not None else None
-    return _optimize(xt, yt, kernel, steps, float(lr), float(reg), optimizer, batch_size, keep, gen, backend,
-                     callback)
+    return steps, float(lr), float(reg), batch_size
 
 
 def _check_inputs(x, y, kernel):
@@ -433,17 +439,11 @@ def optimized_mmd_test(
             f"({n - n_tr}, {m - m_tr}) test points; training needs at least 4 per sample, testing 2"
         )
     B = check_int("n_permutations", n_permutations, minimum=1)
-    steps = check_int("steps", steps, minimum=0)
-    check_positive("lr", lr)
-    check_nonnegative("reg", reg)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    check_choice("keep", keep, ("best", "last"))
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, minimum=4)
+    steps, lr, reg, batch_size = _check_training(steps, lr, reg, optimizer, keep, batch_size)
     gen = as_generator(seed)
     px, py = torch.randperm(n, generator=gen).to(xt.device), torch.randperm(m, generator=gen).to(yt.device)
-    opt = _optimize(xt[px[:n_tr]], yt[py[:m_tr]], kernel, steps, float(lr), float(reg), optimizer, batch_size,
-                    keep, gen, backend, None)
+    opt = _optimize(xt[px[:n_tr]], yt[py[:m_tr]], kernel, steps, lr, reg, optimizer, batch_size, keep, gen,
+                    backend, None)
     k = opt.kernel
     test_backend = "torch" if isinstance(k, MMDDKernel) and backend == "auto" else backend
     res = mmd_test(xt[px[n_tr:]], yt[py[m_tr:]], k, n_permutations=B, seed=gen, backend=test_backend)
