@@ -82,6 +82,12 @@ POWER_CASES = {
 }
 
 
+def gaussian_pair(n, m, d=2, shift=0.0, seed=0):
+    """x ~ N(0, I_d) (n points) and y ~ N(shift, I_d) (m points), numpy float64, from ``default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)), rng.standard_normal((m, d)) + shift
+
+
 def rejection_rate(test, gen, n, m, reps, seed):
     """Fraction of ``reps`` problems ``gen(n, m, rng)`` on which ``test(x, y, repetition)`` is True."""
     rng = np.random.default_rng(seed)

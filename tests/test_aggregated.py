@@ -14,6 +14,7 @@ from kernelmmd.two_sample.permutation import indicators
 
 from ._alternatives import (
     POWER_CASES,
+    gaussian_pair,
     level_bound,
     lp_distances,
     null_pair,
@@ -135,11 +136,6 @@ def _check_against(res, ref):
     assert res.reject == bool(ref["rejects"].any())
 
 
-def _data(n, m, d=2, shift=0.0, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, d)), rng.standard_normal((m, d)) + shift
-
-
 # ------------------------------------------------------------------------------------------ reference agreement
 @pytest.mark.parametrize("kind", ["uniform", "increasing", "decreasing", "centred"])
 @pytest.mark.parametrize("count", [2, 5, 10])
@@ -152,7 +148,7 @@ def test_weights_match_reference(kind, count):
 @pytest.mark.parametrize("shift", [0.0, 1.0])
 @pytest.mark.parametrize("weights", ["uniform", "centred"])
 def test_mmdagg_wild_bootstrap_matches_reference(shift, weights):
-    x, y = _data(40, 40, d=3, shift=shift)
+    x, y = gaussian_pair(40, 40, d=3, shift=shift)
     B1, B2 = 399, 120  # small B1 leave no room for the correction over 12 kernels (u = 0: the test cannot reject)
     res = km.mmdagg_test(x, y, n_permutations=B1, n_correction=B2, weights=weights, n_bandwidths=6, seed=3,
                          backend="torch")
@@ -166,7 +162,7 @@ def test_mmdagg_wild_bootstrap_matches_reference(shift, weights):
 
 @pytest.mark.parametrize("n, m", [(30, 45), (41, 17)])
 def test_mmdagg_permutations_match_reference(n, m):
-    x, y = _data(n, m, d=2, shift=0.5, seed=n)
+    x, y = gaussian_pair(n, m, d=2, shift=0.5, seed=n)
     B1, B2 = 80, 90
     res = km.mmdagg_test(x, y, n_permutations=B1, n_correction=B2, n_bandwidths=4, seed=5, backend="torch")
     e = indicators(n + m, n, B1 + B2, torch.Generator().manual_seed(5)).numpy()
@@ -180,7 +176,7 @@ def test_mmdagg_permutations_match_reference(n, m):
 
 
 def test_mmdagg_forced_permutations_with_equal_sizes_and_other_alpha():
-    x, y = _data(25, 25, shift=0.6, seed=9)
+    x, y = gaussian_pair(25, 25, shift=0.6, seed=9)
     res = km.mmdagg_test(x, y, alpha=0.1, kernels="gaussian", resampling="permutation", n_permutations=60,
                          n_correction=70, n_bandwidths=3, seed=1, backend="torch")
     e = indicators(50, 25, 130, torch.Generator().manual_seed(1)).numpy()
@@ -190,7 +186,7 @@ def test_mmdagg_forced_permutations_with_equal_sizes_and_other_alpha():
 
 @pytest.mark.parametrize("R, n, m", [(1, 30, 30), (7, 40, 33), (200, 25, 25)])
 def test_mmdagginc_matches_reference(R, n, m):
-    x, y = _data(n, m, d=2, shift=0.5, seed=R)
+    x, y = gaussian_pair(n, m, d=2, shift=0.5, seed=R)
     B1, B2 = 70, 80
     res = km.mmdagginc_test(x, y, R=R, n_permutations=B1, n_correction=B2, n_bandwidths=5, seed=2)
     N = min(n, m)
@@ -202,7 +198,7 @@ def test_mmdagginc_matches_reference(R, n, m):
 
 def test_mmdagginc_complete_equals_wild_mmdagg_statistic():
     """R = N − 1 is the complete U-statistic: the mean of h over i < j, i.e. MMDAgg's wild-bootstrap statistic."""
-    x, y = _data(20, 20, shift=0.3, seed=4)
+    x, y = gaussian_pair(20, 20, shift=0.3, seed=4)
     inc = km.mmdagginc_test(x, y, R=19, kernels=("laplace", "gaussian"), n_permutations=20, n_correction=20, seed=0)
     full = km.mmdagg_test(x, y, n_permutations=20, n_correction=20, seed=0, backend="torch")
     np.testing.assert_allclose(inc.statistics, full.statistics, rtol=1e-10)
@@ -210,7 +206,7 @@ def test_mmdagginc_complete_equals_wild_mmdagg_statistic():
 
 
 def test_batches_and_devices_do_not_change_the_result():
-    x, y = _data(30, 30, shift=0.3, seed=2)
+    x, y = gaussian_pair(30, 30, shift=0.3, seed=2)
     one = km.mmdagg_test(x, y, n_permutations=50, n_correction=50, seed=7, backend="torch")
     calls = []
     many = km.mmdagg_test(x, y, n_permutations=50, n_correction=50, seed=7, backend="torch", batch_size=13,
@@ -223,7 +219,7 @@ def test_batches_and_devices_do_not_change_the_result():
 @pytest.mark.parametrize("backend", ["tiled", pytest.param("keops", marks=pytest.mark.slow), "triton"])
 @pytest.mark.parametrize("resampling", ["wild bootstrap", "permutation"])
 def test_mmdagg_every_backend_same_statistics(backend, resampling):
-    x, y = (torch.from_numpy(a).float() for a in _data(24, 24, d=3, shift=0.3, seed=11))
+    x, y = (torch.from_numpy(a).float() for a in gaussian_pair(24, 24, d=3, shift=0.3, seed=11))
     want, got = torch_and_backend(km.mmdagg_test, backend, x, y, n_permutations=20, n_correction=20, n_bandwidths=3,
                                   seed=4, resampling=resampling)
     torch.testing.assert_close(got.statistics, want.statistics, rtol=1e-4, atol=1e-6)
@@ -265,7 +261,7 @@ def test_mmdagg_more_powerful_than_median_heuristic(case):
 
 # ------------------------------------------------------------------------------------------ cannot decide, errors
 def test_nonfinite_statistics_cannot_decide(monkeypatch):
-    x, y = _data(12, 12, shift=5.0)
+    x, y = gaussian_pair(12, 12, shift=5.0)
     real = agg._wild_statistics
 
     def poisoned(*args):
@@ -283,7 +279,7 @@ def test_nonfinite_statistics_cannot_decide(monkeypatch):
 @pytest.mark.parametrize("test", [km.mmdagg_test, km.mmdagginc_test])
 def test_overflowing_kernels_cannot_decide(test):
     """Data at 1e200: the bandwidth grids stay finite (distances of scaled points), the kernel values do not."""
-    x, y = (v * 1e200 for v in _data(10, 10))
+    x, y = (v * 1e200 for v in gaussian_pair(10, 10))
     with pytest.warns(km.NumericalWarning, match=r"cannot decide: the statistic for RBF\(sigma=.*\) is nan"):
         res = test(x, y, kernels="gaussian", n_permutations=20, n_correction=20, seed=0)
     assert res.reject is False and math.isnan(res.u) and np.isnan(res.p_values).all()
@@ -291,7 +287,7 @@ def test_overflowing_kernels_cannot_decide(test):
 
 
 def test_result_repr_and_rejected_by():
-    x, y = _data(40, 40, shift=1.0, seed=3)
+    x, y = gaussian_pair(40, 40, shift=1.0, seed=3)
     res = km.mmdagg_test(torch.from_numpy(x), torch.from_numpy(y), n_permutations=300, n_correction=60, seed=0)
     assert res.reject and res.rejected_by and all(f in ("laplace", "gaussian") for f, _ in res.rejected_by)
     text = repr(res)
@@ -317,13 +313,13 @@ def test_result_repr_and_rejected_by():
     (dict(backend="gpu"), ValueError, "backend must be one of"),
 ])
 def test_mmdagg_bad_arguments(kwargs, exc, match):
-    x, y = _data(10, 10)
+    x, y = gaussian_pair(10, 10)
     with pytest.raises(exc, match=match):
         km.mmdagg_test(x, y, n_permutations=kwargs.pop("n_permutations", 5), n_correction=5, **kwargs)
 
 
 def test_mmdagg_bad_samples_and_wild_with_unequal_sizes():
-    x, y = _data(10, 12)
+    x, y = gaussian_pair(10, 12)
     with pytest.raises(ValueError, match=r"resampling='wild bootstrap' pairs x_i with y_i and needs n = m, got n = 10"):
         km.mmdagg_test(x, y, resampling="wild bootstrap")
     with pytest.raises(ValueError, match="y"):

@@ -14,6 +14,7 @@ from kernelmmd.two_sample.permutation import indicators
 
 from ._alternatives import (
     POWER_CASES,
+    gaussian_pair,
     level_bound,
     lp_distances,
     null_pair,
@@ -65,14 +66,9 @@ def ref_mmdfuse(x, y, families, count, e, t=1.0, grids=None):
                 p_value=np.mean(stats >= stats[-1]), bandwidths=np.concatenate(lams))
 
 
-def _data(n, m, d=2, shift=0.0, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, d)), rng.standard_normal((m, d)) + shift
-
-
 @pytest.mark.parametrize("n, m, shift", [(30, 30, 0.0), (30, 30, 0.6), (25, 40, 0.4), (41, 19, 0.4)])
 def test_mmdfuse_matches_reference(n, m, shift):
-    x, y = _data(n, m, d=3, shift=shift, seed=n + m)
+    x, y = gaussian_pair(n, m, d=3, shift=shift, seed=n + m)
     B = 150
     res = km.mmdfuse_test(x, y, n_permutations=B, n_bandwidths=5, seed=8, backend="torch")
     e = indicators(n + m, n, B, torch.Generator().manual_seed(8)).numpy()  # the same splits (one batch)
@@ -88,7 +84,7 @@ def test_mmdfuse_matches_reference(n, m, shift):
 
 def test_mmdfuse_kernels_and_lambda_multiplier():
     """Our kernels: RBF(σ = λ), L1Laplacian(σ = λ/√2); t scales every M̂_λ inside the soft maximum."""
-    x, y = _data(20, 26, shift=0.5, seed=1)
+    x, y = gaussian_pair(20, 26, shift=0.5, seed=1)
     res = km.mmdfuse_test(x, y, kernels="gaussian", n_bandwidths=3, n_permutations=40, lambda_multiplier=0.3, seed=2)
     e = indicators(46, 20, 40, torch.Generator().manual_seed(2)).numpy()
     ref = ref_mmdfuse(x, y, ["gaussian"], 3, e, t=0.3)
@@ -100,7 +96,7 @@ def test_mmdfuse_kernels_and_lambda_multiplier():
 
 
 def test_mmdfuse_p_value_counts_the_observed_statistic():
-    x, y = _data(30, 30, shift=3.0, seed=2)
+    x, y = gaussian_pair(30, 30, shift=3.0, seed=2)
     res = km.mmdfuse_test(torch.from_numpy(x), torch.from_numpy(y), n_permutations=49, seed=0)
     assert res.p_value == 1 / 50 and res.reject and isinstance(res.null_samples, torch.Tensor)
     text = repr(res)
@@ -110,7 +106,7 @@ def test_mmdfuse_p_value_counts_the_observed_statistic():
 def test_mmdfuse_subsampled_grid_above_max_points(monkeypatch):
     """Above MAX_POINTS pooled points the grid uses a uniformly random subset drawn from the test's generator."""
     monkeypatch.setattr(fuse, "MAX_POINTS", 30)
-    x, y = _data(25, 20, shift=0.3, seed=3)
+    x, y = gaussian_pair(25, 20, shift=0.3, seed=3)
     res = km.mmdfuse_test(x, y, kernels="gaussian", n_bandwidths=4, n_permutations=10, seed=6)
     g = torch.Generator().manual_seed(6)
     sub = np.concatenate([x, y])[torch.randperm(45, generator=g)[:30].numpy()]
@@ -123,7 +119,7 @@ def test_mmdfuse_subsampled_grid_above_max_points(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["tiled", pytest.param("keops", marks=pytest.mark.slow), "triton"])
 def test_mmdfuse_every_backend_same_statistics(backend):
-    x, y = (torch.from_numpy(a).float() for a in _data(22, 27, d=3, shift=0.3, seed=5))
+    x, y = (torch.from_numpy(a).float() for a in gaussian_pair(22, 27, d=3, shift=0.3, seed=5))
     want, got = torch_and_backend(km.mmdfuse_test, backend, x, y, n_permutations=15, n_bandwidths=3, seed=1)
     torch.testing.assert_close(got.statistics, want.statistics, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.null_samples, want.null_samples, rtol=1e-4, atol=1e-5)
@@ -158,7 +154,7 @@ def test_nonfinite_statistics_cannot_decide(monkeypatch):
         return stat, scale, null
 
     monkeypatch.setattr(fuse, "split_statistics", poisoned)
-    x, y = _data(12, 15, shift=4.0)
+    x, y = gaussian_pair(12, 15, shift=4.0)
     with pytest.warns(km.NumericalWarning, match="mmdfuse_test: cannot decide: 1 of the 20 permuted FUSE statistics"):
         res = km.mmdfuse_test(x, y, n_permutations=20, seed=0)
     assert math.isnan(res.p_value) and res.reject is False and not res.reject_at(0.9)
@@ -166,7 +162,7 @@ def test_nonfinite_statistics_cannot_decide(monkeypatch):
 
 
 def test_overflowing_kernels_cannot_decide():
-    x, y = (v * 1e200 for v in _data(10, 12))
+    x, y = (v * 1e200 for v in gaussian_pair(10, 12))
     with pytest.warns(km.NumericalWarning, match="mmdfuse_test: cannot decide: the statistic FUSE is nan"):
         res = km.mmdfuse_test(x, y, n_permutations=20, seed=0)
     assert math.isnan(res.p_value) and res.reject is False and np.isfinite(res.bandwidths).all()
@@ -185,13 +181,13 @@ def test_overflowing_kernels_cannot_decide():
     (dict(backend="cuda"), ValueError, "backend must be one of"),
 ])
 def test_mmdfuse_bad_arguments(kwargs, exc, match):
-    x, y = _data(10, 11)
+    x, y = gaussian_pair(10, 11)
     with pytest.raises(exc, match=match):
         km.mmdfuse_test(x, y, **{"n_permutations": 5, **kwargs})
 
 
 def test_mmdfuse_bad_samples():
-    x, y = _data(10, 11)
+    x, y = gaussian_pair(10, 11)
     with pytest.raises(ValueError, match="y"):
         km.mmdfuse_test(x, y[:, :1])
     with pytest.raises(ValueError, match="x"):
