@@ -63,6 +63,27 @@ def data(n=23, m=19, d=4, dtype=F64, seed=0, shift=0.4):
     return x.to(dtype), y.to(dtype)
 
 
+def tied_data(n, m):
+    """``data(n, m, d=3)`` with ties (sign(0) = 0 in the gradients): coordinate 0 is 0.5 for the first 4 points of x
+    and 3 of y, and x[5] is a whole duplicate of x[6]."""
+    x, y = data(n=n, m=m, d=3)
+    x[:4, 0] = 0.5
+    y[:3, 0] = 0.5
+    x[5] = x[6]
+    return x, y
+
+
+def block_sums_grad(mod, x, y, kernel, variance=False):
+    """The gradient in (x, y) of a mix of ``mod.block_stats``' block sums (with ``variance`` also qxx and the rxy
+    row sums, weighted 0..n − 1)."""
+    a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+    st = mod.block_stats(a, b, kernel, variance=variance)
+    loss = st.sxx + 2 * st.syy - 3 * st.sxy
+    if variance:
+        loss = loss + st.qxx + (st.rxy * torch.arange(float(x.shape[0]), dtype=F64)).sum()
+    return torch.autograd.grad(loss, (a, b))
+
+
 # ------------------------------------------------------------------------------------------------- the kernel
 def test_registry_and_exports():
     assert km.KERNELS["l1_laplacian"] is L1Laplacian is km.L1Laplacian
@@ -305,20 +326,10 @@ class TestL1Tiled(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
 
     def test_ties_match_reference(self):
         """Coordinates shared between points (sign(0) = 0): block sums' gradient and kernel_grad_mv as the reference."""
-        x, y = data(n=9, m=8, d=3)
-        x[:4, 0] = 0.5
-        y[:3, 0] = 0.5
-        x[5] = x[6]  # a whole duplicated point inside X
+        x, y = tied_data(9, 8)
         k = L1Laplacian(1.1)
-        for mod in (tiled, R):
-            a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
-            st = mod.block_stats(a, b, k, variance=True)
-            loss = st.sxx + 2 * st.syy - 3 * st.sxy + st.qxx + (st.rxy * torch.arange(9.0, dtype=F64)).sum()
-            g = torch.autograd.grad(loss, (a, b))
-            if mod is tiled:
-                got = g
-            else:
-                torch.testing.assert_close(got, g, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(block_sums_grad(tiled, x, y, k, variance=True),
+                                   block_sums_grad(R, x, y, k, variance=True), rtol=1e-12, atol=1e-14)
         v = torch.linspace(-1, 1, 8, dtype=F64)
         torch.testing.assert_close(tiled.kernel_grad_mv(x, y, v, k), R.kernel_grad_mv(x, y, v, k), rtol=1e-12,
                                    atol=1e-14)
@@ -347,17 +358,10 @@ class TestL1KeOps(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
 
     def test_ties_match_reference(self):
         """KeOps' Sign(0) = 0: the block sums' gradient with shared coordinates and a duplicated point."""
-        x, y = data(n=9, m=8, d=3)
-        x[:4, 0] = 0.5
-        y[:3, 0] = 0.5
-        x[5] = x[6]
+        x, y = tied_data(9, 8)
         k = L1Laplacian(1.1)
-        gs = []
-        for mod in (_keops, R):
-            a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
-            st = mod.block_stats(a, b, k)
-            gs.append(torch.autograd.grad(st.sxx + 2 * st.syy - 3 * st.sxy, (a, b)))
-        torch.testing.assert_close(gs[0], gs[1], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(block_sums_grad(_keops, x, y, k), block_sums_grad(R, x, y, k), rtol=1e-12,
+                                   atol=1e-14)
 
 
 # Triton: the compiled kernels on CUDA, else the interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1) with
@@ -435,18 +439,11 @@ class TestL1Triton(BlockStatsSuite, KernelMvSuite, KernelGradMvSuite):
 
     def test_ties_match_reference(self):
         """sign(0) = 0 in the fused gradients: shared coordinates and a duplicated point."""
-        x, y = data(n=19, m=18, d=3)
-        x[:4, 0] = 0.5
-        y[:3, 0] = 0.5
-        x[5] = x[6]
+        x, y = tied_data(19, 18)
         k = L1Laplacian(1.1)
         v = torch.linspace(-1, 1, 18, dtype=F64)
-        gs = []
-        for mod in (_TritonOps, R):
-            a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
-            st = mod.block_stats(a, b, k, variance=True)
-            loss = st.sxx + 2 * st.syy - 3 * st.sxy + st.qxx + (st.rxy * torch.arange(19.0, dtype=F64)).sum()
-            gs.append((*torch.autograd.grad(loss, (a, b)), mod.kernel_grad_mv(x, y, v, k)))
+        gs = [(*block_sums_grad(mod, x, y, k, variance=True), mod.kernel_grad_mv(x, y, v, k))
+              for mod in (_TritonOps, R)]
         for g, w in zip(*gs):
             torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
