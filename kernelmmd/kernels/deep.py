@@ -194,17 +194,22 @@ def phi_features(phi, x: torch.Tensor, name: str = "x") -> torch.Tensor:
 
 
 
-def _positive(name: str, v):
-    """A bandwidth > 0: a float, or a 0-d / one-element tensor (kept, differentiably)."""
+def _one_scalar(name: str, v, what: str, meta_value: float):
+    """(v, its value as a float) for a float, or a 0-d / one-element floating tensor (kept, reshaped to 0-d, so
+    gradients flow; a meta tensor's value is ``meta_value``). ``what`` names the accepted numbers in the errors."""
     if isinstance(v, torch.Tensor):
         if v.numel() != 1 or not v.is_floating_point():
-            raise ValueError(f"{name} must be a number > 0 or a one-element floating tensor, got {v!r}")
+            raise ValueError(f"{name} must be {what} or a one-element floating tensor, got {v!r}")
         v = v.reshape(())
-        val = float(v.detach()) if not v.is_meta else 1.0
-    elif isinstance(v, numbers.Real) and not isinstance(v, bool):
-        val = v = float(v)
-    else:
-        raise TypeError(f"{name} must be a number > 0 or a tensor, got {type(v).__name__} {v!r}")
+        return v, (float(v.detach()) if not v.is_meta else meta_value)
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        return float(v), float(v)
+    raise TypeError(f"{name} must be {what} or a tensor, got {type(v).__name__} {v!r}")
+
+
+def _positive(name: str, v):
+    """A bandwidth > 0: a float, or a 0-d / one-element tensor (kept, differentiably)."""
+    v, val = _one_scalar(name, v, "a number > 0", 1.0)
     if not (math.isfinite(val) and val > 0):
         raise ValueError(f"{name} must be finite and > 0, got {val!r}")
     return v
@@ -212,15 +217,7 @@ def _positive(name: str, v):
 
 def _unit_interval(name: str, v):
     """A weight in the open interval (0, 1): a float or a one-element tensor (kept, differentiably)."""
-    if isinstance(v, torch.Tensor):
-        if v.numel() != 1 or not v.is_floating_point():
-            raise ValueError(f"{name} must be a number in (0, 1) or a one-element floating tensor, got {v!r}")
-        v = v.reshape(())
-        val = float(v.detach()) if not v.is_meta else 0.5
-    elif isinstance(v, numbers.Real) and not isinstance(v, bool):
-        val = v = float(v)
-    else:
-        raise TypeError(f"{name} must be a number in (0, 1) or a tensor, got {type(v).__name__} {v!r}")
+    v, val = _one_scalar(name, v, "a number in (0, 1)", 0.5)
     if not (0.0 < val < 1.0):
         raise ValueError(f"{name} must lie strictly between 0 and 1, got {val!r}")
     return v
