@@ -131,3 +131,12 @@ def torch_and_backend(test, backend, x, y, **kw):
     if not ops.available(backend):
         pytest.skip(f"backend {backend!r} is not installed")
     return test(x, y, backend="torch", **kw), test(x, y, backend=backend, **kw)
+
+
+def resamples_match_torch(test, backend, x, y, atol, **kw):
+    """:func:`torch_and_backend`, then the backend's ``statistics`` and ``null_samples`` equal torch's (rtol 1e-4,
+    ``atol``). Returns ``(torch result, backend result)``."""
+    want, got = torch_and_backend(test, backend, x, y, **kw)
+    torch.testing.assert_close(got.statistics, want.statistics, rtol=1e-4, atol=atol)
+    torch.testing.assert_close(got.null_samples, want.null_samples, rtol=1e-4, atol=atol)
+    return want, got
