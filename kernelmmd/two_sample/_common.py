@@ -139,6 +139,15 @@ def _check_level(alpha) -> None:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
 
 
+def check_train_fraction(train_fraction) -> None:
+    """The ``train_fraction`` of the split tests (:func:`~kernelmmd.selected_mmd_test`,
+    :func:`~kernelmmd.optimized_mmd_test`): a real number in (0, 1)."""
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, numbers.Real) or not (
+        0.0 < float(train_fraction) < 1.0
+    ):
+        raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+
+
 def _normal_sf(z: float) -> float:
     """P(N(0, 1) > z), accurate in the tail (NaN for NaN: callers decide first with :func:`normal_p`)."""
     if math.isnan(z):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from .._validate import as_generator, as_samples, check_choice, check_int, check
 from ..errors import NumericalWarning, user_stacklevel
 from ..kernels import ARD, RBF, RQ, DeepKernel, Kernel, Laplacian, MixRBF, MixRQ, MMDDKernel, bandwidth, get_kernel
 from ..ops.types import BlockStats
-from ._common import MMDTestResult
+from ._common import MMDTestResult, check_train_fraction
 from .permutation import mmd_test
 
 __all__ = ["OptimizedKernel", "OptimizedTestResult", "optimize_kernel", "optimized_mmd_test"]
@@ -427,10 +426,7 @@ def optimized_mmd_test(
         (100, 100, True)
     """
     xt, yt, numpy_in = _check_inputs(x, y, kernel)
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, numbers.Real) or not (
-        0.0 < float(train_fraction) < 1.0
-    ):
-        raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+    check_train_fraction(train_fraction)
     n, m = xt.shape[0], yt.shape[0]
     n_tr, m_tr = int(float(train_fraction) * n), int(float(train_fraction) * m)
     if min(n_tr, m_tr) < 4 or n - n_tr < 2 or m - m_tr < 2:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -16,7 +15,7 @@ from .._validate import as_generator, as_samples, check_int, check_nonnegative, 
 from ..errors import NumericalWarning, user_stacklevel
 from ..kernels import DeepKernel, Kernel, get_kernel
 from ..mmd import mmd2_and_variance
-from ._common import KernelSelection, MMDTestResult, undecided
+from ._common import KernelSelection, MMDTestResult, check_train_fraction, undecided
 from .permutation import mmd_test
 
 __all__ = ["select_kernel", "selected_mmd_test"]
@@ -167,10 +166,7 @@ def selected_mmd_test(
     deep = any(isinstance(k, DeepKernel) for k in ks)
     s = as_samples(("x", x), ("y", y), min_points=4, any_shape=deep)
     xt, yt = s.tensors
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, numbers.Real) or not (
-        0.0 < float(train_fraction) < 1.0
-    ):
-        raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+    check_train_fraction(train_fraction)
     n, m = xt.shape[0], yt.shape[0]
     n_tr = int(math.floor(float(train_fraction) * min(n, m)))
     if n_tr < 2 or n - n_tr < 2 or m - n_tr < 2:
