@@ -140,3 +140,16 @@ def resamples_match_torch(test, backend, x, y, atol, **kw):
     torch.testing.assert_close(got.statistics, want.statistics, rtol=1e-4, atol=atol)
     torch.testing.assert_close(got.null_samples, want.null_samples, rtol=1e-4, atol=atol)
     return want, got
+
+
+def poison_null(monkeypatch, module, name, index, value):
+    """Patch ``module.name`` (a function returning ``(statistics, scale, null)``) so that ``null[index] = value``:
+    a resampled statistic that is not finite, for the cannot-decide tests."""
+    real = getattr(module, name)
+
+    def poisoned(*args):
+        stat, scale, null = real(*args)
+        null[index] = value
+        return stat, scale, null
+
+    monkeypatch.setattr(module, name, poisoned)

@@ -19,6 +19,7 @@ from ._alternatives import (
     lp_distances,
     null_pair,
     one_thread,  # noqa: F401  (fixture)
+    poison_null,
     power_and_median_power,
     rejection_rate,
     resamples_match_torch,
@@ -260,14 +261,7 @@ def test_mmdagg_more_powerful_than_median_heuristic(case):
 # ------------------------------------------------------------------------------------------ cannot decide, errors
 def test_nonfinite_statistics_cannot_decide(monkeypatch):
     x, y = gaussian_pair(12, 12, shift=5.0)
-    real = agg._wild_statistics
-
-    def poisoned(*args):
-        stat, scale, null = real(*args)
-        null[0, 3] = math.nan
-        return stat, scale, null
-
-    monkeypatch.setattr(agg, "_wild_statistics", poisoned)
+    poison_null(monkeypatch, agg, "_wild_statistics", (0, 3), math.nan)
     with pytest.warns(km.NumericalWarning, match="mmdagg_test: cannot decide: 1 of the .* resampled"):
         res = km.mmdagg_test(x, y, n_permutations=20, n_correction=20, seed=0)
     assert res.reject is False and math.isnan(res.u) and np.isnan(res.p_values).all()

@@ -19,6 +19,7 @@ from ._alternatives import (
     lp_distances,
     null_pair,
     one_thread,  # noqa: F401  (fixture)
+    poison_null,
     power_and_median_power,
     rejection_rate,
     resamples_match_torch,
@@ -144,14 +145,7 @@ def test_mmdfuse_more_powerful_than_median_heuristic(case):
 
 
 def test_nonfinite_statistics_cannot_decide(monkeypatch):
-    real = fuse.split_statistics
-
-    def poisoned(*args):
-        stat, scale, null = real(*args)
-        null[2, 5] = math.inf
-        return stat, scale, null
-
-    monkeypatch.setattr(fuse, "split_statistics", poisoned)
+    poison_null(monkeypatch, fuse, "split_statistics", (2, 5), math.inf)
     x, y = gaussian_pair(12, 15, shift=4.0)
     with pytest.warns(km.NumericalWarning, match="mmdfuse_test: cannot decide: 1 of the 20 permuted FUSE statistics"):
         res = km.mmdfuse_test(x, y, n_permutations=20, seed=0)
