@@ -2,7 +2,9 @@
 
 Reads the run's ``config.json`` and latest checkpoint (as written by :mod:`gan.train`), draws ``--samples``
 generator samples (z ~ U[−1, 1]^z_dim, generator in eval mode) and as many real images (a seeded random subset of the
-training set, all of it when smaller), featurises both, and reports (SPEC §9):
+training set, all of it when smaller; for ``--data folder`` runs a random subset of the image tree read by
+:func:`gan.data.load_folder_images` with the run's ``--image-size`` and ``--crop``, exactly as for training),
+featurises both, and reports (SPEC §9):
 
 * KID over subsets — mean ± std of MMD²_u with the cubic kernel over ``--subsets`` (100) random subsets of
   ``--subset-size`` (1000) points, the papers' protocol (``kernelmmd.kid(..., subsets=100)``);
@@ -11,9 +13,11 @@ training set, all of it when smaller), featurises both, and reports (SPEC §9):
 * FID (``kernelmmd.fid``).
 
 Features (``--features auto``): MNIST / Fashion-MNIST use the LeNet of ``python -m gan.features --data DATA``
-(penultimate layer), CIFAR-10 the Inception-v3 pool3 features via torch-fidelity, the 2-D toys the points themselves;
-see :mod:`gan.features` for where weights come from. ``--init`` scores the generator at initialisation instead (the
-run's seed, as :class:`gan.run.Run` builds it) and writes ``scores_init.json``: the yardstick for "KID fell by ×k".
+(penultimate layer), CIFAR-10 and image folders (CelebA, ImageNet) the Inception-v3 pool3 features via torch-fidelity,
+the 2-D toys the points themselves; see :mod:`gan.features` for where weights come from (a local file, never a
+download: ``--feature-weights``, ``$KERNELMMD_INCEPTION_WEIGHTS`` or torch.hub's cache). ``--init`` scores the
+generator at initialisation instead (the run's seed, as :class:`gan.run.Run` builds it) and writes
+``scores_init.json``: the yardstick for "KID fell by ×k".
 
 The checkpoint is the newest one whose SHA-256 checksum verifies (:mod:`gan.checkpoint`): damaged newer ones are
 skipped with a warning naming each; ``--checkpoint FILE`` uses exactly that file or fails. A KID subset size that
@@ -45,7 +49,7 @@ import kernelmmd
 from ._cli import HelpFormatter, check_device, one_line_warnings, parse_checked
 from .artefacts import read_run_config
 from .checkpoint import atomic_write
-from .data import DataNotFoundError, load_images, toy_sample
+from .data import DataNotFoundError, load_folder_images, load_images, toy_sample
 from .features import DEFAULT_FEATURES, FeaturesUnavailable, default_features, featurize, load_feature_extractor  # noqa: F401
 from .run import initial_generator, load_checkpointed_generator
 
@@ -152,6 +156,9 @@ def evaluate_generator(generator: nn.Module, real_images: torch.Tensor, feature_
 def _real_images(cfg, n: int, seed: int, data_dir) -> torch.Tensor:
     if cfg.data == "gaussians-2d":
         return toy_sample(n, cfg.toy, generator=torch.Generator().manual_seed(seed + 1))
+    if cfg.data == "folder":  # a random subset of the tree, preprocessed as for training (--image-size, --crop)
+        return load_folder_images(data_dir if data_dir is not None else cfg.data_dir, cfg.image_size or 64, cfg.crop,
+                                  limit=n, seed=seed + 1, workers=cfg.workers).images
     images = load_images(cfg.data, data_dir if data_dir is not None else cfg.data_dir, verbose=False).images
     if images.shape[0] > n:
         idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed + 1))[:n]
@@ -249,12 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file (default: the newest intact checkpoint of the run)")
     p.add_argument("--init", action="store_true", help="score the generator at initialisation -> scores_init.json")
     p.add_argument("--features", choices=["auto", "lenet", "inception", "identity"], default="auto",
-                   help="feature extractor (auto: lenet for mnist/fashion-mnist, inception for cifar10, identity "
-                   "for 2-D toys)")
+                   help="feature extractor (auto: lenet for mnist/fashion-mnist, inception for cifar10 and "
+                   "--data folder, identity for 2-D toys)")
     p.add_argument("--feature-weights", default=None, help="LeNet weights file (default: where `python -m "
                    "gan.features` saves them) or Inception-v3 weights file (default: $KERNELMMD_INCEPTION_WEIGHTS "
-                   "or torch.hub's cache / download)")
-    p.add_argument("--data-dir", default=None, help="real data directory (default: the run's --data-dir)")
+                   "or torch.hub's cache; never downloaded, see the README's \"Inception weights on a machine "
+                   "without internet\")")
+    p.add_argument("--data-dir", default=None, help="real data directory (default: the run's --data-dir; for a "
+                   "--data folder run, a tree of images read with the run's --image-size and --crop)")
     p.add_argument("--subsets", type=int, default=100, help="KID subsets")
     p.add_argument("--subset-size", type=int, default=1000, help="points per KID subset")
     p.add_argument("--batch-size", type=int, default=500, help="generation / featurisation batch size")

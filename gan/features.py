@@ -10,12 +10,14 @@ file is written atomically (concurrent processes never see a partial file); a re
 degrades to a per-user temporary folder with a warning. ``python -m gan.features --data mnist [--out PATH]
 [--epochs 5]`` trains one explicitly, prints its test accuracy and saves it (default: the cache file).
 
-For CIFAR-10 and other RGB data the standard FID features — the 2048-d pool3 layer of the TensorFlow Inception-v3
-that every FID number in the literature uses — come from torch-fidelity (``pip install 'kernelmmd[fid]'``), not
-from a re-implementation. Its weights are fetched and cached by ``torch.hub`` when a network is available, or read
-from a local file: ``weights=PATH``, ``--inception-weights PATH`` or the environment variable
-``KERNELMMD_INCEPTION_WEIGHTS``. Without the package, or without network and weights, :class:`FeaturesUnavailable`
-says exactly what to install or download and where to put it.
+For CIFAR-10, image folders (``--data folder``: CelebA, ImageNet) and other RGB data the standard FID features — the
+2048-d pool3 layer of the TensorFlow Inception-v3 that every FID number in the literature uses — come from
+torch-fidelity (``pip install 'kernelmmd[fid]'``), not from a re-implementation. Its weights are read from a local
+file, never downloaded (a download would hang or fail on an offline machine): ``weights=PATH`` (``--feature-weights``
+/ ``--kid-feature-weights``), else the environment variable ``KERNELMMD_INCEPTION_WEIGHTS``, else torch.hub's cache
+(``torch.hub.get_dir()/checkpoints/``, where torch-fidelity itself would put them). Without the package or the
+weights, :class:`FeaturesUnavailable` says in one line what to install or download and where to put it (README.md,
+"Inception weights on a machine without internet").
 
 A :class:`FeatureExtractor` maps images (n, C, H, W) with values in [−1, 1] (the generators' tanh range) to
 float32 features (n, dim); :func:`featurize` runs one over many images in batches with an optional progress bar.
@@ -37,12 +39,14 @@ from torch.nn import functional as F
 from ._cli import HelpFormatter, parse_checked
 
 __all__ = ["LeNet", "FeatureExtractor", "FeaturesUnavailable", "INCEPTION_URL", "INCEPTION_ENV", "FEATURES_ENV",
+           "INCEPTION_README", "inception_weights_path",
            "EXTRACTORS", "XDG_ENV", "EPOCHS_ENV", "RECIPE", "RECIPE_VERSION", "cache_dir", "recipe", "weights_key",
            "default_weights_path", "cached_lenet", "train_classifier", "save_classifier", "load_classifier",
            "load_feature_extractor", "featurize", "DEFAULT_FEATURES", "default_features", "main"]
 
 #: data name -> feature extractor used by ``--features auto``
-DEFAULT_FEATURES = {"mnist": "lenet", "fashion-mnist": "lenet", "cifar10": "inception", "gaussians-2d": "identity"}
+DEFAULT_FEATURES = {"mnist": "lenet", "fashion-mnist": "lenet", "cifar10": "inception", "folder": "inception",
+                    "gaussians-2d": "identity"}
 
 
 def default_features(data: str) -> str:
@@ -58,6 +62,8 @@ INCEPTION_ENV = "KERNELMMD_INCEPTION_WEIGHTS"
 FEATURES_ENV = "KERNELMMD_FEATURES_DIR"
 #: where torch-fidelity 0.4 downloads its Inception-v3 weights from
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+#: the README section on getting the Inception weights onto a machine without internet
+INCEPTION_README = 'README.md, "Inception weights on a machine without internet"'
 #: names accepted by :func:`load_feature_extractor`
 EXTRACTORS = ("lenet", "inception", "identity")
 
@@ -377,6 +383,37 @@ class FeatureExtractor:
         return f"FeatureExtractor({self.name!r}, dim={self.dim}, source={self.source!r})"
 
 
+def inception_weights_path(weights: str | os.PathLike | None = None) -> Path:
+    """The local Inception-v3 weights file to use: ``weights``, else ``$KERNELMMD_INCEPTION_WEIGHTS``, else
+    torch-fidelity's file in torch.hub's cache (``torch.hub.get_dir()/checkpoints/`` + the basename of
+    :data:`INCEPTION_URL`). Never downloads.
+
+    Raises:
+        FeaturesUnavailable: the given file does not exist, or none was given and the cache holds none (one line:
+            where to download it, where to put it, the README section).
+    """
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    how = (f"download {INCEPTION_URL} (on a machine with internet) and put it in {hub} (torch.hub's cache, found "
+           f"automatically) or pass its path with --feature-weights PATH (gan.evaluate), --kid-feature-weights PATH "
+           f"(gan.train --kid-lr) or ${INCEPTION_ENV}; see {INCEPTION_README}")
+    if weights is None:
+        weights = os.environ.get(INCEPTION_ENV) or None
+        given = f"${INCEPTION_ENV}"
+    else:
+        given = "given"
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FeaturesUnavailable(f"Inception-v3 weights file {weights} ({given}) does not exist; {how}")
+        return path
+    cached = hub / INCEPTION_URL.rsplit("/", 1)[1]
+    if cached.is_file():
+        return cached
+    raise FeaturesUnavailable(f"no Inception-v3 weights for the KID/FID features: no weights file given, "
+                              f"${INCEPTION_ENV} unset and torch.hub's cache holds no {cached.name} (they are never "
+                              f"downloaded); {how}")
+
+
 def _inception(weights, device) -> FeatureExtractor:
     try:
         import torch_fidelity
@@ -384,20 +421,16 @@ def _inception(weights, device) -> FeatureExtractor:
         raise FeaturesUnavailable(
             "Inception-v3 FID features need torch-fidelity, which could not be imported "
             f"({e}); install it with `pip install 'kernelmmd[fid]'` (or `pip install torch-fidelity`)") from None
-    weights = weights if weights is not None else os.environ.get(INCEPTION_ENV) or None
-    if weights is not None and not Path(weights).is_file():
-        raise FeaturesUnavailable(
-            f"Inception-v3 weights file {weights} does not exist; download {INCEPTION_URL} and pass its path as "
-            f"weights= / --inception-weights or in ${INCEPTION_ENV}")
+    path = inception_weights_path(weights)  # a local file: torch-fidelity is never left to download
     try:
-        net = torch_fidelity.FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048"], feature_extractor_weights_path=None if weights is None else str(weights))
-    except (OSError, RuntimeError, ValueError) as e:  # no network, a corrupt file, wrong weights
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        net = torch_fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                         feature_extractor_weights_path=str(path))
+    except Exception as e:  # noqa: BLE001 - whatever torch.load / load_state_dict raise on a corrupt or foreign file
+        first = (str(e).splitlines() or [""])[0]
         raise FeaturesUnavailable(
-            f"could not load the Inception-v3 weights ({type(e).__name__}: {e}). Without a network, download "
-            f"{INCEPTION_URL} on another machine and either put it in {hub} (torch.hub's cache, where torch-fidelity "
-            f"looks first) or pass its path as weights= / --inception-weights PATH or in ${INCEPTION_ENV}") from None
+            f"could not load the Inception-v3 weights {path} ({type(e).__name__}: {first}); is it torch-fidelity's "
+            f"{INCEPTION_URL.rsplit('/', 1)[1]}? Download {INCEPTION_URL} again; see "
+            f"{INCEPTION_README}") from None
     net = net.to(device).eval()
 
     def fn(x: torch.Tensor) -> torch.Tensor:  # x float in [−1, 1], (n, C, H, W)
@@ -409,7 +442,7 @@ def _inception(weights, device) -> FeatureExtractor:
         (f,) = net(u8)
         return f  # (n, 2048)
 
-    return FeatureExtractor("inception", fn, 2048, str(weights) if weights is not None else INCEPTION_URL, device)
+    return FeatureExtractor("inception", fn, 2048, str(path), device)
 
 
 def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = None, data: str = "mnist",
@@ -422,14 +455,15 @@ def load_feature_extractor(name: str, *, weights: str | os.PathLike | None = Non
       divided by its RMS over the training images (``feature_scale``, saved with the weights), so that aᵀb/d is of
       order 1 as for Inception features and the cubic KID kernel sees the same balance of terms;
     * ``"inception"``: torch-fidelity's Inception-v3 pool3 features (2048-d; grey images are repeated to RGB),
-      weights from ``weights``, ``$KERNELMMD_INCEPTION_WEIGHTS`` or torch.hub's cache / download;
+      weights from ``weights``, ``$KERNELMMD_INCEPTION_WEIGHTS`` or torch.hub's cache (:func:`inception_weights_path`;
+      never downloaded);
     * ``"identity"``: the flattened samples themselves (2-D toys).
 
     Raises:
         ValueError: unknown ``name``.
         FeaturesUnavailable: a missing ``weights`` file (with the command that makes it), data to train the LeNet
             on not found, torch-fidelity not installed,
-            Inception weights neither cached, downloadable nor given (with where to get them and where to put them).
+            Inception weights neither given nor cached (one line: where to get them and where to put them).
 
     Example:
         >>> fx = load_feature_extractor("identity")

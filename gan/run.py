@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .artefacts import of_this_run, read_run_config
 from .config import Config, kid_schedule_args
-from .data import make_batches, toy_sample
+from .data import DataNotFoundError, load_folder_images, make_batches, toy_sample
 from .features import FeaturesUnavailable, default_features, load_feature_extractor
 from .losses import GANLoss, loss_for
 from .nets import accelerate, build_models, set_tf32
@@ -44,7 +44,8 @@ def build_networks(cfg: Config, shape: tuple, loss: GANLoss):
 
 
 def kid_callback(cfg: Config, run: Run):
-    """The KID-adaptive learning-rate callback of ``--kid-lr`` (features as ``gan.evaluate`` picks them)."""
+    """The KID-adaptive learning-rate callback of ``--kid-lr`` (features as ``gan.evaluate`` picks them; for
+    ``--data folder`` the real reference set is ``--kid-samples`` images of the tree, preprocessed as for training)."""
     from .schedule import KIDScheduleCallback
 
     name = cfg.kid_features or default_features(cfg.data)
@@ -53,7 +54,15 @@ def kid_callback(cfg: Config, run: Run):
                                     data_dir=cfg.data_dir, progress=cfg.progress)
     except FeaturesUnavailable as e:
         raise ValueError(f"--kid-lr: {e}") from None
-    return KIDScheduleCallback(fx, n_samples=cfg.kid_samples, seed=cfg.seed + KID_SEED, **kid_schedule_args(cfg))
+    real = None
+    if cfg.data == "folder":  # FolderBatches holds no images in memory: a random subset of the tree, as for training
+        try:
+            real = load_folder_images(cfg.data_dir, cfg.image_size or 64, cfg.crop, limit=cfg.kid_samples,
+                                      seed=cfg.seed + KID_SEED, workers=cfg.workers).images  # uint8 (n, 3, S, S)
+        except (DataNotFoundError, ValueError) as e:
+            raise ValueError(f"--kid-lr: {e}") from None
+    return KIDScheduleCallback(fx, n_samples=cfg.kid_samples, real_images=real, seed=cfg.seed + KID_SEED,
+                               **kid_schedule_args(cfg))
 
 
 class NonFiniteLossError(RuntimeError):

@@ -106,8 +106,8 @@ def test_z_dim_not_inferable():
 
 
 def test_default_features():
-    assert [E.default_features(d) for d in ("mnist", "fashion-mnist", "cifar10", "gaussians-2d")] == \
-        ["lenet", "lenet", "inception", "identity"]
+    assert [E.default_features(d) for d in ("mnist", "fashion-mnist", "cifar10", "folder", "gaussians-2d")] == \
+        ["lenet", "lenet", "inception", "inception", "identity"]
     with pytest.raises(ValueError, match="data must be one of"):
         E.default_features("svhn")
 
@@ -196,3 +196,153 @@ def test_cli_trains_missing_lenet_weights_once(tmp_path, monkeypatch, capsys):
     assert len(cached) == 1 and s["feature_source"] == str(cached[0]) and s["feature_dim"] == 128
     assert E.main([*args, "--no-progress"]) == 0
     assert "training" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ --data folder runs
+
+
+class _Inception(nn.Module):
+    """Stand-in for torch_fidelity.FeatureExtractorInceptionV3 (no Inception weights on the test machine): records
+    the uint8 batches it sees and returns (n, 2048) features that depend on the images."""
+
+    seen: list = []
+    paths: list = []
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__()
+        assert features_list == ["2048"] and feature_extractor_weights_path is not None  # never a download
+        _Inception.paths.append(feature_extractor_weights_path)
+        self.proj = torch.randn(3 * 4 * 4, 2048, generator=torch.Generator().manual_seed(0)) / 7.0
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[1] == 3
+        _Inception.seen.append(x.clone())
+        h = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, 4).flatten(1)  # (n, 48)
+        return (h @ self.proj,)
+
+
+@pytest.fixture
+def fidelity_stand_in(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    mod = types.ModuleType("torch_fidelity")
+    mod.FeatureExtractorInceptionV3 = _Inception
+    monkeypatch.setitem(sys.modules, "torch_fidelity", mod)
+    monkeypatch.delenv(F.INCEPTION_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty torch.hub cache
+    _Inception.seen, _Inception.paths = [], []
+    weights = tmp_path / "weights-inception.pth"
+    weights.write_bytes(b"stand-in weights")
+    return weights
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A 2-step --data folder run on 12 non-square PNGs (so that --crop matters), --image-size 32."""
+    from PIL import Image
+
+    from gan.train import train
+
+    from ._gan_helpers import tiny
+
+    root = tmp_path_factory.mktemp("celeba") / "img"
+    for i in range(12):
+        (root / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        arr = np.random.default_rng(i).integers(0, 256, size=(24, 18, 3), dtype=np.uint8)
+        arr[:3] = 255 * (i % 2)  # top rows: cut by the centre crop, kept (squeezed) without it
+        Image.fromarray(arr).save(root / f"d{i % 2}" / f"{i:03d}.png")
+    out = tmp_path_factory.mktemp("runs") / "folder"
+    train(tiny(out, loss="mmd", data="folder", data_dir=str(root), image_size=32, crop="center", width=2,
+               batch_size=4, workers=0, steps=2, sample_every=100, score_samples=0), verbose=False)
+    return out, root
+
+
+def test_default_features_of_folder_runs_is_inception():
+    assert E.default_features("folder") == "inception" == F.DEFAULT_FEATURES["folder"]
+
+
+def test_cli_on_folder_run_uses_inception_and_the_runs_preprocessing(folder_run, fidelity_stand_in, monkeypatch,
+                                                                     capsys):
+    """`python -m gan.evaluate RUN` on a --data folder run: Inception features (here a stand-in for torch-fidelity's
+    network, weights from $KERNELMMD_INCEPTION_WEIGHTS), real images = a random subset of the folder read by
+    load_folder_images with the run's --image-size and --crop; KID and FID written."""
+    from gan.data import load_folder_images
+
+    out, root = folder_run
+    monkeypatch.setenv(F.INCEPTION_ENV, str(fidelity_stand_in))
+    assert E.main([str(out), "--samples", "8", "--subsets", "3", "--subset-size", "4", "--batch-size", "5",
+                   "--seed", "2", "--no-progress"]) == 0
+    assert "FID" in capsys.readouterr().out
+    s = json.loads((out / "scores.json").read_text())
+    assert s["features"] == "inception" and s["feature_dim"] == 2048 and s["feature_source"] == str(fidelity_stand_in)
+    assert s["data"] == "folder" and s["step"] == 2 and (s["n_fake"], s["n_real"]) == (8, 8)
+    for key in ("kid_mean", "kid_std", "kid_exact", "kid_exact_std", "fid"):
+        assert np.isfinite(s[key])
+    assert _Inception.paths == [str(fidelity_stand_in)]
+    seen = torch.cat(_Inception.seen)  # generated images first, then the real ones
+    assert seen.shape == (16, 3, 32, 32)
+    real = seen[8:]
+    expected = load_folder_images(root, 32, "center", limit=8, seed=2 + 1, workers=0).images
+    assert torch.equal(real, expected)  # the seeded random subset, centre-cropped and resized to 32 x 32 as in training
+    uncropped = load_folder_images(root, 32, "none", limit=8, seed=3, workers=0).images
+    assert not torch.equal(real, uncropped)
+    assert len({bytes(x.numpy()) for x in real}) == 8  # 8 distinct images out of the 12
+
+
+def test_cli_on_folder_run_data_dir_override(folder_run, fidelity_stand_in, tmp_path, capsys):
+    """--data-dir replaces the run's image folder (e.g. the data moved); a folder without images: exit 2, one line."""
+    out, root = folder_run
+    assert E.main([str(out), "--samples", "4", "--subsets", "1", "--subset-size", "2", "--feature-weights",
+                   str(fidelity_stand_in), "--data-dir", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no images found under --data-dir")
+
+
+def test_cli_on_folder_run_without_inception_weights(folder_run, fidelity_stand_in, monkeypatch, capsys):
+    """No --feature-weights, no $KERNELMMD_INCEPTION_WEIGHTS, an empty torch.hub cache: exit 2 with one error line
+    saying where to get the weights (the README section); no traceback, no download attempt, no scores written."""
+    import socket
+
+    out, _ = folder_run
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: pytest.fail("network access"))
+    before = (out / "scores.json").read_text() if (out / "scores.json").exists() else None
+    assert E.main([str(out), "--samples", "8", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1 and err.startswith("error: no Inception-v3 weights") and "Traceback" not in err
+    assert F.INCEPTION_URL in err and 'README.md, "Inception weights on a machine without internet"' in err
+    assert "--feature-weights PATH" in err and "$KERNELMMD_INCEPTION_WEIGHTS" in err
+    assert _Inception.paths == [] and captured.out == ""
+    after = (out / "scores.json").read_text() if (out / "scores.json").exists() else None
+    assert after == before
+
+
+def test_cli_without_torch_fidelity_is_one_line(folder_run, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)
+    assert E.main([str(folder_run[0]), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'kernelmmd[fid]'" in err
+
+
+def test_kid_lr_on_a_folder_run_uses_inception_and_folder_images(folder_run, fidelity_stand_in, tmp_path):
+    """gan.train --data folder --kid-lr: Inception features by default, the real reference set = --kid-samples images
+    of the folder with the run's preprocessing (FolderBatches keeps no images in memory)."""
+    from gan.data import load_folder_images
+    from gan.run import KID_SEED
+    from gan.train import train
+
+    from ._gan_helpers import rows, tiny
+
+    _, root = folder_run
+    out = tmp_path / "kid"
+    train(tiny(out, loss="mmd", data="folder", data_dir=str(root), image_size=32, crop="center", width=2,
+               batch_size=4, workers=0, steps=1, sample_every=100, score_samples=0, kid_lr=True, kid_every=1,
+               kid_lookback=1, kid_patience=1, kid_samples=6, kid_feature_weights=str(fidelity_stand_in)),
+          verbose=False)
+    assert _Inception.paths == [str(fidelity_stand_in)]
+    expected = load_folder_images(root, 32, "center", limit=6, seed=0 + KID_SEED, workers=0).images
+    assert torch.equal(torch.cat(_Inception.seen)[:6], expected)  # the real features come first
+    assert rows(out)[0]["lr_decision"] == "filling"  # the callback ran at step 1

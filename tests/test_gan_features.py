@@ -284,15 +284,53 @@ def test_inception_weights_from_env(fake_fidelity, monkeypatch):
     assert F.load_feature_extractor("inception").source == str(path)
 
 
-def test_inception_without_network_or_weights(fake_fidelity):
-    with pytest.raises(F.FeaturesUnavailable, match=r"could not load the Inception-v3 weights \(OSError.*download "
-                       r"https://github.com/toshas/torch-fidelity/.*KERNELMMD_INCEPTION_WEIGHTS"):
+def test_inception_without_weights_never_downloads(fake_fidelity, tmp_path, monkeypatch):
+    """No --feature-weights, no $KERNELMMD_INCEPTION_WEIGHTS, nothing in torch.hub's cache: one line saying where to
+    download the file and where to put it — torch-fidelity is never asked to download (the stand-in would raise an
+    OSError, giving another message), no socket is opened."""
+    import socket
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: pytest.fail("network access"))
+    with pytest.raises(F.FeaturesUnavailable) as e:
+        F.load_feature_extractor("inception")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("no Inception-v3 weights for the KID/FID features")
+    for part in ("never downloaded", F.INCEPTION_URL, str(tmp_path / "hub" / "checkpoints"), "--feature-weights PATH",
+                 "--kid-feature-weights PATH", "$KERNELMMD_INCEPTION_WEIGHTS",
+                 'README.md, "Inception weights on a machine without internet"'):
+        assert part in msg, part
+
+
+def test_inception_weights_from_torch_hub_cache(fake_fidelity, tmp_path, monkeypatch):
+    path, _ = fake_fidelity
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    cached = hub / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    cached.write_bytes(path.read_bytes())
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    assert F.inception_weights_path() == cached
+    assert F.load_feature_extractor("inception").source == str(cached)
+    monkeypatch.setenv(F.INCEPTION_ENV, str(path))  # the environment variable comes first, weights= before both
+    assert F.inception_weights_path() == path and F.inception_weights_path(cached) == cached
+
+
+def test_inception_missing_weights_file(fake_fidelity, tmp_path, monkeypatch):
+    with pytest.raises(F.FeaturesUnavailable, match=r"weights file .*nope.pth \(given\) does not exist; download .*"
+                       r"README.md"):
+        F.load_feature_extractor("inception", weights=tmp_path / "nope.pth")
+    monkeypatch.setenv(F.INCEPTION_ENV, str(tmp_path / "gone.pth"))
+    with pytest.raises(F.FeaturesUnavailable, match=r"gone.pth \(\$KERNELMMD_INCEPTION_WEIGHTS\) does not exist"):
         F.load_feature_extractor("inception")
 
 
-def test_inception_missing_weights_file(fake_fidelity, tmp_path):
-    with pytest.raises(F.FeaturesUnavailable, match=r"weights file .*nope.pth does not exist; download"):
-        F.load_feature_extractor("inception", weights=tmp_path / "nope.pth")
+def test_inception_damaged_weights_file(fake_fidelity, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(F.FeaturesUnavailable, match=r"could not load the Inception-v3 weights .*bad.pth \(\w+.*"
+                       r"Download https://github.com/toshas/torch-fidelity/.*README.md") as e:
+        F.load_feature_extractor("inception", weights=bad)
+    assert "\n" not in str(e.value)
 
 
 def test_inception_rejects_other_channel_counts(fake_fidelity):
