@@ -127,7 +127,8 @@ class Config:
     kid_factor: float = _kid(0.8, "--kid-lr: learning-rate decay factor", gt=0)
     kid_samples: int = _kid(2048, "--kid-lr: samples per evaluation", ge=1)
     kid_features: str | None = _kid(None, "--kid-lr: feature extractor (default: lenet for mnist/fashion-mnist, "
-                                    "inception for cifar10, identity for gaussians-2d; see python -m gan.features)",
+                                    "inception for cifar10 and folder, identity for gaussians-2d; "
+                                    "see python -m gan.features)",
                                     choices=("lenet", "inception", "identity"))
     kid_feature_weights: str | None = _kid(None, "--kid-lr: LeNet / Inception weights file (default: gan.features' "
                                            "default locations)", type=str)
