@@ -53,8 +53,9 @@ Ops (all take already-validated 2-D tensors and a resolved, non-deep :class:`~ke
   also ``(Q, R)``, R[λ] = K_λ·1 (Λ, N). The resampled statistics of the permutation and aggregated tests.
 * ``h_quad_forms(x, y, v, kernels, total=False) -> Q`` (n = m, float64, (Λ, B)): Q[λ, b] = Σ_ij v_ib v_jb h_λ(i, j),
   h(i, j) = k(x_i,x_j) + k(y_i,y_j) − k(x_i,y_j) − k(x_j,y_i) (the wild bootstrap); with ``total`` also
-  ``(Q, T)``, T[λ] = 1ᵀK_λ1 over the pooled [x; y]. Default on every backend: one ``kernel_mv`` pass per kernel
-  (:func:`._shared.quad_forms_via`; h as the pooled form [v; −v]ᵀK[v; −v]); ``tiled`` specialises both
+  ``(Q, T)``, T[λ] = 1ᵀK_λ1 over the pooled [x; y]. Default for a backend module that does not define them
+  (:func:`routine` binds it): one ``kernel_mv`` pass per kernel (:func:`._shared.quad_forms_via`; h as the pooled
+  form [v; −v]ᵀK[v; −v]); ``tiled`` specialises both
   (upper-triangle row strips, one distance strip per distance family shared by its kernels, float64 products:
   N²/2 kernel values and N²B/2 multiply-adds per kernel, n²B/2 for h instead of 4n²B).
 * ``dense_blocks(z, kernel) -> (K, G, H)``: the derivative blocks materialised, (M, M), (M d, M), (M d, M d)
@@ -65,6 +66,7 @@ Ops (all take already-validated 2-D tensors and a resolved, non-deep :class:`~ke
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from collections.abc import Callable
@@ -73,7 +75,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BackendFallbackWarning, user_stacklevel
-from ._shared import PRECISIONS
+from ._shared import PRECISIONS, h_quad_forms_via, quad_forms_via
 from .types import BlockStats
 
 __all__ = ["Auto", "BlockStats", "BACKENDS", "OPS", "PRECISIONS", "available", "dispatch", "routine",
@@ -91,6 +93,9 @@ _PACKAGES = {"keops": ("pykeops", "keops"), "triton": ("triton", "triton")}
 BACKENDS = ("auto", *_MODULES)
 OPS = ("block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks", "quad_forms",
        "h_quad_forms")
+#: composite ops: a backend module that does not define one gets this default, built on its own ``kernel_mv``
+#: (``routine`` binds the backend name); ``tiled`` specialises both
+_COMPOSITE = {"quad_forms": quad_forms_via, "h_quad_forms": h_quad_forms_via}
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,8 @@ def routine(op: str, backend: str) -> Callable:
         raise ImportError(_missing_message(backend, err)) from err
     module = importlib.import_module(_MODULES[backend])
     fn = getattr(module, op, None)
+    if fn is None and op in _COMPOSITE:  # not specialised by this backend: the default built on its kernel_mv
+        return functools.partial(_COMPOSITE[op], backend)
     if fn is None:
         raise NotImplementedError(f"backend {backend!r} does not provide the op {op!r}")
     return fn

@@ -39,12 +39,11 @@ pykeops.set_verbose(False)
 from pykeops.torch import LazyTensor  # noqa: E402
 
 from ..kernels import DotKernel, Kernel, L1Kernel, RadialKernel  # noqa: E402
-from ._shared import energy_norm_mv, h_quad_forms_via, quad_forms_via, row_norms, unit_rows  # noqa: E402
+from ._shared import energy_norm_mv, row_norms, unit_rows  # noqa: E402
 from .reference import a_column, a_diag, dense_blocks, require_twice  # noqa: E402  (O(M d), or dense by design)
 from .types import BlockStats  # noqa: E402
 
-__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks",
-           "quad_forms", "h_quad_forms"]
+__all__ = ["block_stats", "kernel_mv", "kernel_grad_mv", "a_matvec", "a_diag", "a_column", "dense_blocks"]
 
 
 def _opts(dtype: torch.dtype) -> dict:
@@ -239,15 +238,3 @@ def a_matvec(z: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, kernel: Kernel
         bottom = h1 * (U0 * Zj + U1) + h2 * zu * Zj
     out = _rowsum(top.concat(bottom), z.dtype)  # (M, 1 + d)
     return out[:, 0].to(z.dtype), out[:, 1:].to(z.dtype)
-
-
-def quad_forms(z: torch.Tensor, v: torch.Tensor, kernels, row_sums: bool = False):
-    """Σ_ij v_ib k_λ(z_i, z_j) v_jb per kernel, (Λ, B) float64 (and K_λ·1, (Λ, N), with ``row_sums``): one
-    ``kernel_mv`` pass per kernel (:func:`._shared.quad_forms_via`)."""
-    return quad_forms_via("keops", z, v, kernels, row_sums)
-
-
-def h_quad_forms(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernels, total: bool = False):
-    """Σ_ij v_ib v_jb h_λ(i, j) per kernel (n = m), (Λ, B) float64 (and the pooled 1ᵀK_λ1 with ``total``): the
-    pooled form [v; −v]ᵀK_λ[v; −v] (:func:`._shared.h_quad_forms_via`)."""
-    return h_quad_forms_via("keops", x, y, v, kernels, total)

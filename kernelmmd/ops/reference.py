@@ -20,7 +20,7 @@ import torch
 
 from ..kernels import DotKernel, Kernel, L1Kernel, RadialKernel, sqdist
 from ..kernels.l1 import l1dist, sign_mv
-from ._shared import centres, h_quad_forms_via, pooled_mean, quad_forms_via, unit_rows
+from ._shared import centres, pooled_mean, unit_rows
 from .types import BlockStats
 
 __all__ = [
@@ -31,8 +31,6 @@ __all__ = [
     "a_matvec",
     "a_diag",
     "a_column",
-    "quad_forms",
-    "h_quad_forms",
 ]
 
 
@@ -198,15 +196,3 @@ def a_column(z: torch.Tensor, index: int, kernel: Kernel) -> tuple[torch.Tensor,
     bottom = h2[:, None] * a[None, :] * z[:, j : j + 1]  # h'' z_l'i z_lj
     bottom[:, j] = bottom[:, j] + h1
     return top, bottom
-
-
-def quad_forms(z: torch.Tensor, v: torch.Tensor, kernels, row_sums: bool = False):
-    """Σ_ij v_ib k_λ(z_i, z_j) v_jb per kernel, (Λ, B) float64 (and K_λ·1, (Λ, N), with ``row_sums``): one
-    ``kernel_mv`` pass per kernel (:func:`._shared.quad_forms_via`)."""
-    return quad_forms_via("torch", z, v, kernels, row_sums)
-
-
-def h_quad_forms(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, kernels, total: bool = False):
-    """Σ_ij v_ib v_jb h_λ(i, j) per kernel (n = m), (Λ, B) float64 (and the pooled 1ᵀK_λ1 with ``total``): the
-    pooled form [v; −v]ᵀK_λ[v; −v] (:func:`._shared.h_quad_forms_via`)."""
-    return h_quad_forms_via("torch", x, y, v, kernels, total)
